@@ -1,0 +1,24 @@
+// The profile registry. Adding an API: write its module, add it here and to ProfileName.
+
+import { generic } from './generic'
+import { github } from './github'
+import type { Profile, ProfileName } from './profile'
+import { testmo } from './testmo'
+import { testrail } from './testrail'
+import { zulip } from './zulip'
+
+export type { ParsedError, Profile, ProfileName, Pushback, UpstreamBody } from './profile'
+
+const PROFILES: Readonly<Record<ProfileName, Profile>> = { generic, testrail, testmo, zulip, github }
+
+/** Every valid `profile` value of a route; `generic` is the default. */
+export const PROFILE_NAMES: readonly ProfileName[] = Object.freeze(Object.keys(PROFILES) as ProfileName[])
+
+export function isProfileName (value: unknown): value is ProfileName {
+  return typeof value === 'string' && Object.prototype.hasOwnProperty.call(PROFILES, value)
+}
+
+/** The profile of that name; `generic` for a name that is not one (config validates names first). */
+export function getProfile (name: ProfileName): Profile {
+  return isProfileName(name) ? PROFILES[name] : generic
+}
