@@ -1,0 +1,149 @@
+// Builds the effective config from, in rising precedence: defaults, a YAML file, SLUICE_* environment
+// variables, command-line flags. Every problem becomes a ConfigError that names the field.
+import { readFileSync } from 'node:fs'
+import { parseArgs } from 'node:util'
+import { parse as parseYaml } from 'yaml'
+import { ConfigError, DEFAULTS, checkRoutes, parseRoute, type SluiceConfig } from './schema'
+
+/** Flags of the quick start that describe the single route; each also reads SLUICE_<NAME>. */
+const ROUTE_FLAGS = {
+  upstream: 'upstream',
+  limit: 'limit',
+  burst: 'burst',
+  'max-wait': 'maxWait',
+  'max-queue': 'maxQueue',
+  algorithm: 'algorithm',
+  key: 'key',
+  margin: 'margin',
+  name: 'name',
+  prefix: 'prefix',
+  profile: 'profile',
+  errors: 'errors',
+  timeout: 'timeout',
+  'body-limit': 'bodyLimit'
+} as const
+
+/** Flags that apply to the whole process and override the config file. */
+const GLOBAL_FLAGS = {
+  host: 'host',
+  port: 'port',
+  redis: 'redis',
+  'key-prefix': 'keyPrefix',
+  'hash-secret': 'hashSecret',
+  'log-level': 'logLevel'
+} as const
+
+export const SERVE_OPTIONS = {
+  config: { type: 'string' },
+  ...Object.fromEntries([...Object.keys(ROUTE_FLAGS), ...Object.keys(GLOBAL_FLAGS)].map((k) => [k, { type: 'string' }]))
+} as const
+
+export function envName (flag: string): string {
+  return `SLUICE_${flag.toUpperCase().replace(/-/g, '_')}`
+}
+
+type Values = Record<string, string | boolean | undefined>
+
+/** Parse serve flags; unknown flags and missing values become ConfigErrors. */
+export function parseServeArgs (argv: string[]): Values {
+  try {
+    const { values, positionals } = parseArgs({ args: argv, options: SERVE_OPTIONS as never, strict: true, allowPositionals: true })
+    if (positionals.length > 0) throw new ConfigError('arguments', `unexpected argument ${JSON.stringify(positionals[0])}; see sluice --help`)
+    return values as Values
+  } catch (err) {
+    if (err instanceof ConfigError) throw err
+    const message = (err as Error).message
+    const flag = /'(--[a-z-]+)/.exec(message)?.[1] ?? 'arguments'
+    throw new ConfigError(flag, message.replace(/\. To specify.*$/s, ''))
+  }
+}
+
+function readFile (path: string): Record<string, unknown> {
+  let text: string
+  try {
+    text = readFileSync(path, 'utf8')
+  } catch (err) {
+    throw new ConfigError('--config', `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
+  }
+  let doc: unknown
+  try {
+    doc = parseYaml(text)
+  } catch (err) {
+    throw new ConfigError('--config', `${path} is not valid YAML: ${(err as Error).message.split('\n')[0]}`)
+  }
+  if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) throw new ConfigError('--config', `${path} must hold a mapping with a "routes" list`)
+  return doc as Record<string, unknown>
+}
+
+const FILE_FIELDS = new Set(['host', 'port', 'redis', 'keyPrefix', 'hashSecret', 'logLevel', 'routes'])
+
+export function loadConfig (argv: string[], env: NodeJS.ProcessEnv): SluiceConfig {
+  const flags = parseServeArgs(argv)
+  // A flag wins over its environment variable.
+  const pick = (flag: string): string | undefined => {
+    const v = flags[flag]
+    if (typeof v === 'string') return v
+    return env[envName(flag)]
+  }
+  const configPath = pick('config')
+  const file = configPath === undefined ? {} : readFile(configPath)
+  for (const key of Object.keys(file)) {
+    if (!FILE_FIELDS.has(key)) throw new ConfigError(key, `unknown top-level field in ${configPath}; known fields are ${[...FILE_FIELDS].join(', ')}`)
+  }
+
+  const global: Record<string, unknown> = { ...file }
+  for (const [flag, key] of Object.entries(GLOBAL_FLAGS)) {
+    const v = pick(flag)
+    if (v !== undefined) global[key] = v
+  }
+  if (global.redis === undefined && env.REDIS_URL !== undefined && env.REDIS_URL !== '') global.redis = env.REDIS_URL
+
+  const routeFromFlags: Record<string, unknown> = {}
+  for (const [flag, key] of Object.entries(ROUTE_FLAGS)) {
+    const v = pick(flag)
+    if (v !== undefined) routeFromFlags[key] = v
+  }
+
+  let routes
+  if (configPath !== undefined) {
+    const stray = Object.keys(ROUTE_FLAGS).find((flag) => pick(flag) !== undefined)
+    if (stray !== undefined) {
+      throw new ConfigError(`--${stray}`, `describes the single quick-start route and cannot be combined with --config; set it on a route in ${configPath} (or unset ${envName(stray)})`)
+    }
+    if (!Array.isArray(file.routes)) throw new ConfigError('routes', `expected a list of routes in ${configPath}, got ${JSON.stringify(file.routes) ?? 'nothing'}`)
+    routes = file.routes.map((r, i) => parseRoute(r, `routes[${i}]`))
+  } else {
+    if (routeFromFlags.upstream === undefined) throw new ConfigError('--upstream', 'is required (or --config FILE); e.g. sluice --upstream https://acme.testrail.io --limit 180/min')
+    if (routeFromFlags.limit === undefined) throw new ConfigError('--limit', 'is required, e.g. --limit 180/min')
+    routes = [parseRoute(routeFromFlags, 'route')].map((r) => r)
+  }
+  checkRoutes(routes)
+
+  const port = Number(global.port ?? DEFAULTS.port)
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError('port', `expected an integer from 0 to 65535, got ${JSON.stringify(global.port)}`)
+  const host = String(global.host ?? DEFAULTS.host)
+  let redis: string | undefined
+  if (global.redis !== undefined && global.redis !== '') {
+    redis = String(global.redis)
+    let url: URL
+    try {
+      url = new URL(redis)
+    } catch {
+      throw new ConfigError('redis', 'expected a redis://HOST:PORT or rediss://HOST:PORT URL')
+    }
+    if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') throw new ConfigError('redis', `expected a redis:// or rediss:// URL, got protocol ${url.protocol}`)
+  }
+  const keyPrefix = String(global.keyPrefix ?? DEFAULTS.keyPrefix)
+  if (!/^[A-Za-z0-9:_.{}-]{0,64}$/.test(keyPrefix)) throw new ConfigError('keyPrefix', `expected up to 64 letters, digits or ":_.-{}", got ${JSON.stringify(keyPrefix)}`)
+  const logLevel = String(global.logLevel ?? DEFAULTS.logLevel)
+  if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel)) throw new ConfigError('logLevel', `expected fatal, error, warn, info, debug, trace or silent, got ${JSON.stringify(logLevel)}`)
+  return {
+    host,
+    port,
+    redis,
+    keyPrefix,
+    hashSecret: String(global.hashSecret ?? DEFAULTS.hashSecret),
+    logLevel,
+    routes
+  }
+}

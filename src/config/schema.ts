@@ -1,0 +1,189 @@
+// The one config schema: validated types, exported defaults, and errors that name the field,
+// what was expected and what was received. A bad config never starts half a server.
+import { parseDuration, parseRate, type Rate } from './units'
+
+export const ALGORITHMS = ['token-bucket', 'sliding-window'] as const
+export type Algorithm = typeof ALGORITHMS[number]
+
+export const PROFILES = ['generic', 'testrail', 'testmo', 'zulip', 'github'] as const
+export type ProfileName = typeof PROFILES[number]
+
+export type BucketKey = { kind: 'instance' } | { kind: 'header', header: string }
+
+export interface RouteConfig {
+  name: string
+  /** Mount path, e.g. "/testrail"; "/" for a single upstream. */
+  prefix: string
+  /** Origin plus optional base path, e.g. "https://acme.testrail.io/index.php?/api/v2" is NOT allowed: no query. */
+  upstream: string
+  limit: Rate
+  /** token-bucket only: requests an idle bucket lets through at once. */
+  burst: number
+  maxWaitMs: number
+  maxQueue: number
+  algorithm: Algorithm
+  key: BucketKey
+  /** Safety margin added to every window so jitter between Sluice and the upstream cannot overshoot. */
+  marginMs: number
+  profile: ProfileName
+  /** "envelope" (default) normalises upstream errors; "upstream" passes their bodies through untouched. */
+  errors: 'envelope' | 'upstream'
+  /** Time to wait for the upstream's response headers before answering UPSTREAM_TIMEOUT. */
+  timeoutMs: number
+  /** Largest request body accepted, in bytes (413 PAYLOAD_TOO_LARGE above it). */
+  bodyLimit: number
+}
+
+export interface SluiceConfig {
+  host: string
+  port: number
+  /** redis:// or rediss:// URL; undefined means the in-memory store (one instance, no set-up). */
+  redis: string | undefined
+  keyPrefix: string
+  /** Secret for the HMAC that turns credentials into bucket keys; share it between instances of a team. */
+  hashSecret: string
+  logLevel: string
+  routes: RouteConfig[]
+}
+
+export const DEFAULTS = {
+  host: '127.0.0.1',
+  port: 8080,
+  keyPrefix: 'sluice:',
+  hashSecret: 'sluice-default-hash-secret',
+  logLevel: 'info',
+  route: {
+    prefix: '/',
+    burst: 1,
+    maxWait: '60s',
+    maxQueue: 1000,
+    algorithm: 'token-bucket' as Algorithm,
+    key: 'instance',
+    profile: 'generic' as ProfileName,
+    errors: 'envelope' as const,
+    timeout: '30s',
+    bodyLimit: 10 * 1024 * 1024
+  }
+} as const
+
+/** Default margin: 1% of the window, at least 10 ms (ms). */
+export function defaultMarginMs (windowMs: number): number {
+  return Math.max(10, Math.round(windowMs / 100))
+}
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError'
+  readonly field: string
+  constructor (field: string, problem: string) {
+    super(`config error: ${field}: ${problem}`)
+    this.field = field
+  }
+}
+
+const ROUTE_FIELDS = new Set(['name', 'prefix', 'upstream', 'limit', 'burst', 'maxWait', 'maxQueue', 'algorithm', 'key', 'margin', 'profile', 'errors', 'timeout', 'bodyLimit'])
+
+function describe (value: unknown): string {
+  return `${JSON.stringify(value) ?? String(value)} (${value === null ? 'null' : typeof value})`
+}
+
+function field<T> (name: string, fn: () => T): T {
+  try {
+    return fn()
+  } catch (err) {
+    if (err instanceof ConfigError) throw err
+    throw new ConfigError(name, (err as Error).message)
+  }
+}
+
+function integer (name: string, value: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : value
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < min || n > max) {
+    throw new ConfigError(name, `expected an integer from ${min} to ${max}, got ${describe(value)}`)
+  }
+  return n
+}
+
+function oneOf<T extends string> (name: string, value: unknown, allowed: readonly T[]): T {
+  if (typeof value !== 'string' || !(allowed as readonly string[]).includes(value)) {
+    throw new ConfigError(name, `expected one of ${allowed.join(', ')}, got ${describe(value)}`)
+  }
+  return value as T
+}
+
+export function parseUpstream (name: string, value: unknown): string {
+  if (typeof value !== 'string' || value.trim() === '') throw new ConfigError(name, `expected an http:// or https:// URL, got ${describe(value)}`)
+  let url: URL
+  try {
+    url = new URL(value)
+  } catch {
+    throw new ConfigError(name, `expected an http:// or https:// URL, got ${describe(value)}`)
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new ConfigError(name, `expected an http:// or https:// URL, got protocol ${url.protocol}`)
+  if (url.username !== '' || url.password !== '') throw new ConfigError(name, 'credentials in the upstream URL are not allowed: send them as request headers')
+  if (url.search !== '' || url.hash !== '') throw new ConfigError(name, 'the upstream URL must not have a query or fragment')
+  return url.href.replace(/\/$/, '')
+}
+
+export function parseKey (name: string, value: unknown): BucketKey {
+  if (value === 'instance') return { kind: 'instance' }
+  if (typeof value === 'string' && /^header:[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(value)) {
+    return { kind: 'header', header: value.slice('header:'.length).toLowerCase() }
+  }
+  throw new ConfigError(name, `expected "instance" or "header:<name>", got ${describe(value)}`)
+}
+
+function parsePrefix (name: string, value: unknown): string {
+  if (typeof value !== 'string' || !/^\/[A-Za-z0-9._~!$&'()*+,;=:@/-]*$/.test(value) || value.includes('//') || /(^|\/)\.\.?(\/|$)/.test(value)) {
+    throw new ConfigError(name, `expected a path such as /testrail or /, got ${describe(value)}`)
+  }
+  if (value.startsWith('/_sluice')) throw new ConfigError(name, '/_sluice is reserved for Sluice\'s own admin routes')
+  return value.length > 1 ? value.replace(/\/$/, '') : value
+}
+
+/** Validate one route; `at` is its path in the config, e.g. "routes[1]". */
+export function parseRoute (raw: unknown, at: string): RouteConfig {
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError(at, `expected a mapping, got ${describe(raw)}`)
+  const r = raw as Record<string, unknown>
+  for (const key of Object.keys(r)) {
+    if (!ROUTE_FIELDS.has(key)) throw new ConfigError(`${at}.${key}`, `unknown field; known fields are ${[...ROUTE_FIELDS].join(', ')}`)
+  }
+  const d = DEFAULTS.route
+  const name = r.name ?? 'default'
+  if (typeof name !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(name)) throw new ConfigError(`${at}.name`, `expected 1-64 letters, digits, "_", "." or "-", got ${describe(name)}`)
+  if (r.upstream === undefined) throw new ConfigError(`${at}.upstream`, 'is required (the URL of the API this route forwards to)')
+  if (r.limit === undefined) throw new ConfigError(`${at}.limit`, 'is required, e.g. 180/min')
+  const limit = field(`${at}.limit`, () => parseRate(r.limit))
+  const algorithm = oneOf(`${at}.algorithm`, r.algorithm ?? d.algorithm, ALGORITHMS)
+  const burst = integer(`${at}.burst`, r.burst ?? d.burst, 1, limit.count)
+  if (algorithm === 'sliding-window' && r.burst !== undefined) {
+    throw new ConfigError(`${at}.burst`, 'applies to token-bucket only; sliding-window always allows the whole limit at once')
+  }
+  return {
+    name,
+    prefix: parsePrefix(`${at}.prefix`, r.prefix ?? d.prefix),
+    upstream: parseUpstream(`${at}.upstream`, r.upstream),
+    limit,
+    burst,
+    maxWaitMs: field(`${at}.maxWait`, () => parseDuration(r.maxWait ?? d.maxWait)),
+    maxQueue: integer(`${at}.maxQueue`, r.maxQueue ?? d.maxQueue, 0),
+    algorithm,
+    key: parseKey(`${at}.key`, r.key ?? d.key),
+    marginMs: r.margin === undefined ? defaultMarginMs(limit.windowMs) : field(`${at}.margin`, () => parseDuration(r.margin)),
+    profile: oneOf(`${at}.profile`, r.profile ?? d.profile, PROFILES),
+    errors: oneOf(`${at}.errors`, r.errors ?? d.errors, ['envelope', 'upstream'] as const),
+    timeoutMs: field(`${at}.timeout`, () => parseDuration(r.timeout ?? d.timeout)),
+    bodyLimit: integer(`${at}.bodyLimit`, r.bodyLimit ?? d.bodyLimit, 0)
+  }
+}
+
+export function checkRoutes (routes: RouteConfig[]): void {
+  if (routes.length === 0) throw new ConfigError('routes', 'at least one route is required (give --upstream and --limit, or --config FILE)')
+  const names = new Set<string>()
+  const prefixes = new Set<string>()
+  routes.forEach((route, i) => {
+    if (names.has(route.name)) throw new ConfigError(`routes[${i}].name`, `duplicate route name "${route.name}"`)
+    if (prefixes.has(route.prefix)) throw new ConfigError(`routes[${i}].prefix`, `duplicate prefix "${route.prefix}"`)
+    names.add(route.name)
+    prefixes.add(route.prefix)
+  })
+}

@@ -1,0 +1,57 @@
+// The one interface every budget store implements (memory, Redis), and the policy arithmetic they share.
+// A store answers one question per request: "when may this request start?" (a reservation), so a
+// waiting request sleeps on one local timer instead of polling the store.
+import type { Algorithm } from '../config/schema'
+
+export interface BucketPolicy {
+  algorithm: Algorithm
+  /** Requests allowed per window. */
+  limit: number
+  windowMs: number
+  /** token-bucket: requests an idle bucket may start at once (1 = evenly paced). */
+  burst: number
+  /** Added to every window so network jitter cannot push two starts into one upstream window. */
+  marginMs: number
+}
+
+export interface Reservation {
+  admitted: boolean
+  /** ms from now until the request may start; for a refusal, until it could have started. */
+  waitMs: number
+  /** Requests that could still start right now without waiting (for RateLimit headers). */
+  remaining: number
+  /** ms until the bucket has its whole budget back (for RateLimit / X-RateLimit-Reset). */
+  resetMs: number
+  /** Opaque handle that lets `release` give the reservation back; undefined when refused. */
+  ticket: number | undefined
+}
+
+export interface BucketStore {
+  readonly kind: 'memory' | 'redis'
+  /**
+   * Reserve a start time for `cost` units in `bucket`, unless it would start more than `maxWaitMs`
+   * from now, in which case nothing is reserved. One atomic step (one Redis round trip).
+   */
+  reserve (bucket: string, policy: BucketPolicy, cost: number, maxWaitMs: number): Promise<Reservation>
+  /** Give a reservation back where the algorithm allows it (only the newest one, so no guarantee is broken). */
+  release (bucket: string, policy: BucketPolicy, cost: number, ticket: number): Promise<boolean>
+  /** No reservation of `bucket` may start before `delayMs` from now; a shorter pause never shortens a longer one. */
+  pause (bucket: string, delayMs: number): Promise<number>
+  /** Resolves when the store is reachable. */
+  ping (): Promise<void>
+  close (): Promise<void>
+}
+
+/** Token bucket as GCRA, all in integer microseconds: emission interval and burst tolerance. */
+export function tokenBucketParams (policy: BucketPolicy): { intervalUs: number, tauUs: number } {
+  // The sustained rate is lowered by the burst, so that burst + rate × window never exceeds the limit:
+  // any window of (windowMs + marginMs) holds at most `limit` starts.
+  const intervalUs = Math.ceil(((policy.windowMs + policy.marginMs) * 1000) / (policy.limit - policy.burst + 1))
+  return { intervalUs, tauUs: (policy.burst - 1) * intervalUs }
+}
+
+export function slidingWindowParams (policy: BucketPolicy): { windowUs: number, keep: number } {
+  // Keep a few more than `limit` starts so a given-back newest reservation never loses the start
+  // `limit` places back that the next reservation must be measured against.
+  return { windowUs: (policy.windowMs + policy.marginMs) * 1000, keep: policy.limit + 32 }
+}

@@ -1,0 +1,65 @@
+--[[
+  Reserve a start time in an exact sliding window ("at most N starts in any window W"), unless it
+  would start later than the wait bound. The list holds the newest reserved start times, oldest
+  first; starts come out non-decreasing, so each reservation is O(1): a new start is at least W
+  after the start N - cost + 1 places back.
+
+  Input:
+    KEYS[1] starts (list of µs of Redis time, non-decreasing)
+    KEYS[2] pause (string): no start before this time, µs
+    ARGV[1] limit N (integer)
+    ARGV[2] window W including the safety margin, µs (integer)
+    ARGV[3] cost, units (integer, 1..N)
+    ARGV[4] wait bound, µs (integer >= 0)
+    ARGV[5] how many starts to keep (N plus a few, so a given-back start loses nothing)
+
+  Output: { admitted (1|0), wait µs, remaining (requests that could start now), reset µs, ticket (the start, 0 if refused) }
+]]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local maxWait = tonumber(ARGV[4])
+local keep = tonumber(ARGV[5])
+
+local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
+local len = redis.call('LLEN', KEYS[1])
+local start = math.max(now, paused)
+local back = limit - cost + 1
+if len >= back then
+  local ref = tonumber(redis.call('LINDEX', KEYS[1], -back)) + window
+  if ref > start then start = ref end
+end
+local wait = start - now
+
+-- Starts still inside the window that ends now: binary search over the newest `limit` entries.
+local function used (at)
+  local n = math.min(len, limit)
+  local lo, hi = 0, n
+  -- count of the newest n entries that are > at - window
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    local v = tonumber(redis.call('LINDEX', KEYS[1], -(mid + 1)))
+    if v > at - window then lo = mid + 1 else hi = mid end
+  end
+  return lo
+end
+
+if wait > maxWait then
+  local last = len > 0 and tonumber(redis.call('LINDEX', KEYS[1], -1)) or now
+  return { 0, wait, 0, math.max(0, last + window - now), 0 }
+end
+
+for _ = 1, cost do
+  redis.call('RPUSH', KEYS[1], string.format('%d', start))
+end
+len = len + cost
+if len > keep then
+  redis.call('LTRIM', KEYS[1], -keep, -1)
+  len = keep
+end
+redis.call('PEXPIRE', KEYS[1], math.ceil((start + window - now) / 1000) + 1000)
+local remaining = 0
+if start <= now then remaining = math.max(0, limit - used(now)) end
+return { 1, wait, remaining, start + window - now, start }

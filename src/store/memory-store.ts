@@ -1,0 +1,129 @@
+// The embedded default: buckets in this process's memory. The same arithmetic as the Lua scripts
+// in ./lua, step for step, so one contract suite holds for both stores.
+import { nowUs } from './clock'
+import { slidingWindowParams, tokenBucketParams, type BucketPolicy, type BucketStore, type Reservation } from './bucket-store'
+
+interface Bucket {
+  /** token-bucket theoretical arrival time, µs */
+  tat: number
+  /** sliding-window reserved starts, µs, non-decreasing, from index `head` on */
+  starts: number[]
+  head: number
+  /** no start before this, µs */
+  pausedUntil: number
+  /** when the bucket holds nothing worth keeping, µs */
+  expiresAt: number
+}
+
+const SWEEP_EVERY_MS = 60_000
+
+export class MemoryStore implements BucketStore {
+  readonly kind = 'memory' as const
+  private readonly buckets = new Map<string, Bucket>()
+  private readonly sweeper: NodeJS.Timeout
+
+  constructor () {
+    // Idle buckets (one per credential with key: header:…) must not accumulate forever.
+    this.sweeper = setInterval(() => this.sweep(), SWEEP_EVERY_MS)
+    this.sweeper.unref()
+  }
+
+  private bucket (name: string): Bucket {
+    let b = this.buckets.get(name)
+    if (b === undefined) {
+      b = { tat: 0, starts: [], head: 0, pausedUntil: 0, expiresAt: 0 }
+      this.buckets.set(name, b)
+    }
+    return b
+  }
+
+  private sweep (): void {
+    const now = nowUs()
+    for (const [name, b] of this.buckets) if (b.expiresAt < now && b.pausedUntil < now) this.buckets.delete(name)
+  }
+
+  async reserve (name: string, policy: BucketPolicy, cost: number, maxWaitMs: number): Promise<Reservation> {
+    const now = nowUs()
+    const b = this.bucket(name)
+    const maxWait = Math.round(maxWaitMs * 1000)
+    if (policy.algorithm === 'token-bucket') {
+      const { intervalUs, tauUs } = tokenBucketParams(policy)
+      const base = Math.max(b.tat, now, b.pausedUntil)
+      const newTat = base + intervalUs * cost
+      const start = Math.max(now, b.pausedUntil, newTat - intervalUs - tauUs)
+      const wait = start - now
+      if (wait > maxWait) return refusal(wait, Math.max(0, b.tat - now))
+      b.tat = newTat
+      b.expiresAt = newTat + 1_000_000
+      const remaining = Math.max(0, Math.floor((now + tauUs + intervalUs - newTat) / intervalUs))
+      return admitted(wait, remaining, newTat - now, newTat)
+    }
+    const { windowUs, keep } = slidingWindowParams(policy)
+    const len = b.starts.length - b.head
+    let start = Math.max(now, b.pausedUntil)
+    const back = policy.limit - cost + 1
+    if (len >= back) start = Math.max(start, b.starts[b.starts.length - back] + windowUs)
+    const wait = start - now
+    if (wait > maxWait) {
+      const last = len > 0 ? b.starts[b.starts.length - 1] : now
+      return refusal(wait, Math.max(0, last + windowUs - now))
+    }
+    for (let i = 0; i < cost; i++) b.starts.push(start)
+    if (b.starts.length - b.head > keep) b.head = b.starts.length - keep
+    if (b.head > 4096) {
+      b.starts = b.starts.slice(b.head)
+      b.head = 0
+    }
+    b.expiresAt = start + windowUs + 1_000_000
+    let remaining = 0
+    if (start <= now) {
+      let used = 0
+      for (let i = b.starts.length - 1; i >= b.head && used < policy.limit; i--) {
+        if (b.starts[i] > now - windowUs) used++
+        else break
+      }
+      remaining = Math.max(0, policy.limit - used)
+    }
+    return admitted(wait, remaining, start + windowUs - now, start)
+  }
+
+  async release (name: string, policy: BucketPolicy, cost: number, ticket: number): Promise<boolean> {
+    const b = this.buckets.get(name)
+    if (b === undefined) return false
+    if (policy.algorithm === 'token-bucket') {
+      if (b.tat !== ticket) return false
+      b.tat = ticket - tokenBucketParams(policy).intervalUs * cost
+      return true
+    }
+    const end = b.starts.length
+    if (end - b.head < cost) return false
+    for (let i = 1; i <= cost; i++) if (b.starts[end - i] !== ticket) return false
+    b.starts.length = end - cost
+    return true
+  }
+
+  async pause (name: string, delayMs: number): Promise<number> {
+    const now = nowUs()
+    const b = this.bucket(name)
+    const untilUs = now + Math.round(delayMs * 1000)
+    if (b.pausedUntil < untilUs) b.pausedUntil = untilUs
+    return (b.pausedUntil - now) / 1000
+  }
+
+  async ping (): Promise<void> {}
+
+  async close (): Promise<void> {
+    clearInterval(this.sweeper)
+    this.buckets.clear()
+  }
+}
+
+function refusal (waitUs: number, resetUs: number): Reservation {
+  return { admitted: false, waitMs: waitUs / 1000, remaining: 0, resetMs: resetUs / 1000, ticket: undefined }
+}
+
+function admitted (waitUs: number, remaining: number, resetUs: number, ticket: number): Reservation {
+  return { admitted: true, waitMs: waitUs / 1000, remaining, resetMs: resetUs / 1000, ticket }
+}
+
+export { refusal as refusalFromUs, admitted as admittedFromUs }

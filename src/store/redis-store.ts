@@ -1,0 +1,108 @@
+// Buckets in Redis, shared by every Sluice instance that uses the same Redis and key prefix.
+// Each operation is one Lua script (EVALSHA through ioredis defineCommand, reloaded by ioredis on
+// NOSCRIPT), and the scripts read the time from Redis, so instances on different hosts agree.
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import Redis, { type RedisOptions } from 'ioredis'
+import { admittedFromUs, refusalFromUs } from './memory-store'
+import { slidingWindowParams, tokenBucketParams, type BucketPolicy, type BucketStore, type Reservation } from './bucket-store'
+
+type Reply = [number, number, number, number, number]
+
+interface SluiceCommands {
+  sluiceReserveTokenBucket (state: string, pause: string, intervalUs: number, tauUs: number, cost: number, maxWaitUs: number): Promise<Reply>
+  sluiceReserveSlidingWindow (starts: string, pause: string, limit: number, windowUs: number, cost: number, maxWaitUs: number, keep: number): Promise<Reply>
+  sluiceReleaseTokenBucket (state: string, ticket: string, backUs: number): Promise<number>
+  sluiceReleaseSlidingWindow (starts: string, ticket: string, cost: number): Promise<number>
+  sluicePause (pause: string, delayUs: number): Promise<number>
+}
+
+const SCRIPTS: Array<[keyof SluiceCommands, string, number]> = [
+  ['sluiceReserveTokenBucket', 'reserve-token-bucket-2.lua', 2],
+  ['sluiceReserveSlidingWindow', 'reserve-sliding-window-2.lua', 2],
+  ['sluiceReleaseTokenBucket', 'release-token-bucket-1.lua', 1],
+  ['sluiceReleaseSlidingWindow', 'release-sliding-window-1.lua', 1],
+  ['sluicePause', 'pause-1.lua', 1]
+]
+
+export interface RedisStoreOptions {
+  url: string
+  /** Prepended to every key, so teams can share one Redis. */
+  keyPrefix: string
+  /** A command that takes longer fails, so no request hangs on a dead Redis (ms). */
+  commandTimeoutMs?: number
+}
+
+export class RedisStore implements BucketStore {
+  readonly kind = 'redis' as const
+  readonly client: Redis & SluiceCommands
+  private readonly prefix: string
+
+  constructor (options: RedisStoreOptions) {
+    const redisOptions: RedisOptions = {
+      lazyConnect: true,
+      // Many concurrent reservations share round trips without changing their semantics.
+      enableAutoPipelining: true,
+      commandTimeout: options.commandTimeoutMs ?? 1000,
+      // Fail at once while disconnected instead of queueing requests behind a dead Redis.
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 1,
+      retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 6), 2000)
+    }
+    this.client = new Redis(options.url, redisOptions) as Redis & SluiceCommands
+    // Connection errors are reported through ping()/readiness; an unhandled 'error' event would crash.
+    this.client.on('error', () => {})
+    for (const [name, file, numberOfKeys] of SCRIPTS) {
+      this.client.defineCommand(name, { numberOfKeys, lua: readFileSync(join(__dirname, 'lua', file), 'utf8') })
+    }
+    this.prefix = options.keyPrefix
+  }
+
+  async connect (): Promise<void> {
+    await this.client.connect()
+  }
+
+  /** `{…}` is a hash tag: a bucket's keys stay in one Redis Cluster slot. */
+  private key (bucket: string, part: string): string {
+    return `${this.prefix}{${bucket}}:${part}`
+  }
+
+  async reserve (bucket: string, policy: BucketPolicy, cost: number, maxWaitMs: number): Promise<Reservation> {
+    const maxWaitUs = Math.round(maxWaitMs * 1000)
+    let reply: Reply
+    if (policy.algorithm === 'token-bucket') {
+      const { intervalUs, tauUs } = tokenBucketParams(policy)
+      reply = await this.client.sluiceReserveTokenBucket(this.key(bucket, 'tb'), this.key(bucket, 'pause'), intervalUs, tauUs, cost, maxWaitUs)
+    } else {
+      const { windowUs, keep } = slidingWindowParams(policy)
+      reply = await this.client.sluiceReserveSlidingWindow(this.key(bucket, 'sw'), this.key(bucket, 'pause'), policy.limit, windowUs, cost, maxWaitUs, keep)
+    }
+    const [ok, waitUs, remaining, resetUs, ticket] = reply
+    return ok === 1 ? admittedFromUs(waitUs, remaining, resetUs, ticket) : refusalFromUs(waitUs, resetUs)
+  }
+
+  async release (bucket: string, policy: BucketPolicy, cost: number, ticket: number): Promise<boolean> {
+    const t = String(ticket)
+    const done = policy.algorithm === 'token-bucket'
+      ? await this.client.sluiceReleaseTokenBucket(this.key(bucket, 'tb'), t, tokenBucketParams(policy).intervalUs * cost)
+      : await this.client.sluiceReleaseSlidingWindow(this.key(bucket, 'sw'), t, cost)
+    return done === 1
+  }
+
+  async pause (bucket: string, delayMs: number): Promise<number> {
+    const us = await this.client.sluicePause(this.key(bucket, 'pause'), Math.round(delayMs * 1000))
+    return us / 1000
+  }
+
+  async ping (): Promise<void> {
+    await this.client.ping()
+  }
+
+  async close (): Promise<void> {
+    try {
+      await this.client.quit()
+    } catch {
+      this.client.disconnect()
+    }
+  }
+}

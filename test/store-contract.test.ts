@@ -1,0 +1,130 @@
+// One contract, both stores, both algorithms: what a reservation promises.
+import t from 'tap'
+import { MemoryStore } from '../src/store/memory-store'
+import { RedisStore } from '../src/store/redis-store'
+import type { BucketPolicy, BucketStore } from '../src/store/bucket-store'
+import { startRedis } from './helpers/redis'
+
+const ALGOS = ['token-bucket', 'sliding-window'] as const
+
+function policy (algorithm: BucketPolicy['algorithm'], limit: number, windowMs: number, burst = 1): BucketPolicy {
+  return { algorithm, limit, windowMs, burst: algorithm === 'token-bucket' ? burst : 1, marginMs: 10 }
+}
+
+/** Largest number of starts (ms) inside any half-open window [s, s + windowMs). */
+function maxInWindow (starts: number[], windowMs: number): number {
+  const s = [...starts].sort((a, b) => a - b)
+  let best = 0
+  let j = 0
+  for (let i = 0; i < s.length; i++) {
+    while (s[i] - s[j] >= windowMs) j++
+    best = Math.max(best, i - j + 1)
+  }
+  return best
+}
+
+t.test('contract', async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.close())
+
+  const stores: Array<[string, () => Promise<BucketStore>]> = [
+    ['memory', async () => new MemoryStore()],
+    ['redis', async () => {
+      const s = new RedisStore({ url: redis.url, keyPrefix: redis.prefix() })
+      await s.connect()
+      return s
+    }]
+  ]
+
+  for (const [storeName, make] of stores) {
+    for (const algo of ALGOS) {
+      t.test(`${storeName} ${algo}`, async (t) => {
+        const store = await make()
+        t.teardown(() => store.close())
+
+        t.test('a burst is spread so no window holds more than the limit', async (t) => {
+          const p = policy(algo, 10, 200, algo === 'token-bucket' ? 4 : 1)
+          const starts: number[] = []
+          let first = 0
+          for (let i = 0; i < 35; i++) {
+            const r = await store.reserve('burst', p, 1, 10_000)
+            t.ok(r.admitted, `request ${i} admitted`)
+            if (r.waitMs === 0) first++
+            starts.push(performance.now() + r.waitMs)
+          }
+          t.equal(first, algo === 'token-bucket' ? 4 : 10, 'the bucket lets exactly its burst start at once')
+          t.ok(maxInWindow(starts, 200) <= 10, `max in any 200 ms window is ${maxInWindow(starts, 200)} <= 10`)
+          // token-bucket: 4 at once, then one every 210 / (10 - 4 + 1) = 30 ms; sliding-window: 10 per 210 ms.
+          const expected = algo === 'token-bucket' ? (35 - 4) * 30 : Math.floor((35 - 1) / 10) * 210
+          const span = Math.max(...starts) - Math.min(...starts)
+          t.ok(Math.abs(span - expected) < 25, `the schedule spans ${span.toFixed(0)} ms, the budget allows ${expected} ms`)
+        })
+
+        t.test('a wait beyond the bound reserves nothing', async (t) => {
+          const p = policy(algo, 5, 1000, 5)
+          for (let i = 0; i < 5; i++) t.ok((await store.reserve('bound', p, 1, 0)).admitted)
+          const refused = await store.reserve('bound', p, 1, 100)
+          t.notOk(refused.admitted, 'refused')
+          t.equal(refused.ticket, undefined)
+          t.ok(refused.waitMs > 100, `it says how long it would have waited (${refused.waitMs} ms)`)
+          t.equal(refused.remaining, 0)
+          const again = await store.reserve('bound', p, 1, 5000)
+          t.ok(again.admitted)
+          t.ok(Math.abs(again.waitMs - refused.waitMs) < 50, 'the refusal did not move the schedule')
+        })
+
+        t.test('remaining counts down and reset is within the window', async (t) => {
+          const p = policy(algo, 3, 1000, algo === 'token-bucket' ? 3 : 1)
+          const a = await store.reserve('remaining', p, 1, 0)
+          const b = await store.reserve('remaining', p, 1, 0)
+          const c = await store.reserve('remaining', p, 1, 0)
+          t.same([a.remaining, b.remaining, c.remaining], [2, 1, 0])
+          t.ok(c.resetMs > 0 && c.resetMs <= 1010 * 3, `reset ${c.resetMs} ms`)
+        })
+
+        t.test('the newest reservation can be given back, an older one cannot', async (t) => {
+          const p = policy(algo, 2, 1000)
+          await store.reserve('release', p, 1, 10_000)
+          await store.reserve('release', p, 1, 10_000)
+          const older = await store.reserve('release', p, 1, 10_000)
+          const newest = await store.reserve('release', p, 1, 10_000)
+          t.ok(newest.waitMs > 0)
+          t.equal(await store.release('release', p, 1, older.ticket as number), false, 'an older one stays (others were measured against it)')
+          t.equal(await store.release('release', p, 1, newest.ticket as number), true, 'the newest is given back')
+          const next = await store.reserve('release', p, 1, 10_000)
+          t.ok(Math.abs(next.waitMs - newest.waitMs) < 50, `the next request takes the freed slot (${next.waitMs.toFixed(0)} vs ${newest.waitMs.toFixed(0)} ms)`)
+        })
+
+        t.test('a cost takes several units in one reservation', async (t) => {
+          const p = policy(algo, 6, 1000, algo === 'token-bucket' ? 6 : 1)
+          t.ok((await store.reserve('cost', p, 5, 0)).admitted, 'cost 5 of 6 fits at once')
+          const r = await store.reserve('cost', p, 2, 0)
+          t.notOk(r.admitted, 'cost 2 more does not fit now')
+          t.ok((await store.reserve('cost', p, 1, 0)).admitted, 'cost 1 still does')
+        })
+
+        t.test('a pause holds every reservation back, and a shorter pause never shortens it', async (t) => {
+          const p = policy(algo, 100, 1000, algo === 'token-bucket' ? 100 : 1)
+          t.ok((await store.reserve('pause', p, 1, 0)).waitMs < 5)
+          const left = await store.pause('pause', 300)
+          t.ok(left > 290 && left <= 300, `paused for ${left} ms`)
+          const shorter = await store.pause('pause', 50)
+          t.ok(shorter > 250, `a shorter pause keeps the longer one (${shorter} ms left)`)
+          const r = await store.reserve('pause', p, 1, 10_000)
+          t.ok(r.waitMs > 250 && r.waitMs <= 300, `the next start waits out the pause (${r.waitMs} ms)`)
+          t.notOk((await store.reserve('pause', p, 1, 100)).admitted, 'and one that cannot wait that long is refused')
+          await store.pause('pause', 600)
+          const longer = await store.reserve('pause', p, 1, 10_000)
+          t.ok(longer.waitMs > 550, `a longer pause extends it (${longer.waitMs} ms)`)
+        })
+
+        t.test('buckets are independent', async (t) => {
+          const p = policy(algo, 1, 1000)
+          t.ok((await store.reserve('a', p, 1, 0)).admitted)
+          t.notOk((await store.reserve('a', p, 1, 0)).admitted)
+          t.ok((await store.reserve('b', p, 1, 0)).admitted)
+        })
+      })
+    }
+  }
+})
