@@ -6,6 +6,9 @@ import type { ErrorCode } from '../errors'
 import { headerValue, upstreamDelayMs, type HeaderBag } from '../upstream/retry-after'
 import type { ParsedError, Profile, Pushback, UpstreamBody } from './profile'
 
+/** Maintenance states no end time; re-checking every 2 min finds its end without hammering (ms). */
+export const MAINTENANCE_DEFAULT_DELAY_MS = 120_000
+
 /** Upper bound, in characters, of a message taken from an upstream body. */
 const MESSAGE_MAX_CHARS = 500
 
@@ -48,17 +51,26 @@ function parseJsonObject (json: Record<string, unknown>): ParsedError {
     return parsed
   }
   // TestRail {"error": "..."}, Testmo {"message", "errors": {}}, GitHub {"message", "documentation_url", "errors": []},
-  // and the many APIs that use some of the same names.
+  // OAuth-style {"error": "invalid_grant", "error_description"}, and the many APIs that use some of the same names.
   const parsed: ParsedError = {}
-  const message = stringOf(json.message) ?? stringOf(json.error) ?? stringOf(json.msg) ??
-    stringOf(json.error_description) ?? stringOf(json.detail) ?? stringOf(json.title) ??
-    (isRecord(json.error) ? stringOf(json.error.message) : undefined)
-  if (message !== undefined) parsed.message = message
-  const code = stringOf(json.code) ?? stringOf(json.error_code) ?? (isRecord(json.error) ? stringOf(json.error.code) : undefined)
+  const errorText = stringOf(json.error)
+  const message = stringOf(json.message) ?? stringOf(json.msg) ?? stringOf(json.error_description) ??
+    stringOf(json.detail) ?? (isRecord(json.error) ? stringOf(json.error.message) : undefined)
+  if (message !== undefined || errorText !== undefined || stringOf(json.title) !== undefined) {
+    parsed.message = message ?? errorText ?? stringOf(json.title)
+  }
+  // Beside a message, a token-like "error" is a code ("rate_limited", "invalid_grant").
+  const errorCode = message !== undefined && errorText !== undefined && TOKEN.test(errorText) ? errorText : undefined
+  const code = stringOf(json.code) ?? stringOf(json.error_code) ?? (isRecord(json.error) ? stringOf(json.error.code) : undefined) ?? errorCode
   if (code !== undefined) parsed.code = code
   if (json.errors !== undefined && json.errors !== null) parsed.fieldErrors = json.errors
+  // Seconds; names seen in the wild besides Zulip's "retry-after".
+  const retryAfterS = json.retry_after ?? json.retryAfter
+  if (typeof retryAfterS === 'number' && Number.isFinite(retryAfterS) && retryAfterS >= 0) parsed.retryAfterS = retryAfterS
   return parsed
 }
+
+const TOKEN = /^[A-Za-z][A-Za-z0-9_.-]{0,63}$/
 
 /** Zulip codes in Sluice's vocabulary; `msg` is translated, so the code is what we map on. */
 export const ZULIP_CODES: Readonly<Record<string, ErrorCode>> = {
@@ -142,7 +154,7 @@ function mentionsMaintenance (message: string | undefined): boolean {
  * Pushback signals every profile honours, whatever API sits behind the proxy: HTTP 429,
  * Zulip's RATE_LIMIT_HIT at any status, an envelope's RATE_LIMITED, Cloudflare 1015,
  * a 403 with `x-ratelimit-remaining: 0` or a rate-limit message (GitHub-style), a 503
- * with Retry-After or a maintenance message. `defaults` fills in an unstated delay.
+ * with Retry-After, a 503 or 409 whose message says maintenance. `defaults` fills in an unstated delay.
  */
 export function commonPushback (status: number, headers: HeaderBag, parsed: ParsedError, nowMs: number, defaults: Profile['defaultDelayMs']): Pushback | null {
   const kind = commonPushbackKind(status, headers, parsed)
@@ -154,7 +166,9 @@ function commonPushbackKind (status: number, headers: HeaderBag, parsed: ParsedE
   if (status === 429) return 'rate_limited'
   if (parsed.code === 'RATE_LIMIT_HIT' || parsed.code === 'RATE_LIMITED' || parsed.code === '1015') return 'rate_limited'
   if (status === 403 && (headerValue(headers, 'x-ratelimit-remaining')?.trim() === '0' || mentionsRateLimit(parsed.message))) return 'rate_limited'
-  if (status === 503 && (headerValue(headers, 'retry-after') !== undefined || mentionsMaintenance(parsed.message))) return 'maintenance'
+  if (status === 503 && headerValue(headers, 'retry-after') !== undefined) return 'maintenance'
+  // TestRail's maintenance 409 reaches routes of any profile when TestRail sits behind them.
+  if ((status === 503 || status === 409) && mentionsMaintenance(parsed.message)) return 'maintenance'
   return null
 }
 
@@ -178,6 +192,7 @@ export const generic: Profile = {
   name: 'generic',
   parseError: parseAnyError,
   pushback: (status, headers, parsed, nowMs = Date.now()) => commonPushback(status, headers, parsed, nowMs, generic.defaultDelayMs),
-  // No default: an unknown API that does not say how long gets the limiter's own minimum.
-  defaultDelayMs: { rateLimited: undefined, maintenance: undefined }
+  // No rate-limit default: an unknown API may count per second or per hour; one that does
+  // not say how long gets the limiter's own minimum.
+  defaultDelayMs: { rateLimited: undefined, maintenance: MAINTENANCE_DEFAULT_DELAY_MS }
 }

@@ -2,7 +2,7 @@
 // Retry-After and says "Retry after N seconds." in the text; a 409 on TestRail Cloud is the
 // daily maintenance window, not a conflict; 400 covers both a missing entity and a bad body.
 
-import { commonPushback, delayOrDefaultMs, parseAnyError } from './generic'
+import { commonPushback, delayOrDefaultMs, MAINTENANCE_DEFAULT_DELAY_MS, parseAnyError } from './generic'
 import type { ParsedError, Profile } from './profile'
 
 // "Field :project_id is not a valid or accessible project."
@@ -26,7 +26,6 @@ export const testrail: Profile = {
     return commonPushback(status, headers, parsed, nowMs, testrail.defaultDelayMs)
   },
   // A 429 normally states its delay; without one, a full window of the per-minute limit
-  // (60 s) is the wait that surely clears it. Maintenance states no end; 120 s re-checks
-  // it a few times an hour without hammering.
-  defaultDelayMs: { rateLimited: 60_000, maintenance: 120_000 }
+  // (60 s) is the wait that surely clears it.
+  defaultDelayMs: { rateLimited: 60_000, maintenance: MAINTENANCE_DEFAULT_DELAY_MS }
 }
