@@ -115,7 +115,16 @@ export function loadConfig (argv: string[], env: NodeJS.ProcessEnv): SluiceConfi
   } else {
     if (routeFromFlags.upstream === undefined) throw new ConfigError('--upstream', 'is required (or --config FILE); e.g. sluice --upstream https://acme.testrail.io --limit 180/min')
     if (routeFromFlags.limit === undefined) throw new ConfigError('--limit', 'is required, e.g. --limit 180/min')
-    routes = [parseRoute(routeFromFlags, 'route')].map((r) => r)
+    try {
+      routes = [parseRoute(routeFromFlags, 'route')]
+    } catch (err) {
+      // Name the flag the user typed, not the internal field.
+      if (!(err instanceof ConfigError)) throw err
+      const key = err.field.replace(/^route\./, '')
+      const flag = Object.entries(ROUTE_FLAGS).find(([, k]) => k === key)?.[0]
+      if (flag === undefined) throw err
+      throw new ConfigError(`--${flag}`, err.message.replace(/^config error: [^:]+: /, ''))
+    }
   }
   checkRoutes(routes)
 

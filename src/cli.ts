@@ -1,0 +1,127 @@
+#!/usr/bin/env node
+// The `sluice` command. Bad flags or config: one line naming the field, exit status 2.
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { loadConfig } from './config/load'
+import { ConfigError, type SluiceConfig } from './config/schema'
+import { formatRate } from './config/units'
+import { createLogger, createSluice } from './http/app'
+
+const HELP = `sluice: a local reverse proxy that shapes traffic to one shared rate-limit budget
+
+Usage:
+  sluice --upstream URL --limit 180/min [options]     proxy one upstream
+  sluice --config FILE [--redis URL] [--port N]       proxy the routes of a YAML file
+  sluice check-config FILE                            validate a config, print the effective routes
+  sluice --help | --version
+
+Route options (quick start; each also reads SLUICE_<NAME>, e.g. SLUICE_MAX_WAIT):
+  --upstream URL          the API to forward to (http:// or https://)
+  --limit N/UNIT          the budget: 180/min, 20/s, 5000/h, 30/10s
+  --algorithm NAME        token-bucket (default) or sliding-window
+  --burst N               token-bucket: requests an idle bucket starts at once (default 1)
+  --max-wait DURATION     longest a request waits for its slot (default 60s), e.g. 500ms, 30s, 2m
+  --max-queue N           most requests waiting per bucket in this instance (default 1000)
+  --key instance|header:NAME  one budget for the upstream (default) or one per header value
+  --margin DURATION       safety margin added to the window (default 1% of it, at least 50ms)
+  --prefix PATH           mount path (default /)
+  --name NAME             route name in headers, logs and keys (default "default")
+  --profile NAME          generic, testrail, testmo, zulip or github (error formats)
+  --timeout DURATION      wait for upstream response headers (default 30s)
+
+Process options (override the config file):
+  --host HOST             listen address (default 127.0.0.1)
+  --port N                listen port (default 8080)
+  --redis URL             redis://HOST:PORT or rediss://…: share the budget (also REDIS_URL)
+  --key-prefix PREFIX     Redis key prefix (default "sluice:")
+  --hash-secret SECRET    HMAC secret for credential-derived bucket keys (share it within a team)
+  --log-level LEVEL       fatal, error, warn, info (default), debug, trace, silent
+
+Examples:
+  sluice --upstream https://acme.testrail.io --limit 180/min
+  sluice --upstream https://api.github.com --limit 5000/h --key header:authorization --redis redis://127.0.0.1:6379
+  sluice --config config/sluice.example.yaml --redis redis://redis:6379 --host 0.0.0.0
+`
+
+function version (): string {
+  const pkg = JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string }
+  return pkg.version
+}
+
+export function describeConfig (config: SluiceConfig): string {
+  const lines = [`store: ${config.redis === undefined ? 'memory (this process only)' : `redis (${redactRedisUrl(config.redis)}, key prefix "${config.keyPrefix}")`}`,
+    `listen: ${config.host}:${config.port}`]
+  for (const r of config.routes) {
+    const shape = r.algorithm === 'token-bucket' ? `token-bucket burst ${r.burst}` : 'sliding-window'
+    lines.push(`route ${r.name}: ${r.prefix} -> ${r.upstream}  ${formatRate(r.limit)} (${shape}, margin ${r.marginMs}ms), maxWait ${r.maxWaitMs}ms, maxQueue ${r.maxQueue}, key ${r.key.kind === 'instance' ? 'instance' : `header:${r.key.header}`}, profile ${r.profile}`)
+  }
+  return lines.join('\n')
+}
+
+export function redactRedisUrl (url: string): string {
+  try {
+    const u = new URL(url)
+    if (u.password !== '') u.password = '***'
+    return u.toString()
+  } catch {
+    return 'invalid URL'
+  }
+}
+
+async function serve (argv: string[]): Promise<void> {
+  const config = loadConfig(argv, process.env)
+  const logger = createLogger(config.logLevel)
+  const sluice = await createSluice(config, { logger })
+  const address = await sluice.listen()
+  logger.info({ address, store: sluice.store.kind, routes: config.routes.map((r) => ({ name: r.name, prefix: r.prefix, limit: formatRate(r.limit) })) }, `sluice listening on ${address}`)
+  let stopping = false
+  const stop = (signal: string): void => {
+    if (stopping) return
+    stopping = true
+    logger.info({ signal }, 'shutting down')
+    sluice.close().then(() => process.exit(0), (err: unknown) => {
+      logger.error({ err }, 'error while shutting down')
+      process.exit(1)
+    })
+  }
+  process.once('SIGTERM', () => stop('SIGTERM'))
+  process.once('SIGINT', () => stop('SIGINT'))
+}
+
+export async function main (argv: string[]): Promise<number> {
+  const [command, ...rest] = argv
+  if (command === '--help' || command === '-h' || command === 'help') {
+    process.stdout.write(HELP)
+    return 0
+  }
+  if (command === '--version' || command === '-v') {
+    process.stdout.write(`${version()}\n`)
+    return 0
+  }
+  if (command === 'check-config') {
+    if (rest[0] === undefined) throw new ConfigError('check-config', 'expected a config file: sluice check-config FILE')
+    const config = loadConfig(['--config', rest[0], ...rest.slice(1)], process.env)
+    process.stdout.write(`${describeConfig(config)}\nconfig OK\n`)
+    return 0
+  }
+  await serve(argv)
+  return -1
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then((code) => {
+    if (code >= 0) process.exit(code)
+  }, (err: unknown) => {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`sluice: ${err.message}\n`)
+      process.exit(2)
+    }
+    const e = err as NodeJS.ErrnoException
+    if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') {
+      process.stderr.write(`sluice: config error: port: cannot listen (${e.code}): ${e.message}\n`)
+      process.exit(2)
+    }
+    process.stderr.write(`sluice: ${e.stack ?? String(err)}\n`)
+    process.exit(1)
+  })
+}

@@ -1,0 +1,260 @@
+// The request path: admin routes, then per route: admission (reserve, wait) → proxy → upstream
+// response → client. Errors of every kind leave as one envelope.
+import { randomUUID } from 'node:crypto'
+import type { IncomingMessage } from 'node:http'
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
+import proxy from '@fastify/http-proxy'
+import pino, { type Logger } from 'pino'
+import { Pool } from 'undici'
+import type { RouteConfig, SluiceConfig } from '../config/schema'
+import { SluiceError, envelope, type Envelope } from '../errors'
+import { bucketFor } from '../limiter/bucket-key'
+import { ClientGoneError, RouteLimiter } from '../limiter/route-limiter'
+import type { BucketStore } from '../store/bucket-store'
+import { createStore } from '../store/create-store'
+import { REDACT_PATHS, redactUrl } from './redact'
+import { rateLimitHeaders, type BudgetView } from './rate-limit-headers'
+import { handleTransportError, handleUpstreamResponse } from './upstream-response'
+
+export interface RequestState {
+  route: RouteConfig
+  bucket: string | undefined
+  waitedMs: number
+  view: BudgetView | undefined
+  outcome: 'forwarded' | 'rejected' | 'cancelled' | 'admin' | 'unrouted'
+  code?: string
+  upstreamStatus?: number
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    sluice?: RequestState
+  }
+}
+
+export interface SluiceServer {
+  app: FastifyInstance
+  store: BucketStore
+  limiters: Map<string, RouteLimiter>
+  config: SluiceConfig
+  /** Listen on config.host:config.port; resolves to the base URL. */
+  listen: () => Promise<string>
+  close: () => Promise<void>
+}
+
+export interface CreateOptions {
+  logger?: Logger
+  store?: BucketStore
+}
+
+const DOT_SEGMENT = /(?:^|\/)(?:\.|%2e){1,2}(?:[/?#]|%2f|%5c|\\|$)/i
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
+const PREFER_WAIT = /(?:^|[,;\s])wait\s*=\s*"?(\d+(?:\.\d+)?)"?/i
+
+function requestId (req: IncomingMessage): string {
+  const given = req.headers['x-request-id']
+  return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
+}
+
+export function createLogger (level: string): Logger {
+  return pino({
+    level,
+    redact: { paths: REDACT_PATHS, remove: true },
+    base: { name: 'sluice' }
+  })
+}
+
+/** Send a Sluice error as the envelope, with Retry-After where it applies. */
+export function sendError (reply: FastifyReply, err: SluiceError): FastifyReply {
+  const state = reply.request.sluice
+  if (state !== undefined) {
+    state.code = err.code
+    if (state.outcome !== 'admin') state.outcome = 'rejected'
+  }
+  const body: Envelope = err.toEnvelope()
+  body.error.details.request_id = reply.request.id
+  if (err.retryAfterS !== undefined) reply.header('retry-after', String(err.retryAfterS))
+  return reply.code(err.status).type('application/json').send(body)
+}
+
+function frameworkError (err: FastifyError): SluiceError {
+  const status = err.statusCode ?? 500
+  if (status === 413) return new SluiceError('PAYLOAD_TOO_LARGE', 413, 'the request body is larger than this route accepts')
+  if (status === 415) return new SluiceError('BAD_REQUEST', 415, 'unsupported content type')
+  if (status === 404) return new SluiceError('ROUTE_NOT_FOUND', 404, 'no route matches this path')
+  if (status === 405) return new SluiceError('METHOD_NOT_ALLOWED', 405, 'method not allowed')
+  if (status >= 400 && status < 500) return new SluiceError('BAD_REQUEST', status, err.message.slice(0, 200))
+  return new SluiceError('INTERNAL_ERROR', 500, 'Sluice failed to handle this request; see its log for the request id')
+}
+
+export async function createSluice (config: SluiceConfig, options: CreateOptions = {}): Promise<SluiceServer> {
+  const logger = options.logger ?? createLogger(config.logLevel)
+  const store = options.store ?? createStore(config)
+  const app = Fastify({
+    loggerInstance: logger,
+    disableRequestLogging: true,
+    genReqId: requestId,
+    requestIdHeader: false,
+    bodyLimit: Math.max(...config.routes.map((r) => r.bodyLimit)),
+    // Slow clients are bounded: headers within 30 s, a whole request within 10 min (the longest wait plus transfer).
+    requestTimeout: 10 * 60_000,
+    return503OnClosing: true
+  }) as unknown as FastifyInstance
+  const limiters = new Map<string, RouteLimiter>()
+
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('x-request-id', request.id)
+    // Dot segments (also percent-encoded) could walk out of a route's mount or its upstream's base
+    // path; no API needs them, so they are refused before routing.
+    if (DOT_SEGMENT.test(request.raw.url ?? '')) {
+      throw new SluiceError('BAD_REQUEST', 400, 'the path contains "." or ".." segments, which Sluice does not forward')
+    }
+  })
+
+  app.addHook('onResponse', async (request, reply) => {
+    const s = request.sluice
+    const line = {
+      reqId: request.id,
+      method: request.method,
+      url: redactUrl(request.url),
+      status: reply.statusCode,
+      durationMs: Math.round(reply.elapsedTime * 10) / 10,
+      route: s?.route.name,
+      bucket: s?.bucket,
+      waitMs: s === undefined ? undefined : Math.round(s.waitedMs),
+      upstreamStatus: s?.upstreamStatus,
+      outcome: s?.outcome ?? 'unrouted',
+      code: s?.code
+    }
+    if (s?.outcome === 'admin') return
+    request.log.info(line, 'request')
+  })
+
+  app.setErrorHandler((err: FastifyError, request, reply) => {
+    if (err instanceof SluiceError) return sendError(reply, err)
+    const mapped = frameworkError(err)
+    if (mapped.status >= 500) request.log.error({ err, reqId: request.id }, 'unexpected error')
+    return sendError(reply, mapped)
+  })
+
+  app.setNotFoundHandler((request, reply) => {
+    sendError(reply, new SluiceError('ROUTE_NOT_FOUND', 404, `no route is mounted at ${redactUrl(request.url).split('?')[0].slice(0, 200)}`,
+      { routes: config.routes.map((r) => r.prefix) }))
+  })
+
+  app.get('/_sluice/health', async (request) => {
+    markAdmin(request)
+    return { status: 'ok' }
+  })
+  app.get('/_sluice/ready', async (request, reply) => {
+    markAdmin(request)
+    try {
+      await store.ping()
+      return { status: 'ready', store: store.kind }
+    } catch {
+      return await reply.code(503).header('retry-after', '1').send(envelope('STORE_UNAVAILABLE', 'the budget store is unreachable', { store: store.kind, request_id: request.id }))
+    }
+  })
+
+  for (const route of config.routes) {
+    const limiter = new RouteLimiter(route, store)
+    limiters.set(route.name, limiter)
+    await app.register(async (scope) => registerRoute(scope, route, limiter, config))
+  }
+
+  return {
+    app,
+    store,
+    limiters,
+    config,
+    listen: async () => {
+      const address = await app.listen({ host: config.host, port: config.port })
+      return address
+    },
+    close: async () => {
+      await app.close()
+      await store.close()
+    }
+  }
+}
+
+function markAdmin (request: FastifyRequest): void {
+  request.sluice = { route: undefined as unknown as RouteConfig, bucket: undefined, waitedMs: 0, view: undefined, outcome: 'admin' }
+}
+
+async function registerRoute (scope: FastifyInstance, route: RouteConfig, limiter: RouteLimiter, config: SluiceConfig): Promise<void> {
+  const origin = new URL(route.upstream).origin
+  const pool = new Pool(origin, {
+    connections: 128,
+    pipelining: 1,
+    headersTimeout: route.timeoutMs,
+    bodyTimeout: route.timeoutMs,
+    connect: { timeout: Math.min(route.timeoutMs, 10_000), rejectUnauthorized: true }
+  })
+  scope.addHook('onClose', async () => { await pool.close() })
+
+  async function admit (request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    const state: RequestState = { route, bucket: undefined, waitedMs: 0, view: undefined, outcome: 'forwarded' }
+    request.sluice = state
+    const length = Number(request.headers['content-length'] ?? 0)
+    if (length > route.bodyLimit) {
+      throw new SluiceError('PAYLOAD_TOO_LARGE', 413, `the request body of ${length} bytes is larger than the ${route.bodyLimit} bytes this route accepts`,
+        { upstream: route.name, limit_bytes: route.bodyLimit, received_bytes: length })
+    }
+    const bucket = bucketFor(route, request.headers, config.hashSecret)
+    if (bucket === undefined) {
+      const header = route.key.kind === 'header' ? route.key.header : ''
+      throw new SluiceError('BAD_REQUEST', 400, `route ${route.name} shares its budget per ${header} header, and the request has none`, { upstream: route.name, header })
+    }
+    state.bucket = bucket
+    let maxWaitMs = route.maxWaitMs
+    const prefer = request.headers.prefer
+    const match = typeof prefer === 'string' ? PREFER_WAIT.exec(prefer) : null
+    if (match !== null) {
+      maxWaitMs = Math.min(maxWaitMs, Number(match[1]) * 1000)
+      reply.header('preference-applied', `wait=${Math.round(maxWaitMs / 1000)}`)
+    }
+    const controller = new AbortController()
+    const onClose = (): void => { if (!reply.raw.writableEnded) controller.abort() }
+    reply.raw.once('close', onClose)
+    try {
+      const admission = await limiter.admit(bucket, maxWaitMs, controller.signal)
+      state.waitedMs = admission.waitedMs
+      state.view = { remaining: admission.reservation.remaining, resetMs: Math.max(0, admission.reservation.resetMs - admission.waitedMs) }
+    } catch (err) {
+      if (err instanceof ClientGoneError) {
+        state.outcome = 'cancelled'
+        request.log.info({ reqId: request.id, route: route.name, bucket, outcome: 'cancelled', url: redactUrl(request.url) }, 'client left while waiting; not forwarded')
+        reply.hijack()
+        return
+      }
+      if (err instanceof SluiceError && err.code === 'RATE_LIMITED') {
+        reply.headers(rateLimitHeaders(route, { remaining: 0, resetMs: Number(err.details.retry_after_ms ?? 0) }, 0))
+      }
+      throw err
+    } finally {
+      reply.raw.removeListener('close', onClose)
+    }
+  }
+
+  await scope.register(proxy, {
+    upstream: route.upstream,
+    prefix: route.prefix === '/' ? '' : route.prefix,
+    preHandler: admit,
+    undici: pool as never,
+    // Retries go through the limiter (they take budget like any request), so reply-from's own
+    // retries (GET on 503, up to 10 times) are turned off.
+    retryDelay: () => null,
+    disableRequestLogging: true,
+    replyOptions: {
+      rewriteRequestHeaders: (request: FastifyRequest, headers: Record<string, unknown>) => ({ ...headers, 'x-request-id': request.id }),
+      rewriteHeaders: (headers: Record<string, unknown>, request: FastifyRequest | undefined) => {
+        const state = request?.sluice
+        if (request === undefined || state?.view === undefined) return headers
+        return { ...headers, ...rateLimitHeaders(route, state.view, state.waitedMs), 'x-request-id': request.id }
+      },
+      onResponse: (request: FastifyRequest, reply: FastifyReply, res: unknown) => handleUpstreamResponse(request, reply, res as never, route),
+      onError: (reply: FastifyReply, { error }: { error: Error }) => handleTransportError(reply, error, route)
+    }
+  } as never)
+}

@@ -1,0 +1,24 @@
+// The budget, told to the client on every response: IETF draft-ietf-httpapi-ratelimit-headers-11
+// fields, the legacy X-RateLimit trio (reset in epoch seconds, as GitHub and Zulip send it), and
+// Server-Timing with the time spent queued in Sluice.
+import type { RouteConfig } from '../config/schema'
+
+export interface BudgetView {
+  remaining: number
+  /** ms until the whole budget is back */
+  resetMs: number
+}
+
+export function rateLimitHeaders (route: RouteConfig, view: BudgetView, waitedMs: number): Record<string, string> {
+  const windowS = Math.max(1, Math.ceil(route.limit.windowMs / 1000))
+  const resetS = Math.max(0, Math.ceil(view.resetMs / 1000))
+  const remaining = Math.max(0, Math.floor(view.remaining))
+  return {
+    'ratelimit-policy': `"${route.name}";q=${route.limit.count};w=${windowS}`,
+    ratelimit: `"${route.name}";r=${remaining};t=${resetS}`,
+    'x-ratelimit-limit': String(route.limit.count),
+    'x-ratelimit-remaining': String(remaining),
+    'x-ratelimit-reset': String(Math.ceil((Date.now() + view.resetMs) / 1000)),
+    'server-timing': `queue;dur=${waitedMs.toFixed(1)}`
+  }
+}

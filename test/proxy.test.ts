@@ -1,0 +1,212 @@
+// The proxy end to end: a real Sluice in front of a real loopback origin, memory store.
+import t from 'tap'
+import { request as httpRequest } from 'node:http'
+import { request } from 'undici'
+import { startSluice } from './helpers/sluice'
+import { startUpstream } from './helpers/upstream'
+
+/** node:http sends the path as written (undici and fetch resolve dot segments first). */
+async function get (url: string, headers: Record<string, string> = {}, signal?: AbortSignal): Promise<{ status: number, headers: Record<string, string | string[] | undefined>, json: any }> {
+  const u = new URL(url)
+  const path = url.slice(u.origin.length)
+  return await new Promise((resolve, reject) => {
+    const req = httpRequest({ host: u.hostname, port: u.port, path, headers, signal }, (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (c: Buffer) => chunks.push(c))
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString()
+        let json: unknown
+        try { json = JSON.parse(text) } catch { json = text }
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, json })
+      })
+      res.on('error', reject)
+    })
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+function maxInWindow (times: number[], windowMs: number): number {
+  const s = [...times].sort((a, b) => a - b)
+  let best = 0
+  let j = 0
+  for (let i = 0; i < s.length; i++) {
+    while (s[i] - s[j] >= windowMs) j++
+    best = Math.max(best, i - j + 1)
+  }
+  return best
+}
+
+t.test('forwards to the upstream and reports the budget', async (t) => {
+  const up = await startUpstream()
+  const s = await startSluice([{ name: 'api', prefix: '/api', upstream: `${up.url}/base`, limit: '20/s', algorithm: 'sliding-window' }])
+  t.teardown(async () => { await s.close(); await up.close() })
+
+  const res = await get(`${s.url}/api/items/7?x=1`, { 'x-request-id': 'abc-123' })
+  t.equal(res.status, 200)
+  t.equal(res.json.url, '/base/items/7?x=1', 'the path is mounted under the upstream base path')
+  t.equal(up.hits[0].headers['x-request-id'], 'abc-123', 'the request id travels upstream')
+  t.equal(up.hits[0].headers.host, new URL(up.url).host, 'Host is the upstream host')
+  t.equal(res.headers['x-request-id'], 'abc-123')
+  t.equal(res.headers['ratelimit-policy'], '"api";q=20;w=1')
+  t.match(res.headers.ratelimit, /^"api";r=19;t=\d+$/)
+  t.equal(res.headers['x-ratelimit-limit'], '20')
+  t.equal(res.headers['x-ratelimit-remaining'], '19')
+  const reset = Number(res.headers['x-ratelimit-reset'])
+  t.ok(reset >= Math.floor(Date.now() / 1000) && reset <= Math.ceil(Date.now() / 1000) + 2, `X-RateLimit-Reset is epoch seconds (${reset})`)
+  t.match(res.headers['server-timing'], /^queue;dur=\d+(\.\d)?$/)
+
+  const bad = await get(`${s.url}/api/items`, { 'x-request-id': 'has spaces and way too long'.repeat(10) })
+  t.match(bad.headers['x-request-id'], /^[0-9a-f-]{36}$/, 'an unusable request id is replaced by a UUID')
+})
+
+t.test('bodies stream through untouched and hop-by-hop headers stop at Sluice', async (t) => {
+  const up = await startUpstream()
+  const s = await startSluice([{ upstream: up.url, limit: '100/s' }])
+  t.teardown(async () => { await s.close(); await up.close() })
+  const body = Buffer.from(Array.from({ length: 300_000 }, (_, i) => i % 251))
+  // node:http, because undici will not send a Connection header naming other headers.
+  const status = await new Promise<number>((resolve, reject) => {
+    const req = httpRequest(`${s.url}/upload`, { method: 'POST', headers: { 'content-type': 'application/octet-stream', connection: 'x-private', 'x-private': 'secret-hop' } }, (res) => {
+      res.resume()
+      res.on('end', () => resolve(res.statusCode ?? 0))
+    })
+    req.on('error', reject)
+    req.end(body)
+  })
+  t.equal(status, 200)
+  t.equal(up.hits[0].body, body.toString(), 'the body arrives byte for byte')
+  t.equal(up.hits[0].headers['x-private'], undefined, 'a header named in Connection is not forwarded')
+})
+
+t.test('requests over the budget are delayed, not refused, and the upstream never sees more than the limit', async (t) => {
+  const up = await startUpstream()
+  const s = await startSluice([{ upstream: up.url, limit: '5/s', algorithm: 'sliding-window' }])
+  t.teardown(async () => { await s.close(); await up.close() })
+  const began = Date.now()
+  const results = await Promise.all(Array.from({ length: 12 }, () => get(`${s.url}/x`)))
+  t.same(results.map((r) => r.status), Array(12).fill(200), 'every request succeeds')
+  const elapsed = Date.now() - began
+  t.ok(elapsed >= 2000, `12 requests at 5/s take two more windows (${elapsed} ms)`)
+  t.ok(elapsed < 3500, `and not much more (${elapsed} ms)`)
+  t.ok(maxInWindow(up.hits.map((h) => h.t), 1000) <= 5, 'no 1 s window at the upstream holds more than 5')
+  const waited = results.map((r) => Number(/dur=([\d.]+)/.exec(String(r.headers['server-timing']))?.[1]))
+  t.equal(waited.filter((w) => w < 5).length, 5, 'five start at once (the whole window), the rest waited')
+})
+
+t.test('a request that cannot start within its wait bound is refused at once with Retry-After', async (t) => {
+  const up = await startUpstream()
+  const s = await startSluice([{ name: 'tr', upstream: up.url, limit: '2/s', algorithm: 'sliding-window', maxWait: '100ms' }])
+  t.teardown(async () => { await s.close(); await up.close() })
+  const began = Date.now()
+  const results = await Promise.all(Array.from({ length: 5 }, () => get(`${s.url}/x`)))
+  t.ok(Date.now() - began < 900, 'refusals come at once, not after waiting')
+  const refused = results.filter((r) => r.status === 429)
+  t.equal(results.filter((r) => r.status === 200).length, 2)
+  t.equal(refused.length, 3)
+  for (const r of refused) {
+    t.equal(r.headers['content-type'], 'application/json; charset=utf-8')
+    t.equal(r.json.success, false)
+    t.equal(r.json.error.code, 'RATE_LIMITED')
+    t.equal(r.json.error.details.limit, 2)
+    t.equal(r.json.error.details.bucket, 'tr')
+    t.ok(r.json.error.details.retry_after_ms > 100 && r.json.error.details.retry_after_ms <= 1050, `retry after ${r.json.error.details.retry_after_ms} ms`)
+    t.equal(r.headers['retry-after'], String(Math.ceil(r.json.error.details.retry_after_ms / 1000)), 'Retry-After is whole seconds, rounded up')
+    t.equal(r.headers['x-ratelimit-remaining'], '0')
+  }
+  t.equal(up.hits.length, 2, 'refused requests never reach the upstream')
+})
+
+t.test('Prefer: wait shortens the wait bound but never lengthens it', async (t) => {
+  const up = await startUpstream()
+  const s = await startSluice([{ upstream: up.url, limit: '1/s', algorithm: 'sliding-window', maxWait: '200ms' }])
+  t.teardown(async () => { await s.close(); await up.close() })
+  t.equal((await get(`${s.url}/a`)).status, 200)
+  const short = await get(`${s.url}/b`, { prefer: 'wait=0' })
+  t.equal(short.status, 429, 'wait=0: refused at once')
+  t.equal(short.headers['preference-applied'], 'wait=0')
+  const long = await get(`${s.url}/c`, { prefer: 'respond-async, wait=30' })
+  t.equal(long.status, 429, 'wait=30 does not stretch the route\'s 200 ms bound')
+})
+
+t.test('more waiters than maxQueue are refused with QUEUE_FULL', async (t) => {
+  const up = await startUpstream()
+  const s = await startSluice([{ upstream: up.url, limit: '1/s', algorithm: 'sliding-window', maxQueue: 2, maxWait: '10s', margin: '10ms' }])
+  t.teardown(async () => { await s.close(); await up.close() })
+  t.equal((await get(`${s.url}/first`)).status, 200)
+  const results = await Promise.all(Array.from({ length: 4 }, (_, i) => get(`${s.url}/q${i}`)))
+  const codes = results.map((r) => r.status === 200 ? 'ok' : r.json.error.code).sort()
+  t.same(codes, ['QUEUE_FULL', 'QUEUE_FULL', 'ok', 'ok'])
+  const full = results.find((r) => r.status === 429)
+  t.equal(full?.json.error.details.max_queue, 2)
+  t.ok(Number(full?.headers['retry-after']) >= 1)
+})
+
+t.test('a client that leaves while waiting is never forwarded', async (t) => {
+  const up = await startUpstream()
+  const s = await startSluice([{ upstream: up.url, limit: '1/s', algorithm: 'sliding-window', margin: '10ms' }])
+  t.teardown(async () => { await s.close(); await up.close() })
+  t.equal((await get(`${s.url}/first`)).status, 200)
+  const controller = new AbortController()
+  const pending = get(`${s.url}/abandoned`, {}, controller.signal).catch((err: Error) => err)
+  await new Promise((resolve) => setTimeout(resolve, 150))
+  controller.abort()
+  t.type(await pending, Error, 'the client gave up')
+  await new Promise((resolve) => setTimeout(resolve, 1200))
+  t.same(up.hits.map((h) => h.url), ['/first'], 'the abandoned request never reached the upstream')
+  const line = s.logs.find((l) => l.outcome === 'cancelled')
+  t.ok(line, 'the cancellation is logged')
+  // Its slot was the newest, so it was given back: the next request starts at once.
+  const next = await get(`${s.url}/next`)
+  t.equal(next.status, 200)
+  t.ok(Number(/dur=([\d.]+)/.exec(String(next.headers['server-timing']))?.[1]) < 5, 'the given-back slot is free again')
+})
+
+t.test('one budget per header value with key: header:<name>', async (t) => {
+  const up = await startUpstream()
+  const s = await startSluice([{ name: 'zulip', upstream: up.url, limit: '1/s', algorithm: 'sliding-window', key: 'header:authorization', maxWait: '0s' }])
+  t.teardown(async () => { await s.close(); await up.close() })
+  t.equal((await get(`${s.url}/a`, { authorization: 'Basic alice' })).status, 200)
+  t.equal((await get(`${s.url}/a`, { authorization: 'Basic bob' })).status, 200, 'another credential has its own budget')
+  const again = await get(`${s.url}/a`, { authorization: 'Basic alice' })
+  t.equal(again.status, 429, 'the same credential shares one')
+  t.match(again.json.error.details.bucket, /^zulip:[A-Za-z0-9_-]{22}$/, 'the bucket is named by an HMAC, not the credential')
+  t.notMatch(JSON.stringify(again.json), /alice/)
+  const none = await get(`${s.url}/a`)
+  t.equal(none.status, 400)
+  t.equal(none.json.error.code, 'BAD_REQUEST')
+  t.notMatch(JSON.stringify(s.logs), /alice|bob/, 'credentials never reach the log')
+})
+
+t.test('unknown routes, traversal and oversize bodies get envelopes and never reach the upstream', async (t) => {
+  const up = await startUpstream()
+  const s = await startSluice([{ name: 'api', prefix: '/api', upstream: up.url, limit: '100/s', bodyLimit: 1000 }])
+  t.teardown(async () => { await s.close(); await up.close() })
+  const missing = await get(`${s.url}/other/x?token=hunter2`)
+  t.equal(missing.status, 404)
+  t.equal(missing.json.error.code, 'ROUTE_NOT_FOUND')
+  t.notMatch(JSON.stringify(missing.json), /hunter2/)
+  const traversal = await get(`${s.url}/api/../other/x`)
+  t.equal(traversal.status, 400, 'dot segments are refused')
+  t.equal(traversal.json.error.code, 'BAD_REQUEST')
+  t.equal((await get(`${s.url}/api/a/%2E./b`)).status, 400, 'also half-encoded')
+  t.equal((await get(`${s.url}/api/a/..%2fb`)).status, 400, 'also before an encoded slash')
+  t.equal((await get(`${s.url}/api/a..b/c.d/...`)).status, 200, 'dots inside names are fine')
+  const encoded = await get(`${s.url}/api/%2e%2e/%2e%2e/etc/passwd`)
+  t.equal(encoded.status, 400)
+  t.equal(encoded.json.success, false)
+  const big = await request(`${s.url}/api/up`, { method: 'POST', body: 'x'.repeat(5000), headers: { 'content-type': 'text/plain' } })
+  t.equal(big.statusCode, 413)
+  t.equal((await big.body.json() as any).error.code, 'PAYLOAD_TOO_LARGE')
+  t.equal(up.hits.length, 0)
+  t.notMatch(JSON.stringify(s.logs), /hunter2/, 'secret query parameters are redacted in logs')
+})
+
+t.test('admin routes', async (t) => {
+  const up = await startUpstream()
+  const s = await startSluice([{ upstream: up.url, limit: '100/s' }])
+  t.teardown(async () => { await s.close(); await up.close() })
+  t.same((await get(`${s.url}/_sluice/health`)).json, { status: 'ok' })
+  t.same((await get(`${s.url}/_sluice/ready`)).json, { status: 'ready', store: 'memory' })
+  t.equal(up.hits.length, 0, 'admin routes are never proxied, even under prefix /')
+})
