@@ -98,8 +98,12 @@ function normalize (input: UpstreamErrorInput): NormalizedError {
   // Upstream details first, so Sluice's own keys win a name clash.
   const details: Record<string, unknown> = {}
   if (parsed.envelope === true && parsed.details !== undefined) {
-    const kept = sanitize(parsed.details, 0)
-    if (isObject(kept)) for (const key of Object.keys(kept)) if (key !== '__proto__') details[key] = kept[key]
+    const kept = boundedJson(parsed.details)
+    if (isObject(kept)) {
+      for (const key of Object.keys(kept)) if (key !== '__proto__') details[key] = kept[key]
+    } else {
+      details.upstream_details_truncated = true
+    }
   }
   details.upstream = String(input.route)
   details.upstream_status = upstreamStatus ?? null
@@ -107,7 +111,7 @@ function normalize (input: UpstreamErrorInput): NormalizedError {
   details.retryable = outcome.retryable
   if (retryAfterS !== undefined) details.retry_after_s = retryAfterS
   details.request_id = String(input.requestId)
-  if (parsed.fieldErrors !== undefined) details.field_errors = sanitize(parsed.fieldErrors, 0)
+  if (parsed.fieldErrors !== undefined) details.field_errors = boundedJson(parsed.fieldErrors)
   if (parsed.varName !== undefined) details.var_name = redactText(parsed.varName)
   Object.assign(details, upstreamBodyDetails(body))
 
@@ -283,6 +287,16 @@ function redactText (text: string): string {
 // Bounds for echoing upstream JSON: deep or wide structures are cut, not walked.
 const MAX_DEPTH = 8
 const MAX_ENTRIES = 100
+
+/** Serialized characters up to which upstream details or field errors are copied whole. */
+const DETAILS_MAX_CHARS = 8192
+
+/** `sanitize`, and beyond DETAILS_MAX_CHARS the start of its JSON text: an envelope stays small. */
+function boundedJson (value: unknown): unknown {
+  const kept = sanitize(value, 0)
+  const serialized = JSON.stringify(kept) ?? ''
+  return serialized.length <= DETAILS_MAX_CHARS ? kept : serialized.slice(0, UPSTREAM_BODY_MAX_CHARS)
+}
 
 /** A bounded, JSON-safe, credential-scrubbed copy of upstream JSON. */
 function sanitize (value: unknown, depth: number): unknown {
