@@ -89,7 +89,7 @@ function frameworkError (err: FastifyError): SluiceError {
 
 export async function createSluice (config: SluiceConfig, options: CreateOptions = {}): Promise<SluiceServer> {
   const logger = options.logger ?? createLogger(config.logLevel)
-  const store = options.store ?? createStore(config)
+  const store = options.store ?? await createStore(config)
   const app = Fastify({
     loggerInstance: logger,
     disableRequestLogging: true,

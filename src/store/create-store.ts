@@ -3,11 +3,22 @@ import type { BucketStore } from './bucket-store'
 import { MemoryStore } from './memory-store'
 import { RedisStore } from './redis-store'
 
-/** The memory store without --redis; otherwise a Redis store whose first connection may still be under way. */
-export function createStore (config: SluiceConfig): BucketStore {
+/** How long start-up waits for Redis before listening anyway (ms). */
+export const STORE_CONNECT_WAIT_MS = 5000
+
+/**
+ * The memory store without --redis; otherwise a Redis store, connected when Redis answers within
+ * STORE_CONNECT_WAIT_MS. A sidecar may start before its Redis: then Sluice listens anyway, keeps
+ * connecting in the background, and /_sluice/ready says so.
+ */
+export async function createStore (config: SluiceConfig): Promise<BucketStore> {
   if (config.redis === undefined) return new MemoryStore()
   const store = new RedisStore({ url: config.redis, keyPrefix: config.keyPrefix })
-  // A sidecar may start before its Redis: keep trying in the background; /_sluice/ready tells.
-  store.connect().catch(() => {})
+  let timer: NodeJS.Timeout | undefined
+  await Promise.race([
+    store.connect().catch(() => {}),
+    new Promise<void>((resolve) => { timer = setTimeout(resolve, STORE_CONNECT_WAIT_MS) })
+  ])
+  clearTimeout(timer)
   return store
 }

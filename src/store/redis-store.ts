@@ -58,8 +58,12 @@ export class RedisStore implements BucketStore {
     this.prefix = options.keyPrefix
   }
 
+  private connecting: Promise<void> | undefined
+
+  /** The first connection; later calls share it. ioredis reconnects by itself afterwards. */
   async connect (): Promise<void> {
-    await this.client.connect()
+    this.connecting ??= this.client.connect()
+    await this.connecting
   }
 
   /** `{…}` is a hash tag: a bucket's keys stay in one Redis Cluster slot. */

@@ -33,7 +33,6 @@ export async function startSluice (routes: Array<Record<string, unknown>>, globa
   })
   const logger = pino({ level: 'info', redact: { paths: REDACT_PATHS, remove: true } }, sink)
   const sluice = await createSluice(config, { logger })
-  if (sluice.store.kind === 'redis') await (sluice.store as unknown as { client: { status: string, connect: () => Promise<void> } }).client.connect().catch(() => {})
   const url = await sluice.listen()
   return Object.assign(sluice, { url, logs })
 }
