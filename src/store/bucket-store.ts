@@ -55,3 +55,34 @@ export function slidingWindowParams (policy: BucketPolicy): { windowUs: number, 
   // `limit` places back that the next reservation must be measured against.
   return { windowUs: (policy.windowMs + policy.marginMs) * 1000, keep: policy.limit + 32 }
 }
+
+/** A read-only look at one bucket, for status pages (never on the admission path). */
+export interface BucketPeek {
+  /** Requests that could start right now. */
+  remaining: number
+  /** Starts booked in the current window: made, or reserved and still waiting. */
+  booked: number
+  /** ms until the whole budget is back */
+  resetMs: number
+  /** ms until a pause (upstream pushback) ends; 0 when there is none */
+  pausedForMs: number
+}
+
+/**
+ * What every instance of a team can see of the others: buckets read without reserving, and a
+ * heartbeat through which each instance publishes its own figures (queue depth, in flight, rates).
+ */
+export interface TeamBoard {
+  peek (bucket: string, policy: BucketPolicy): Promise<BucketPeek>
+  /** Say `id` is alive for `ttlMs` and publish its snapshot (opaque JSON); resolves to the live instance count. */
+  heartbeat (id: string, snapshot: string, ttlMs: number): Promise<number>
+  /** Snapshots of every instance whose heartbeat has not expired, by id. */
+  liveInstances (): Promise<Map<string, string>>
+  /** Remove `id` at once (on shutdown). */
+  leave (id: string): Promise<void>
+}
+
+export function isTeamBoard (store: BucketStore): store is BucketStore & TeamBoard {
+  const s = store as Partial<TeamBoard>
+  return typeof s.peek === 'function' && typeof s.heartbeat === 'function' && typeof s.liveInstances === 'function'
+}

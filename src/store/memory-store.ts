@@ -1,7 +1,7 @@
 // The embedded default: buckets in this process's memory. The same arithmetic as the Lua scripts
 // in ./lua, step for step, so one contract suite holds for both stores.
 import { nowUs } from './clock'
-import { slidingWindowParams, tokenBucketParams, type BucketPolicy, type BucketStore, type Reservation } from './bucket-store'
+import { slidingWindowParams, tokenBucketParams, type BucketPeek, type BucketPolicy, type BucketStore, type Reservation, type TeamBoard } from './bucket-store'
 
 interface Bucket {
   /** token-bucket theoretical arrival time, µs */
@@ -17,9 +17,11 @@ interface Bucket {
 
 const SWEEP_EVERY_MS = 60_000
 
-export class MemoryStore implements BucketStore {
+export class MemoryStore implements BucketStore, TeamBoard {
   readonly kind = 'memory' as const
   private readonly buckets = new Map<string, Bucket>()
+  /** Heartbeats: id -> snapshot and its expiry (ms since epoch); in memory only this process beats. */
+  private readonly beats = new Map<string, { snapshot: string, expiresAt: number }>()
   private readonly sweeper: NodeJS.Timeout
 
   constructor () {
@@ -108,6 +110,42 @@ export class MemoryStore implements BucketStore {
     const untilUs = now + Math.round(delayMs * 1000)
     if (b.pausedUntil < untilUs) b.pausedUntil = untilUs
     return (b.pausedUntil - now) / 1000
+  }
+
+  async peek (name: string, policy: BucketPolicy): Promise<BucketPeek> {
+    const now = nowUs()
+    const b = this.buckets.get(name) ?? { tat: 0, starts: [], head: 0, pausedUntil: 0, expiresAt: 0 }
+    const pausedForMs = Math.max(0, b.pausedUntil - now) / 1000
+    if (policy.algorithm === 'token-bucket') {
+      const { intervalUs, tauUs } = tokenBucketParams(policy)
+      const ahead = Math.max(0, b.tat - now)
+      const remaining = pausedForMs > 0 ? 0 : Math.max(0, Math.floor((tauUs + intervalUs - ahead) / intervalUs))
+      return { remaining, booked: Math.ceil(ahead / intervalUs), resetMs: ahead / 1000, pausedForMs }
+    }
+    const { windowUs } = slidingWindowParams(policy)
+    let booked = 0
+    for (let i = b.starts.length - 1; i >= b.head && b.starts[i] > now - windowUs; i--) booked++
+    const last = b.starts.length > b.head ? b.starts[b.starts.length - 1] : undefined
+    const resetMs = last === undefined ? 0 : Math.max(0, last + windowUs - now) / 1000
+    return { remaining: pausedForMs > 0 ? 0 : Math.max(0, policy.limit - booked), booked, resetMs, pausedForMs }
+  }
+
+  async heartbeat (id: string, snapshot: string, ttlMs: number): Promise<number> {
+    const now = Date.now()
+    for (const [other, beat] of this.beats) if (beat.expiresAt <= now) this.beats.delete(other)
+    this.beats.set(id, { snapshot, expiresAt: now + ttlMs })
+    return this.beats.size
+  }
+
+  async liveInstances (): Promise<Map<string, string>> {
+    const now = Date.now()
+    const live = new Map<string, string>()
+    for (const [id, beat] of this.beats) if (beat.expiresAt > now) live.set(id, beat.snapshot)
+    return live
+  }
+
+  async leave (id: string): Promise<void> {
+    this.beats.delete(id)
   }
 
   async ping (): Promise<void> {}

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import Redis, { type RedisOptions } from 'ioredis'
 import { admittedFromUs, refusalFromUs } from './memory-store'
-import { slidingWindowParams, tokenBucketParams, type BucketPolicy, type BucketStore, type Reservation } from './bucket-store'
+import { slidingWindowParams, tokenBucketParams, type BucketPeek, type BucketPolicy, type BucketStore, type Reservation, type TeamBoard } from './bucket-store'
 
 type Reply = [number, number, number, number, number]
 
@@ -15,6 +15,10 @@ interface SluiceCommands {
   sluiceReleaseTokenBucket (state: string, ticket: string, backUs: number): Promise<number>
   sluiceReleaseSlidingWindow (starts: string, ticket: string, cost: number): Promise<number>
   sluicePause (pause: string, delayUs: number): Promise<number>
+  sluicePeekTokenBucket (state: string, pause: string, intervalUs: number, tauUs: number): Promise<[number, number, number, number]>
+  sluicePeekSlidingWindow (starts: string, pause: string, limit: number, windowUs: number): Promise<[number, number, number, number]>
+  sluiceHeartbeat (live: string, snapshots: string, id: string, snapshot: string, ttlMs: number): Promise<number>
+  sluiceLiveInstances (live: string, snapshots: string): Promise<Array<string | null>>
 }
 
 const SCRIPTS: Array<[keyof SluiceCommands, string, number]> = [
@@ -22,7 +26,11 @@ const SCRIPTS: Array<[keyof SluiceCommands, string, number]> = [
   ['sluiceReserveSlidingWindow', 'reserve-sliding-window-2.lua', 2],
   ['sluiceReleaseTokenBucket', 'release-token-bucket-1.lua', 1],
   ['sluiceReleaseSlidingWindow', 'release-sliding-window-1.lua', 1],
-  ['sluicePause', 'pause-1.lua', 1]
+  ['sluicePause', 'pause-1.lua', 1],
+  ['sluicePeekTokenBucket', 'peek-token-bucket-2.lua', 2],
+  ['sluicePeekSlidingWindow', 'peek-sliding-window-2.lua', 2],
+  ['sluiceHeartbeat', 'heartbeat-2.lua', 2],
+  ['sluiceLiveInstances', 'live-instances-2.lua', 2]
 ]
 
 export interface RedisStoreOptions {
@@ -33,7 +41,7 @@ export interface RedisStoreOptions {
   commandTimeoutMs?: number
 }
 
-export class RedisStore implements BucketStore {
+export class RedisStore implements BucketStore, TeamBoard {
   readonly kind = 'redis' as const
   readonly client: Redis & SluiceCommands
   private readonly prefix: string
@@ -96,6 +104,42 @@ export class RedisStore implements BucketStore {
   async pause (bucket: string, delayMs: number): Promise<number> {
     const us = await this.client.sluicePause(this.key(bucket, 'pause'), Math.round(delayMs * 1000))
     return us / 1000
+  }
+
+  async peek (bucket: string, policy: BucketPolicy): Promise<BucketPeek> {
+    let reply: [number, number, number, number]
+    if (policy.algorithm === 'token-bucket') {
+      const { intervalUs, tauUs } = tokenBucketParams(policy)
+      reply = await this.client.sluicePeekTokenBucket(this.key(bucket, 'tb'), this.key(bucket, 'pause'), intervalUs, tauUs)
+    } else {
+      reply = await this.client.sluicePeekSlidingWindow(this.key(bucket, 'sw'), this.key(bucket, 'pause'), policy.limit, slidingWindowParams(policy).windowUs)
+    }
+    const [remaining, booked, resetUs, pausedUs] = reply
+    return { remaining, booked, resetMs: resetUs / 1000, pausedForMs: pausedUs / 1000 }
+  }
+
+  /** The team's heartbeat keys share one hash tag, so both scripts stay in one Redis Cluster slot. */
+  private teamKey (part: string): string {
+    return `${this.prefix}{instances}:${part}`
+  }
+
+  async heartbeat (id: string, snapshot: string, ttlMs: number): Promise<number> {
+    return await this.client.sluiceHeartbeat(this.teamKey('live'), this.teamKey('snapshots'), id, snapshot, Math.max(1, Math.round(ttlMs)))
+  }
+
+  async liveInstances (): Promise<Map<string, string>> {
+    const flat = await this.client.sluiceLiveInstances(this.teamKey('live'), this.teamKey('snapshots'))
+    const live = new Map<string, string>()
+    for (let i = 0; i + 1 < flat.length; i += 2) {
+      const id = flat[i]
+      const snapshot = flat[i + 1]
+      if (id !== null && snapshot !== null) live.set(id, snapshot)
+    }
+    return live
+  }
+
+  async leave (id: string): Promise<void> {
+    await this.client.multi().zrem(this.teamKey('live'), id).hdel(this.teamKey('snapshots'), id).exec()
   }
 
   async ping (): Promise<void> {
