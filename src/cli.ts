@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { loadConfig } from './config/load'
+import { presetNames } from './config/preset'
 import { ConfigError, type SluiceConfig } from './config/schema'
 import { formatRate } from './config/units'
 import { createLogger, createSluice } from './http/app'
@@ -11,11 +12,14 @@ const HELP = `sluice: a local reverse proxy that shapes traffic to one shared ra
 
 Usage:
   sluice --upstream URL --limit 180/min [options]     proxy one upstream
+  sluice --preset NAME --upstream URL [options]       proxy one upstream with a known API's limits
   sluice --config FILE [--redis URL] [--port N]       proxy the routes of a YAML file
   sluice check-config FILE                            validate a config, print the effective routes
   sluice --help | --version
 
 Route options (quick start; each also reads SLUICE_<NAME>, e.g. SLUICE_MAX_WAIT):
+  --preset NAME           route defaults for a known API; flags override them. Presets:
+                          ${presetNames().join(', ')}
   --upstream URL          the API to forward to (http:// or https://)
   --limit N/UNIT          the budget: 180/min, 20/s, 5000/h, 30/10s
   --algorithm NAME        token-bucket (default) or sliding-window
@@ -39,6 +43,10 @@ Process options (override the config file):
 
 Examples:
   sluice --upstream https://acme.testrail.io --limit 180/min
+  sluice --preset testrail-professional --upstream https://acme.testrail.io
+  sluice --preset github --redis rediss://:PASSWORD@redis.example.com:6380 --hash-secret \$SECRET
+  SLUICE_PRESET=zulip SLUICE_UPSTREAM=https://acme.zulipchat.com sluice --host 0.0.0.0
+  sluice check-config config/sluice.example.yaml
   sluice --upstream https://api.github.com --limit 5000/h --key header:authorization --redis redis://127.0.0.1:6379
   sluice --config config/sluice.example.yaml --redis redis://redis:6379 --host 0.0.0.0
 `
@@ -90,7 +98,7 @@ async function serve (argv: string[]): Promise<void> {
 
 export async function main (argv: string[]): Promise<number> {
   const [command, ...rest] = argv
-  if (command === '--help' || command === '-h' || command === 'help') {
+  if (command === '--help' || command === '-h' || command === 'help' || argv.includes('--help')) {
     process.stdout.write(HELP)
     return 0
   }

@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { parse as parseYaml } from 'yaml'
+import { applyPreset } from './preset'
 import { ConfigError, DEFAULTS, checkRoutes, parseRoute, type SluiceConfig } from './schema'
 
 /** Flags of the quick start that describe the single route; each also reads SLUICE_<NAME>. */
@@ -35,6 +36,7 @@ const GLOBAL_FLAGS = {
 
 export const SERVE_OPTIONS = {
   config: { type: 'string' },
+  preset: { type: 'string' },
   ...Object.fromEntries([...Object.keys(ROUTE_FLAGS), ...Object.keys(GLOBAL_FLAGS)].map((k) => [k, { type: 'string' }]))
 } as const
 
@@ -75,6 +77,13 @@ function readFile (path: string): Record<string, unknown> {
   return doc as Record<string, unknown>
 }
 
+/** A route of a config file may name a preset: its fields fill in what the route leaves out. */
+function withPreset (raw: unknown, field: string): unknown {
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw) || !('preset' in raw)) return raw
+  const { preset, ...own } = raw as Record<string, unknown>
+  return applyPreset(preset, field, own)
+}
+
 const FILE_FIELDS = new Set(['host', 'port', 'redis', 'keyPrefix', 'hashSecret', 'logLevel', 'routes'])
 
 export function loadConfig (argv: string[], env: NodeJS.ProcessEnv): SluiceConfig {
@@ -110,9 +119,14 @@ export function loadConfig (argv: string[], env: NodeJS.ProcessEnv): SluiceConfi
     if (stray !== undefined) {
       throw new ConfigError(`--${stray}`, `describes the single quick-start route and cannot be combined with --config; set it on a route in ${configPath} (or unset ${envName(stray)})`)
     }
+    if (pick('preset') !== undefined) {
+      throw new ConfigError('--preset', `describes the single quick-start route and cannot be combined with --config; write "preset: ${String(pick('preset'))}" on a route in ${configPath} (or unset ${envName('preset')})`)
+    }
     if (!Array.isArray(file.routes)) throw new ConfigError('routes', `expected a list of routes in ${configPath}, got ${JSON.stringify(file.routes) ?? 'nothing'}`)
-    routes = file.routes.map((r, i) => parseRoute(r, `routes[${i}]`))
+    routes = file.routes.map((r, i) => parseRoute(withPreset(r, `routes[${i}].preset`), `routes[${i}]`))
   } else {
+    const preset = pick('preset')
+    if (preset !== undefined) Object.assign(routeFromFlags, applyPreset(preset, '--preset', routeFromFlags))
     if (routeFromFlags.upstream === undefined) throw new ConfigError('--upstream', 'is required (or --config FILE); e.g. sluice --upstream https://acme.testrail.io --limit 180/min')
     if (routeFromFlags.limit === undefined) throw new ConfigError('--limit', 'is required, e.g. --limit 180/min')
     try {

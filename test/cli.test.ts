@@ -1,0 +1,110 @@
+// The compiled command, as users and the container run it: `node dist/src/cli.js`. dist/ is built by
+// `npm ci` (the prepare script); when any source is newer than dist/src/cli.js, this file rebuilds first.
+import { spawn, spawnSync } from 'node:child_process'
+import { readdirSync, readFileSync, statSync } from 'node:fs'
+import { join } from 'node:path'
+import t from 'tap'
+import { request } from 'undici'
+
+const ROOT = join(__dirname, '..')
+const CLI = join(ROOT, 'dist', 'src', 'cli.js')
+
+function newestSource (dir: string): number {
+  let newest = 0
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name)
+    if (entry.isDirectory()) newest = Math.max(newest, newestSource(path))
+    else newest = Math.max(newest, statSync(path).mtimeMs)
+  }
+  return newest
+}
+
+function ensureBuilt (): void {
+  let built = 0
+  try {
+    built = statSync(CLI).mtimeMs
+  } catch {}
+  if (built >= newestSource(join(ROOT, 'src'))) return
+  const r = spawnSync('npm', ['run', 'build'], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 })
+  if (r.status !== 0) throw new Error(`npm run build failed:\n${r.stdout}\n${r.stderr}`)
+}
+
+function run (args: string[], env: Record<string, string> = {}): { status: number | null, stdout: string, stderr: string } {
+  // Only PATH and HOME from the outside: a SLUICE_* or REDIS_URL of the developer must not leak in.
+  const r = spawnSync(process.execPath, [CLI, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 20_000, env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env } })
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr }
+}
+
+ensureBuilt()
+
+t.test('--version prints the package version', async (t) => {
+  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }
+  const r = run(['--version'])
+  t.equal(r.status, 0)
+  t.equal(r.stdout, `${pkg.version}\n`)
+})
+
+t.test('--help shows usage, the presets and examples', async (t) => {
+  for (const args of [['--help'], ['-h'], ['--preset', 'github', '--help']]) {
+    const r = run(args)
+    t.equal(r.status, 0, args.join(' '))
+    t.match(r.stdout, /Usage:/)
+    t.match(r.stdout, /--preset NAME/)
+    t.match(r.stdout, /github, jira-cloud, testmo, testrail-enterprise, testrail-professional, zulip/)
+    t.match(r.stdout, /Examples:\n {2}sluice --upstream https:\/\/acme\.testrail\.io --limit 180\/min/)
+  }
+})
+
+t.test('bad flags and config stop with exit status 2 and one line naming the field', async (t) => {
+  const cases: Array<[string[], Record<string, string>, RegExp]> = [
+    [['--upstream', 'https://acme.testrail.io', '--limit', '3/yr'], {}, /^sluice: config error: --limit: unknown rate unit "yr"/],
+    [['--upstream', 'https://acme.testrail.io', '--limit', '180/min', '--bogus', 'x'], {}, /^sluice: config error: --bogus: /],
+    [['--limit', '180/min'], {}, /^sluice: config error: --upstream: is required/],
+    [['--preset', 'testrail', '--upstream', 'https://acme.testrail.io'], {}, /^sluice: config error: --preset: unknown preset "testrail"; known presets are github, /],
+    [[], { SLUICE_PRESET: 'zulip', SLUICE_UPSTREAM: 'https://z.example', SLUICE_MAX_WAIT: 'soon' }, /^sluice: config error: --max-wait: expected a duration/],
+    [['--preset', 'github', '--port', '99999'], {}, /^sluice: config error: port: expected an integer from 0 to 65535/],
+    [['check-config', 'does/not/exist.yaml'], {}, /^sluice: config error: --config: cannot read does\/not\/exist\.yaml: ENOENT/],
+    [['check-config'], {}, /^sluice: config error: check-config: expected a config file/]
+  ]
+  for (const [args, env, message] of cases) {
+    const r = run(args, env)
+    t.equal(r.status, 2, `exit 2: ${args.join(' ')}`)
+    t.match(r.stderr, message)
+    t.equal(r.stderr.trim().split('\n').length, 1, 'one line')
+    t.equal(r.stdout, '', 'nothing on stdout')
+  }
+})
+
+t.test('check-config prints the effective routes', async (t) => {
+  const r = run(['check-config', 'config/sluice.example.yaml'])
+  t.equal(r.status, 0, r.stderr)
+  t.match(r.stdout, /route testrail: \/testrail -> https:\/\/acme\.testrail\.io {2}180\/min \(sliding-window/)
+  t.match(r.stdout, /config OK\n$/)
+})
+
+t.test('the compiled CLI serves with a preset and stops on SIGTERM', async (t) => {
+  const child = spawn(process.execPath, [CLI, '--preset', 'github', '--upstream', 'http://127.0.0.1:9', '--port', '0'], {
+    cwd: ROOT, env: { PATH: process.env.PATH ?? '' }, stdio: ['ignore', 'pipe', 'pipe']
+  })
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
+  const killer = setTimeout(() => child.kill('SIGKILL'), 15_000)
+  t.teardown(() => { clearTimeout(killer); child.kill('SIGKILL') })
+  const url = await new Promise<string>((resolve, reject) => {
+    let out = ''
+    child.stdout.on('data', (chunk: Buffer) => {
+      out += chunk.toString()
+      const m = /sluice listening on (http:\/\/[^"\s]+)/.exec(out)
+      if (m !== null) resolve(m[1])
+    })
+    child.once('exit', () => reject(new Error(`exited before listening: ${out}`)))
+  })
+  const health = await request(`${url}/_sluice/health`)
+  t.equal(health.statusCode, 200)
+  t.same(await health.body.json(), { status: 'ok' })
+  // The github preset keys by credential: a request without Authorization is refused before any upstream call.
+  const bare = await request(`${url}/rate_limit`)
+  t.equal(bare.statusCode, 400)
+  t.match(await bare.body.json(), { error: { code: 'BAD_REQUEST' } })
+  child.kill('SIGTERM')
+  t.equal(await exited, 0, 'clean exit on SIGTERM')
+})
