@@ -27,6 +27,9 @@ function sleep (ms: number, signal: AbortSignal): Promise<boolean> {
   })
 }
 
+/** Re-reservations a request may make after starting late, before it is forwarded late anyway. */
+const MAX_LATE_RETRIES = 5
+
 export class ClientGoneError extends Error {
   override readonly name = 'ClientGoneError'
 }
@@ -39,6 +42,8 @@ export class RouteLimiter {
   private readonly waiting = new Map<string, number>()
   /** Newest local start per bucket, ms since epoch, to give QUEUE_FULL a useful Retry-After. */
   private readonly lastStart = new Map<string, number>()
+  /** Starts that came later than half the margin after their slot (see admit). */
+  readonly stats = { lateRetries: 0, lateForwarded: 0 }
 
   constructor (route: RouteConfig, store: BucketStore) {
     this.route = route
@@ -77,35 +82,60 @@ export class RouteLimiter {
       throw new SluiceError('QUEUE_FULL', 429, `${depth} requests of bucket ${bucket} are already waiting in this instance (maxQueue ${this.route.maxQueue})`,
         this.details(bucket, { queue_depth: depth, max_queue: this.route.maxQueue, retry_after_ms: Math.round(aheadMs) }), retryAfterSeconds(aheadMs))
     }
-    let reservation: Reservation
-    try {
-      reservation = await this.store.reserve(bucket, this.policy, cost, maxWaitMs)
-    } catch (err) {
-      throw new SluiceError('STORE_UNAVAILABLE', 503, 'the budget store is unreachable, so the request was not forwarded', this.details(bucket, { store: this.store.kind }), 1, { cause: err })
+    const arrived = performance.now()
+    const deadline = arrived + maxWaitMs
+    // A request may leave at most half the margin after its slot; the other half absorbs the network.
+    const toleranceMs = this.route.marginMs > 0 ? this.route.marginMs / 2 : Infinity
+    for (let attempt = 0; ; attempt++) {
+      const sentAt = performance.now()
+      let reservation: Reservation
+      try {
+        reservation = await this.store.reserve(bucket, this.policy, cost, Math.max(0, deadline - sentAt))
+      } catch (err) {
+        throw new SluiceError('STORE_UNAVAILABLE', 503, 'the budget store is unreachable, so the request was not forwarded', this.details(bucket, { store: this.store.kind }), 1, { cause: err })
+      }
+      const receivedAt = performance.now()
+      if (!reservation.admitted) {
+        const ms = Math.ceil(reservation.waitMs)
+        if (attempt === 0) {
+          throw new SluiceError('RATE_LIMITED', 429, `the budget of ${this.route.name} has no room within the wait bound of ${Math.round(maxWaitMs)} ms; retry after ${retryAfterSeconds(ms)} s`,
+            this.details(bucket, { retry_after_ms: ms, max_wait_ms: Math.round(maxWaitMs) }), retryAfterSeconds(ms))
+        }
+        throw new SluiceError('QUEUE_TIMEOUT', 503, `the request waited ${Math.round(receivedAt - arrived)} ms, but Sluice could not start it on time within its wait bound`,
+          this.details(bucket, { retry_after_ms: ms, max_wait_ms: Math.round(maxWaitMs), late_starts: attempt }), retryAfterSeconds(ms))
+      }
+      // The slot in this process's clock: Redis ran the script somewhere between send and receipt.
+      const slot = (sentAt + receivedAt) / 2 + reservation.waitMs
+      if (slot > receivedAt) {
+        this.lastStart.set(bucket, Date.now() + (slot - receivedAt))
+        const started = await this.wait(bucket, slot - receivedAt, signal)
+        if (!started) {
+          await this.giveBack(bucket, reservation, cost)
+          throw new ClientGoneError('client disconnected while waiting')
+        }
+      }
+      const lateMs = performance.now() - slot
+      // A start later than the tolerance (a busy event loop, a burst of arrivals being admitted) could
+      // land in the next window at the upstream: give the slot up and reserve again, within the bound.
+      if (lateMs <= toleranceMs || attempt >= MAX_LATE_RETRIES) {
+        if (lateMs > toleranceMs) this.stats.lateForwarded++
+        return { bucket, reservation, waitedMs: performance.now() - arrived }
+      }
+      this.stats.lateRetries++
+      await this.giveBack(bucket, reservation, cost)
+      if (signal.aborted) throw new ClientGoneError('client disconnected while waiting')
     }
-    if (!reservation.admitted) {
-      const ms = Math.ceil(reservation.waitMs)
-      throw new SluiceError('RATE_LIMITED', 429, `the budget of ${this.route.name} has no room within the wait bound of ${Math.round(maxWaitMs)} ms; retry after ${retryAfterSeconds(ms)} s`,
-        this.details(bucket, { retry_after_ms: ms, max_wait_ms: Math.round(maxWaitMs) }), retryAfterSeconds(ms))
-    }
-    if (reservation.waitMs <= 0) return { bucket, reservation, waitedMs: 0 }
+  }
 
-    this.lastStart.set(bucket, Date.now() + reservation.waitMs)
-    this.waiting.set(bucket, depth + 1)
-    const began = performance.now()
-    let started: boolean
+  private async wait (bucket: string, ms: number, signal: AbortSignal): Promise<boolean> {
+    this.waiting.set(bucket, (this.waiting.get(bucket) ?? 0) + 1)
     try {
-      started = await sleep(reservation.waitMs, signal)
+      return await sleep(ms, signal)
     } finally {
       const left = (this.waiting.get(bucket) ?? 1) - 1
       if (left <= 0) this.waiting.delete(bucket)
       else this.waiting.set(bucket, left)
     }
-    if (!started) {
-      await this.giveBack(bucket, reservation, cost)
-      throw new ClientGoneError('client disconnected while waiting')
-    }
-    return { bucket, reservation, waitedMs: performance.now() - began }
   }
 
   /** Give a reservation back (best effort: only the newest one can be, and a store error is ignored). */
