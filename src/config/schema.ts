@@ -32,7 +32,12 @@ export interface RouteConfig {
   timeoutMs: number
   /** Largest request body accepted, in bytes (413 PAYLOAD_TOO_LARGE above it). */
   bodyLimit: number
+  /** "enforce" (default) shapes traffic; "shadow" only measures what it would delay or refuse. */
+  mode: RouteMode
 }
+
+export const ROUTE_MODES = ['enforce', 'shadow'] as const
+export type RouteMode = typeof ROUTE_MODES[number]
 
 export interface SluiceConfig {
   host: string
@@ -62,7 +67,8 @@ export const DEFAULTS = {
     profile: 'generic' as ProfileName,
     errors: 'envelope' as const,
     timeout: '30s',
-    bodyLimit: 10 * 1024 * 1024
+    bodyLimit: 10 * 1024 * 1024,
+    mode: 'enforce' as RouteMode
   }
 } as const
 
@@ -84,7 +90,7 @@ export class ConfigError extends Error {
   }
 }
 
-const ROUTE_FIELDS = new Set(['name', 'prefix', 'upstream', 'limit', 'burst', 'maxWait', 'maxQueue', 'algorithm', 'key', 'margin', 'profile', 'errors', 'timeout', 'bodyLimit'])
+const ROUTE_FIELDS = new Set(['name', 'prefix', 'upstream', 'limit', 'burst', 'maxWait', 'maxQueue', 'algorithm', 'key', 'margin', 'profile', 'errors', 'timeout', 'bodyLimit', 'mode'])
 
 function describe (value: unknown): string {
   return `${JSON.stringify(value) ?? String(value)} (${value === null ? 'null' : typeof value})`
@@ -176,7 +182,8 @@ export function parseRoute (raw: unknown, at: string): RouteConfig {
     profile: oneOf(`${at}.profile`, r.profile ?? d.profile, PROFILES),
     errors: oneOf(`${at}.errors`, r.errors ?? d.errors, ['envelope', 'upstream'] as const),
     timeoutMs: field(`${at}.timeout`, () => parseDuration(r.timeout ?? d.timeout)),
-    bodyLimit: integer(`${at}.bodyLimit`, r.bodyLimit ?? d.bodyLimit, 0)
+    bodyLimit: integer(`${at}.bodyLimit`, r.bodyLimit ?? d.bodyLimit, 0),
+    mode: oneOf(`${at}.mode`, r.mode ?? d.mode, ROUTE_MODES)
   }
 }
 
