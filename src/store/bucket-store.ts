@@ -22,6 +22,8 @@ export interface Reservation {
   remaining: number
   /** ms until the bucket has its whole budget back (for RateLimit / X-RateLimit-Reset). */
   resetMs: number
+  /** The reserved start in the store's clock (epoch ms; Redis TIME for the Redis store); for a refusal, when it could have started. */
+  startMs?: number
   /** Opaque handle that lets `release` give the reservation back; undefined when refused. */
   ticket: number | undefined
 }

@@ -54,11 +54,11 @@ export class MemoryStore implements BucketStore, TeamBoard {
       const newTat = base + intervalUs * cost
       const start = Math.max(now, b.pausedUntil, newTat - intervalUs - tauUs)
       const wait = start - now
-      if (wait > maxWait) return refusal(wait, Math.max(0, b.tat - now))
+      if (wait > maxWait) return refusal(wait, Math.max(0, b.tat - now), start)
       b.tat = newTat
       b.expiresAt = newTat + 1_000_000
       const remaining = Math.max(0, Math.floor((now + tauUs + intervalUs - newTat) / intervalUs))
-      return admitted(wait, remaining, newTat - now, newTat)
+      return admitted(wait, remaining, newTat - now, newTat, start)
     }
     const { windowUs, keep } = slidingWindowParams(policy)
     const len = b.starts.length - b.head
@@ -68,7 +68,7 @@ export class MemoryStore implements BucketStore, TeamBoard {
     const wait = start - now
     if (wait > maxWait) {
       const last = len > 0 ? b.starts[b.starts.length - 1] : now
-      return refusal(wait, Math.max(0, last + windowUs - now))
+      return refusal(wait, Math.max(0, last + windowUs - now), start)
     }
     for (let i = 0; i < cost; i++) b.starts.push(start)
     if (b.starts.length - b.head > keep) b.head = b.starts.length - keep
@@ -86,7 +86,7 @@ export class MemoryStore implements BucketStore, TeamBoard {
       }
       remaining = Math.max(0, policy.limit - used)
     }
-    return admitted(wait, remaining, start + windowUs - now, start)
+    return admitted(wait, remaining, start + windowUs - now, start, start)
   }
 
   async release (name: string, policy: BucketPolicy, cost: number, ticket: number): Promise<boolean> {
@@ -156,12 +156,12 @@ export class MemoryStore implements BucketStore, TeamBoard {
   }
 }
 
-function refusal (waitUs: number, resetUs: number): Reservation {
-  return { admitted: false, waitMs: waitUs / 1000, remaining: 0, resetMs: resetUs / 1000, ticket: undefined }
+function refusal (waitUs: number, resetUs: number, startUs: number): Reservation {
+  return { admitted: false, waitMs: waitUs / 1000, remaining: 0, resetMs: resetUs / 1000, startMs: startUs / 1000, ticket: undefined }
 }
 
-function admitted (waitUs: number, remaining: number, resetUs: number, ticket: number): Reservation {
-  return { admitted: true, waitMs: waitUs / 1000, remaining, resetMs: resetUs / 1000, ticket }
+function admitted (waitUs: number, remaining: number, resetUs: number, ticket: number, startUs: number): Reservation {
+  return { admitted: true, waitMs: waitUs / 1000, remaining, resetMs: resetUs / 1000, startMs: startUs / 1000, ticket }
 }
 
 export { refusal as refusalFromUs, admitted as admittedFromUs }

@@ -7,7 +7,7 @@ import Redis, { type RedisOptions } from 'ioredis'
 import { admittedFromUs, refusalFromUs } from './memory-store'
 import { slidingWindowParams, tokenBucketParams, type BucketPeek, type BucketPolicy, type BucketStore, type Reservation, type TeamBoard } from './bucket-store'
 
-type Reply = [number, number, number, number, number]
+type Reply = [number, number, number, number, number, number]
 
 interface SluiceCommands {
   sluiceReserveTokenBucket (state: string, pause: string, intervalUs: number, tauUs: number, cost: number, maxWaitUs: number): Promise<Reply>
@@ -89,8 +89,8 @@ export class RedisStore implements BucketStore, TeamBoard {
       const { windowUs, keep } = slidingWindowParams(policy)
       reply = await this.client.sluiceReserveSlidingWindow(this.key(bucket, 'sw'), this.key(bucket, 'pause'), policy.limit, windowUs, cost, maxWaitUs, keep)
     }
-    const [ok, waitUs, remaining, resetUs, ticket] = reply
-    return ok === 1 ? admittedFromUs(waitUs, remaining, resetUs, ticket) : refusalFromUs(waitUs, resetUs)
+    const [ok, waitUs, remaining, resetUs, ticket, startUs] = reply
+    return ok === 1 ? admittedFromUs(waitUs, remaining, resetUs, ticket, startUs) : refusalFromUs(waitUs, resetUs, startUs)
   }
 
   async release (bucket: string, policy: BucketPolicy, cost: number, ticket: number): Promise<boolean> {

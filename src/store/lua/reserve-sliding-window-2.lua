@@ -13,7 +13,7 @@
     ARGV[4] wait bound, µs (integer >= 0)
     ARGV[5] how many starts to keep (N plus a few, so a given-back start loses nothing)
 
-  Output: { admitted (1|0), wait µs, remaining (requests that could start now), reset µs, ticket (the start, 0 if refused) }
+  Output: { admitted (1|0), wait µs, remaining (requests that could start now), reset µs, ticket (the start, 0 if refused), start µs }
 ]]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -48,7 +48,7 @@ end
 
 if wait > maxWait then
   local last = len > 0 and tonumber(redis.call('LINDEX', KEYS[1], -1)) or now
-  return { 0, wait, 0, math.max(0, last + window - now), 0 }
+  return { 0, wait, 0, math.max(0, last + window - now), 0, start }
 end
 
 for _ = 1, cost do
@@ -62,4 +62,4 @@ end
 redis.call('PEXPIRE', KEYS[1], math.ceil((start + window - now) / 1000) + 1000)
 local remaining = 0
 if start <= now then remaining = math.max(0, limit - used(now)) end
-return { 1, wait, remaining, start + window - now, start }
+return { 1, wait, remaining, start + window - now, start, start }

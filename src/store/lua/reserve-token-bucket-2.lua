@@ -9,7 +9,7 @@
     ARGV[3] cost, units (integer >= 1)
     ARGV[4] wait bound, µs (integer >= 0)
 
-  Output: { admitted (1|0), wait µs, remaining (requests that could start now), reset µs, ticket (new tat, 0 if refused) }
+  Output: { admitted (1|0), wait µs, remaining (requests that could start now), reset µs, ticket (new tat, 0 if refused), start µs }
 ]]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -28,10 +28,10 @@ local wait = start - now
 
 if wait > maxWait then
   local remaining = 0
-  return { 0, wait, remaining, math.max(0, tat - now), 0 }
+  return { 0, wait, remaining, math.max(0, tat - now), 0, start }
 end
 
 redis.call('SET', KEYS[1], string.format('%d', newTat), 'PX', math.ceil((newTat - now) / 1000) + 1000)
 local remaining = math.floor((now + tau + interval - newTat) / interval)
 if remaining < 0 then remaining = 0 end
-return { 1, wait, remaining, newTat - now, newTat }
+return { 1, wait, remaining, newTat - now, newTat, start }
