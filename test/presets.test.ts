@@ -67,6 +67,7 @@ t.test('flags and SLUICE_* variables override the preset', async (t) => {
   t.equal(e.maxWaitMs, 10_000, 'a variable wins over the preset')
   t.equal(loadConfig(['--max-wait', '3s'], env).routes[0].maxWaitMs, 3000, 'a flag wins over the variable')
   t.equal(loadConfig(['--preset', 'testrail-professional'], env).routes[0].limit.count, 180, '--preset wins over SLUICE_PRESET')
+  t.equal(loadConfig([], { ...env, SLUICE_LIMIT: '', SLUICE_ALGORITHM: '' }).routes[0].limit.count, 300, 'an empty variable counts as unset')
 
   const g = loadConfig(['--preset', 'github', '--algorithm', 'sliding-window'], {}).routes[0]
   t.equal(g.algorithm, 'sliding-window', 'switching algorithm drops the preset\'s token-bucket burst')

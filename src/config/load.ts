@@ -92,7 +92,9 @@ export function loadConfig (argv: string[], env: NodeJS.ProcessEnv): SluiceConfi
   const pick = (flag: string): string | undefined => {
     const v = flags[flag]
     if (typeof v === 'string') return v
-    return env[envName(flag)]
+    // An empty variable counts as unset: compose files and manifests write `SLUICE_LIMIT: ${SLUICE_LIMIT:-}`.
+    const e = env[envName(flag)]
+    return e === '' ? undefined : e
   }
   const configPath = pick('config')
   const file = configPath === undefined ? {} : readFile(configPath)
