@@ -6,6 +6,7 @@ import { loadConfig } from './config/load'
 import { presetNames } from './config/preset'
 import { ConfigError, type SluiceConfig } from './config/schema'
 import { formatRate } from './config/units'
+import { parseDemoArgs, runDemo } from './demo/demo'
 import { createLogger, createSluice } from './http/app'
 
 const HELP = `sluice: a local reverse proxy that shapes traffic to one shared rate-limit budget
@@ -15,6 +16,8 @@ Usage:
   sluice --preset NAME --upstream URL [options]       proxy one upstream with a known API's limits
   sluice --config FILE [--redis URL] [--port N]       proxy the routes of a YAML file
   sluice check-config FILE                            validate a config, print the effective routes
+  sluice demo [--requests N] [--limit 30/10s] [--concurrency N] [--redis URL] [--keep] [--port N]
+                                                      see Sluice shape a CI burst to an emulated API, offline
   sluice --help | --version
 
 Route options (quick start; each also reads SLUICE_<NAME>, e.g. SLUICE_MAX_WAIT):
@@ -105,6 +108,11 @@ export async function main (argv: string[]): Promise<number> {
   if (command === '--version' || command === '-v') {
     process.stdout.write(`${version()}\n`)
     return 0
+  }
+  if (command === 'demo') {
+    // Exit status 1 when anything failed through Sluice: the demo doubles as an end-to-end check.
+    const summary = await runDemo(parseDemoArgs(rest), process.stdout)
+    return summary.ok ? 0 : 1
   }
   if (command === 'check-config') {
     if (rest[0] === undefined) throw new ConfigError('check-config', 'expected a config file: sluice check-config FILE')
