@@ -19,3 +19,6 @@ function walk (dir) {
   }
 }
 walk(path.join(root, 'src'))
+
+// tsc writes files without the executable bit; `npx sluice` runs the bin directly.
+fs.chmodSync(path.join(root, 'dist', 'src', 'cli.js'), 0o755)
