@@ -217,9 +217,9 @@ export async function runDemo (options: DemoOptions, output: Writable, controls:
     const refusedByDefault = refusedBeyond(DEFAULT_MAX_WAIT_MS, requests, limit, marginMs)
     const why = 'Sluice refuses at once (429 RATE_LIMITED with Retry-After) any request whose slot is further away than maxWait'
     output.write(refusedByDefault === 0
-      ? `maxWait: the last post's slot was ${formatSeconds(lastSlotMs)} after the first, within Sluice's default maxWait of ${formatSeconds(DEFAULT_MAX_WAIT_MS)}.\n` +
+      ? `maxWait: the last post's slot is ${formatSeconds(lastSlotMs)} after the first, within Sluice's default maxWait of ${formatSeconds(DEFAULT_MAX_WAIT_MS)}.\n` +
         `${why}, so a longer burst (here more than ${fittingBurst(DEFAULT_MAX_WAIT_MS, limit, marginMs)} posts) needs --max-wait raised to fit it; the demo then does that itself.\n\n`
-      : `maxWait: the last post's slot was ${formatSeconds(lastSlotMs)} after the first, beyond Sluice's default maxWait of ${formatSeconds(DEFAULT_MAX_WAIT_MS)}.\n` +
+      : `maxWait: the last post's slot is ${formatSeconds(lastSlotMs)} after the first, beyond Sluice's default maxWait of ${formatSeconds(DEFAULT_MAX_WAIT_MS)}.\n` +
         `${why}, so with the default the last ${refusedByDefault} posts would have been refused. The demo set maxWait to ${formatSeconds(maxWaitMs)};\n` +
         'give --max-wait the same room for your own longest burst.\n\n')
 
