@@ -10,6 +10,9 @@ import type { RouteConfig, SluiceConfig } from '../config/schema'
 import { SluiceError, envelope, type Envelope } from '../errors'
 import { bucketFor } from '../limiter/bucket-key'
 import { ClientGoneError, RouteLimiter } from '../limiter/route-limiter'
+import { ShadowLimiter } from '../limiter/shadow-limiter'
+import { registerObserveRoutes } from '../observe/admin-routes'
+import { Observer } from '../observe/observer'
 import type { BucketStore } from '../store/bucket-store'
 import { createStore } from '../store/create-store'
 import { REDACT_PATHS, redactUrl } from './redact'
@@ -37,6 +40,8 @@ export interface SluiceServer {
   store: BucketStore
   limiters: Map<string, RouteLimiter>
   config: SluiceConfig
+  /** Metrics, team-wide status, dashboard events (src/observe). */
+  observer: Observer
   /** Listen on config.host:config.port; resolves to the base URL. */
   listen: () => Promise<string>
   close: () => Promise<void>
@@ -101,6 +106,7 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
     return503OnClosing: true
   }) as unknown as FastifyInstance
   const limiters = new Map<string, RouteLimiter>()
+  const observer = new Observer(config, store, limiters, logger)
 
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id)
@@ -126,6 +132,7 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
       outcome: s?.outcome ?? 'unrouted',
       code: s?.code
     }
+    observer.finished(s, reply.statusCode)
     if (s?.outcome === 'admin') return
     request.log.info(line, 'request')
   })
@@ -156,8 +163,11 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
     }
   })
 
+  registerObserveRoutes(app, observer)
+
+  const limiterStore = observer.timed(store)
   for (const route of config.routes) {
-    const limiter = new RouteLimiter(route, store)
+    const limiter = route.mode === 'shadow' ? new ShadowLimiter(route, limiterStore) : new RouteLimiter(route, limiterStore)
     limiters.set(route.name, limiter)
     await app.register(async (scope) => registerRoute(scope, route, limiter, config))
   }
@@ -167,6 +177,7 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
     store,
     limiters,
     config,
+    observer,
     listen: async () => {
       const address = await app.listen({ host: config.host, port: config.port })
       return address
@@ -221,9 +232,11 @@ async function registerRoute (scope: FastifyInstance, route: RouteConfig, limite
       const admission = await limiter.admit(bucket, maxWaitMs, controller.signal)
       state.waitedMs = admission.waitedMs
       state.view = { remaining: admission.reservation.remaining, resetMs: Math.max(0, admission.reservation.resetMs - admission.waitedMs) }
+      request.server.observer.admitted(state, admission, reply)
     } catch (err) {
       if (err instanceof ClientGoneError) {
         state.outcome = 'cancelled'
+        request.server.observer.finished(state, 499)
         request.log.info({ reqId: request.id, route: route.name, bucket, outcome: 'cancelled', url: redactUrl(request.url) }, 'client left while waiting; not forwarded')
         reply.hijack()
         return

@@ -1,0 +1,58 @@
+// The admin routes that show the budget: /_sluice/metrics (Prometheus text), /_sluice/status (JSON),
+// /_sluice/events (Server-Sent Events) and /_sluice/ (the dashboard page, self-contained).
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { RouteConfig } from '../config/schema'
+import { envelope } from '../errors'
+import type { Observer } from './observer'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Counters the request path may feed, e.g. `request.server.observer.retry(route.name)`. */
+    observer: Observer
+  }
+}
+
+// The page may load nothing from anywhere: inline style and script, and events from Sluice itself.
+const DASHBOARD_CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+function markAdmin (request: FastifyRequest): void {
+  request.sluice = { route: undefined as unknown as RouteConfig, bucket: undefined, waitedMs: 0, view: undefined, outcome: 'admin' }
+}
+
+export function registerObserveRoutes (app: FastifyInstance, observer: Observer): void {
+  const page = readFileSync(join(__dirname, 'dashboard.html'))
+  app.decorate('observer', observer)
+  app.addHook('onReady', async () => { observer.start() })
+  // Open event streams would keep fastify's close waiting: end them before the server closes.
+  app.addHook('preClose', async () => { observer.events.closeAll() })
+  app.addHook('onClose', async () => { await observer.close() })
+
+  app.get('/_sluice/metrics', async (request, reply) => {
+    markAdmin(request)
+    const text = await observer.metrics.registry.metrics()
+    return await reply.type(observer.metrics.registry.contentType).header('cache-control', 'no-store').send(text)
+  })
+
+  app.get('/_sluice/status', async (request, reply) => {
+    markAdmin(request)
+    return await reply.header('cache-control', 'no-store').send(await observer.status())
+  })
+
+  app.get('/_sluice/events', (request, reply) => {
+    markAdmin(request)
+    reply.hijack()
+    if (!observer.events.open(reply.raw, observer.initialEvents())) {
+      reply.raw.writeHead(429, { 'content-type': 'application/json', 'retry-after': '10' })
+      reply.raw.end(JSON.stringify(envelope('QUEUE_FULL', 'too many dashboard event streams are open in this instance; close one', { request_id: request.id })))
+    }
+  })
+
+  const dashboard = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    markAdmin(request)
+    await reply.type('text/html; charset=utf-8').header('content-security-policy', DASHBOARD_CSP).header('cache-control', 'no-store').send(page)
+  }
+  app.get('/_sluice/', dashboard)
+  app.get('/_sluice', dashboard)
+}

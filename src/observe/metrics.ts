@@ -1,0 +1,156 @@
+// The Prometheus metrics of one Sluice instance, in a registry of its own (not prom-client's global
+// one), so several instances in one process never collide. Times are in seconds, as Prometheus wants.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+
+/** Wait in Sluice, s: from "no wait" up to the longest sensible maxWait. */
+export const WAIT_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600]
+/** One store command, s: a Redis round trip on loopback is ~0.2 ms, across a network a few ms. */
+export const STORE_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1]
+
+export const STORE_MODES = ['redis', 'memory', 'local-fallback', 'open', 'closed'] as const
+export type StoreMode = typeof STORE_MODES[number]
+
+export interface Collectors {
+  /** Read at scrape time: queue depth, in flight, pause remaining, tokens remaining per bucket. */
+  buckets: () => Iterable<{ route: string, bucket: string, queueDepth: number, pauseRemainingS: number, tokensRemaining: number | undefined }>
+  inFlight: () => Iterable<{ route: string, inFlight: number }>
+  liveInstances: () => number
+}
+
+export class SluiceMetrics {
+  readonly registry = new Registry()
+  readonly requests: Counter<'route' | 'outcome' | 'code'>
+  readonly wait: Histogram<'route'>
+  readonly shadow: Counter<'route' | 'verdict' | 'code'>
+  readonly shadowWait: Histogram<'route'>
+  readonly upstreamResponses: Counter<'route' | 'class'>
+  readonly retries: Counter<'route'>
+  readonly pauses: Counter<'route'>
+  readonly storeMode: Gauge<'route' | 'mode'>
+  readonly storeCommand: Histogram<'store' | 'command'>
+  readonly storeErrors: Counter<'store' | 'command'>
+
+  constructor (routes: Array<{ name: string, limit: number, windowS: number }>, collectors: Collectors) {
+    const registers = [this.registry]
+    this.requests = new Counter({
+      name: 'sluice_requests_total',
+      help: 'Requests that reached a route, by outcome: forwarded, rejected (with the error code) or cancelled (the client left while waiting)',
+      labelNames: ['route', 'outcome', 'code'],
+      registers
+    })
+    this.wait = new Histogram({
+      name: 'sluice_wait_seconds',
+      help: 'Time forwarded requests waited in Sluice for their slot, seconds',
+      labelNames: ['route'],
+      buckets: WAIT_BUCKETS_S,
+      registers
+    })
+    this.shadow = new Counter({
+      name: 'sluice_shadow_verdicts_total',
+      help: 'mode: shadow routes: requests that enforcement would have delayed (would_delay) or refused (would_reject, with the code); all were forwarded at once',
+      labelNames: ['route', 'verdict', 'code'],
+      registers
+    })
+    this.shadowWait = new Histogram({
+      name: 'sluice_shadow_wait_seconds',
+      help: 'mode: shadow routes: time requests would have waited if the route were enforced, seconds',
+      labelNames: ['route'],
+      buckets: WAIT_BUCKETS_S,
+      registers
+    })
+    this.upstreamResponses = new Counter({
+      name: 'sluice_upstream_responses_total',
+      help: 'Responses from the upstream by status class (1xx..5xx)',
+      labelNames: ['route', 'class'],
+      registers
+    })
+    this.retries = new Counter({
+      name: 'sluice_retries_total',
+      help: 'Requests Sluice sent to the upstream again after pushback or a transient failure',
+      labelNames: ['route'],
+      registers
+    })
+    this.pauses = new Counter({
+      name: 'sluice_upstream_pauses_total',
+      help: 'Times the upstream pushed back and a bucket was paused',
+      labelNames: ['route'],
+      registers
+    })
+    this.storeMode = new Gauge({
+      name: 'sluice_store_mode',
+      help: 'The budget store a route uses now: 1 for the current mode (redis, memory, local-fallback, open, closed), 0 for the others',
+      labelNames: ['route', 'mode'],
+      registers
+    })
+    this.storeCommand = new Histogram({
+      name: 'sluice_store_command_seconds',
+      help: 'Latency of budget store commands (reserve, release, pause), seconds',
+      labelNames: ['store', 'command'],
+      buckets: STORE_BUCKETS_S,
+      registers
+    })
+    this.storeErrors = new Counter({
+      name: 'sluice_store_errors_total',
+      help: 'Budget store commands that failed',
+      labelNames: ['store', 'command'],
+      registers
+    })
+    const limit = new Gauge({ name: 'sluice_budget_limit', help: 'Requests allowed per window', labelNames: ['route'], registers })
+    const window = new Gauge({ name: 'sluice_budget_window_seconds', help: 'The budget window, seconds', labelNames: ['route'], registers })
+    for (const r of routes) {
+      limit.set({ route: r.name }, r.limit)
+      window.set({ route: r.name }, r.windowS)
+    }
+    new Gauge({
+      name: 'sluice_queue_depth',
+      help: 'Requests of this instance waiting for their slot, per bucket',
+      labelNames: ['route', 'bucket'],
+      registers,
+      collect () {
+        this.reset()
+        for (const b of collectors.buckets()) this.set({ route: b.route, bucket: b.bucket }, b.queueDepth)
+      }
+    })
+    new Gauge({
+      name: 'sluice_upstream_pause_remaining_seconds',
+      help: 'Seconds until a pause set after upstream pushback ends, per bucket (0 when not paused)',
+      labelNames: ['route', 'bucket'],
+      registers,
+      collect () {
+        this.reset()
+        for (const b of collectors.buckets()) this.set({ route: b.route, bucket: b.bucket }, b.pauseRemainingS)
+      }
+    })
+    new Gauge({
+      name: 'sluice_tokens_remaining',
+      help: 'Requests that could start at once, as of the last reservation of this instance, per bucket',
+      labelNames: ['route', 'bucket'],
+      registers,
+      collect () {
+        this.reset()
+        for (const b of collectors.buckets()) if (b.tokensRemaining !== undefined) this.set({ route: b.route, bucket: b.bucket }, b.tokensRemaining)
+      }
+    })
+    new Gauge({
+      name: 'sluice_in_flight',
+      help: 'Requests of this instance forwarded and not yet answered, per route',
+      labelNames: ['route'],
+      registers,
+      collect () {
+        this.reset()
+        for (const r of collectors.inFlight()) this.set({ route: r.route }, r.inFlight)
+      }
+    })
+    new Gauge({
+      name: 'sluice_live_instances',
+      help: 'Sluice instances sharing this store whose heartbeat is current',
+      registers,
+      collect () { this.set(collectors.liveInstances()) }
+    })
+    collectDefaultMetrics({ register: this.registry })
+  }
+
+  setStoreMode (route: string, mode: StoreMode): void {
+    for (const m of STORE_MODES) this.storeMode.set({ route, mode: m }, m === mode ? 1 : 0)
+  }
+}

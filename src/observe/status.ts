@@ -1,0 +1,156 @@
+// The team-wide status of every bucket: what the shared store holds (remaining, paused until) plus
+// what every live instance published in its heartbeat (queue depth, in flight, requests per second).
+import type { RouteConfig } from '../config/schema'
+import type { BucketPeek } from '../store/bucket-store'
+import { SERIES_S, type SecondCounts, type WaitPercentiles } from './activity'
+
+/** What one instance publishes with each heartbeat (JSON in the store). */
+export interface InstanceSnapshot {
+  v: 1
+  id: string
+  host: string
+  pid: number
+  /** ISO time */
+  startedAt: string
+  store: string
+  buckets: Record<string, {
+    /** route */
+    r: string
+    /** queue depth */
+    q: number
+    /** in flight */
+    f: number
+    /** forwarded in the last budget window */
+    u: number
+    /** per-second counts of the last minute */
+    s: SecondCounts[]
+  }>
+}
+
+export interface BucketStatus {
+  bucket: string
+  route: string
+  mode: 'enforce' | 'shadow'
+  algorithm: string
+  /** requests per window */
+  limit: number
+  windowS: number
+  /** store mode of the route: redis, memory (later: local-fallback, open, closed) */
+  store: string
+  /** requests that could start now (from the store; null when the store could not be read) */
+  remaining: number | null
+  /** starts booked in the current window, waiting ones included (from the store) */
+  booked: number | null
+  /** seconds until the whole budget is back */
+  resetS: number | null
+  /** ISO time a pause after upstream pushback ends; null when not paused */
+  pausedUntil: string | null
+  /** requests forwarded in the last window, all instances */
+  usedInWindow: number
+  /** usedInWindow / limit, 0..1 */
+  used: number
+  requestsLastMinute: number
+  rejectedLastMinute: number
+  queueDepth: number
+  inFlight: number
+  /** live instances that serve this bucket */
+  liveInstances: number
+  /** mode: shadow only: what enforcement would have done in the last minute */
+  shadow: { wouldDelayLastMinute: number, wouldRejectLastMinute: number } | null
+  /** this instance alone */
+  local: { queueDepth: number, inFlight: number, requestsLastMinute: number, waitMs: WaitPercentiles }
+}
+
+export interface SluiceStatus {
+  /** ISO time */
+  generatedAt: string
+  instance: { id: string, store: string, storeReachable: boolean }
+  instances: Array<{ id: string, host: string, pid: number, startedAt: string }>
+  buckets: BucketStatus[]
+}
+
+export interface LocalBucket {
+  route: RouteConfig
+  bucket: string
+  storeMode: string
+  waitMs: WaitPercentiles
+  requestsLastMinute: number
+}
+
+function sumSeries (series: SecondCounts[], column: 1 | 2 | 3 | 4, nowS: number): number {
+  let n = 0
+  for (const s of series) if (s[0] > nowS - SERIES_S && s[0] <= nowS) n += s[column]
+  return n
+}
+
+/** Sum the per-second counts of every instance: epoch second -> [forwarded, rejected, would delay, would reject]. */
+export function teamSeries (snapshots: InstanceSnapshot[], bucket: string): Map<number, [number, number, number, number]> {
+  const out = new Map<number, [number, number, number, number]>()
+  for (const snap of snapshots) {
+    for (const s of snap.buckets[bucket]?.s ?? []) {
+      const row = out.get(s[0]) ?? [0, 0, 0, 0]
+      for (let i = 0; i < 4; i++) row[i] += s[i + 1]
+      out.set(s[0], row)
+    }
+  }
+  return out
+}
+
+export function bucketStatus (local: LocalBucket, snapshots: InstanceSnapshot[], ownId: string, peek: BucketPeek | undefined, nowMs: number): BucketStatus {
+  const { route, bucket } = local
+  const nowS = Math.floor(nowMs / 1000)
+  let requests = 0
+  let rejected = 0
+  let wouldDelay = 0
+  let wouldReject = 0
+  let queue = 0
+  let inFlight = 0
+  let usedInWindow = 0
+  let instances = 0
+  let own = { q: 0, f: 0 }
+  for (const snap of snapshots) {
+    const b = snap.buckets[bucket]
+    if (b === undefined) continue
+    instances++
+    if (snap.id === ownId) own = b
+    requests += sumSeries(b.s, 1, nowS)
+    rejected += sumSeries(b.s, 2, nowS)
+    wouldDelay += sumSeries(b.s, 3, nowS)
+    wouldReject += sumSeries(b.s, 4, nowS)
+    queue += b.q
+    inFlight += b.f
+    usedInWindow += b.u
+  }
+  const limit = route.limit.count
+  return {
+    bucket,
+    route: route.name,
+    mode: route.mode,
+    algorithm: route.algorithm,
+    limit,
+    windowS: route.limit.windowMs / 1000,
+    store: local.storeMode,
+    remaining: peek === undefined ? null : peek.remaining,
+    booked: peek === undefined ? null : peek.booked,
+    resetS: peek === undefined ? null : Math.ceil(peek.resetMs / 100) / 10,
+    pausedUntil: peek === undefined || peek.pausedForMs <= 0 ? null : new Date(nowMs + peek.pausedForMs).toISOString(),
+    usedInWindow,
+    used: Math.min(1, usedInWindow / limit),
+    requestsLastMinute: requests,
+    rejectedLastMinute: rejected,
+    queueDepth: queue,
+    inFlight,
+    liveInstances: instances,
+    shadow: route.mode === 'shadow' ? { wouldDelayLastMinute: wouldDelay, wouldRejectLastMinute: wouldReject } : null,
+    local: { queueDepth: own.q, inFlight: own.f, requestsLastMinute: local.requestsLastMinute, waitMs: local.waitMs }
+  }
+}
+
+export function parseSnapshot (text: string): InstanceSnapshot | undefined {
+  try {
+    const s = JSON.parse(text) as InstanceSnapshot
+    return s !== null && typeof s === 'object' && s.v === 1 && typeof s.buckets === 'object' ? s : undefined
+  } catch {
+    return undefined
+  }
+}
