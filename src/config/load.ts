@@ -21,7 +21,9 @@ const ROUTE_FLAGS = {
   profile: 'profile',
   errors: 'errors',
   timeout: 'timeout',
-  'body-limit': 'bodyLimit'
+  'body-limit': 'bodyLimit',
+  'on-store-error': 'onStoreError',
+  concurrency: 'concurrency'
 } as const
 
 /** Flags that apply to the whole process and override the config file. */

@@ -34,7 +34,14 @@ export interface RouteConfig {
   bodyLimit: number
   /** "enforce" (default) shapes traffic; "shadow" only measures what it would delay or refuse. */
   mode: RouteMode
+  /** While the shared store is unreachable: shape locally with this instance's share, forward unshaped, or refuse. */
+  onStoreError: StoreErrorMode
+  /** At most this many requests of a bucket in flight at the upstream, across all instances (0 = no cap). */
+  concurrency: number
 }
+
+export const STORE_ERROR_MODES = ['local', 'open', 'closed'] as const
+export type StoreErrorMode = typeof STORE_ERROR_MODES[number]
 
 export const ROUTE_MODES = ['enforce', 'shadow'] as const
 export type RouteMode = typeof ROUTE_MODES[number]
@@ -68,7 +75,9 @@ export const DEFAULTS = {
     errors: 'envelope' as const,
     timeout: '30s',
     bodyLimit: 10 * 1024 * 1024,
-    mode: 'enforce' as RouteMode
+    mode: 'enforce' as RouteMode,
+    onStoreError: 'local' as StoreErrorMode,
+    concurrency: 0
   }
 } as const
 
@@ -90,7 +99,7 @@ export class ConfigError extends Error {
   }
 }
 
-const ROUTE_FIELDS = new Set(['name', 'prefix', 'upstream', 'limit', 'burst', 'maxWait', 'maxQueue', 'algorithm', 'key', 'margin', 'profile', 'errors', 'timeout', 'bodyLimit', 'mode'])
+const ROUTE_FIELDS = new Set(['name', 'prefix', 'upstream', 'limit', 'burst', 'maxWait', 'maxQueue', 'algorithm', 'key', 'margin', 'profile', 'errors', 'timeout', 'bodyLimit', 'mode', 'onStoreError', 'concurrency'])
 
 function describe (value: unknown): string {
   return `${JSON.stringify(value) ?? String(value)} (${value === null ? 'null' : typeof value})`
@@ -183,7 +192,9 @@ export function parseRoute (raw: unknown, at: string): RouteConfig {
     errors: oneOf(`${at}.errors`, r.errors ?? d.errors, ['envelope', 'upstream'] as const),
     timeoutMs: field(`${at}.timeout`, () => parseDuration(r.timeout ?? d.timeout)),
     bodyLimit: integer(`${at}.bodyLimit`, r.bodyLimit ?? d.bodyLimit, 0),
-    mode: oneOf(`${at}.mode`, r.mode ?? d.mode, ROUTE_MODES)
+    mode: oneOf(`${at}.mode`, r.mode ?? d.mode, ROUTE_MODES),
+    onStoreError: oneOf(`${at}.onStoreError`, r.onStoreError ?? d.onStoreError, STORE_ERROR_MODES),
+    concurrency: integer(`${at}.concurrency`, r.concurrency ?? d.concurrency, 0, 100_000)
   }
 }
 
