@@ -4,7 +4,7 @@
 import { randomUUID } from 'node:crypto'
 import type { Writable } from 'node:stream'
 import pino from 'pino'
-import { DEFAULTS, checkRoutes, defaultMarginMs, parseRoute, type SluiceConfig } from '../config/schema'
+import { ConfigError, DEFAULTS, checkRoutes, defaultMarginMs, parseRoute, type SluiceConfig } from '../config/schema'
 import { parseDuration, formatRate } from '../config/units'
 import { maxInWindow, startEmulator, type Emulator } from '../emulator'
 import { createSluice, type SluiceServer } from '../http/app'
@@ -52,6 +52,17 @@ function refusedBeyond (maxWaitMs: number, requests: number, limit: { count: num
   return Math.max(0, requests - fittingBurst(maxWaitMs, limit, marginMs))
 }
 
+/** The Redis URL without its password, for printing. */
+function redactRedisUrl (url: string): string {
+  try {
+    const u = new URL(url)
+    if (u.password !== '') u.password = '***'
+    return u.toString()
+  } catch {
+    return 'an invalid URL'
+  }
+}
+
 async function waitReady (url: string, redis: string | undefined): Promise<void> {
   const deadline = Date.now() + READY_WAIT_MS
   for (;;) {
@@ -61,9 +72,8 @@ async function waitReady (url: string, redis: string | undefined): Promise<void>
       if (res.status === 200) return
     } catch {}
     if (Date.now() > deadline) {
-      throw new Error(redis === undefined
-        ? `Sluice at ${url} did not become ready within ${READY_WAIT_MS} ms`
-        : `Sluice could not reach Redis at ${redis} within ${READY_WAIT_MS} ms (is redis-server running?)`)
+      if (redis === undefined) throw new Error(`Sluice at ${url} did not become ready within ${READY_WAIT_MS} ms`)
+      throw new ConfigError('--redis', `Sluice could not reach Redis at ${redactRedisUrl(redis)} within ${READY_WAIT_MS} ms (is redis-server running there?)`)
     }
     await new Promise((resolve) => setTimeout(resolve, 50))
   }
@@ -177,7 +187,7 @@ export async function runDemo (options: DemoOptions, output: Writable, controls:
       sluiceUrls.push(url)
     }
 
-    const store = options.redis === undefined ? 'memory store' : `Redis ${options.redis}, shared by both`
+    const store = options.redis === undefined ? 'memory store' : `Redis ${redactRedisUrl(options.redis)}, shared by both`
     output.write(`sluice demo: a CI job posts ${requests} test results, ${options.concurrency} at a time, to an emulated TestRail that allows ${rate}\n` +
       `(TestRail Cloud allows 180/min; the window is scaled down so the demo takes seconds, not minutes).\n\n` +
       `  emulated API  ${emulator.url}   answers 429 {"error": ...} with Retry-After above ${limit.count} per ${windowS} s\n` +
