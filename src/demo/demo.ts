@@ -10,7 +10,7 @@ import { maxInWindow, startEmulator, type Emulator } from '../emulator'
 import { createSluice, type SluiceServer } from '../http/app'
 import { REDACT_PATHS } from '../http/redact'
 import { runBurst, resultPost, type BurstResult } from './ci-burst'
-import { checkDemoOptions, minimumWindows, type DemoOptions } from './options'
+import { DEMO_DEFAULTS, checkDemoOptions, minimumWindows, type DemoOptions } from './options'
 import { Progress, formatSeconds } from './progress'
 import { formatSummary, type DemoSummary, type RunSummary } from './summary'
 
@@ -188,11 +188,17 @@ export async function runDemo (options: DemoOptions, output: Writable, controls:
     }
 
     const store = options.redis === undefined ? 'memory store' : `Redis ${redactRedisUrl(options.redis)}, shared by both`
+    const scaled = limit.count === DEMO_DEFAULTS.limit.count && limit.windowMs === DEMO_DEFAULTS.limit.windowMs
+      ? '; scaled down here so the demo takes seconds, not minutes'
+      : ''
+    const defaultMs = defaultMarginMs(limit.windowMs)
+    const raised = marginMs > defaultMs
+      ? `  (Sluice's default margin here is ${defaultMs} ms; more in the demo: client, Sluice and API share one process, where a busy CPU delays forwarding)\n`
+      : ''
     output.write(`sluice demo: a CI job posts ${requests} test results, ${options.concurrency} at a time, to an emulated TestRail that allows ${rate}\n` +
-      `(TestRail Cloud allows 180/min; the window is scaled down so the demo takes seconds, not minutes).\n\n` +
+      `(TestRail Cloud allows 180/min${scaled}).\n\n` +
       `  emulated API  ${emulator.url}   answers 429 {"error": ...} with Retry-After above ${limit.count} per ${windowS} s\n` +
-      `  Sluice        ${sluiceUrls.join(', ')}   sliding-window ${rate}, margin ${marginMs} ms, ${store}\n` +
-      `  (the margin stretches every window: client, Sluice and API share this process, and a busy CPU delays forwarding)\n\n`)
+      `  Sluice        ${sluiceUrls.join(', ')}   sliding-window ${rate}, ${store}, margin ${marginMs} ms\n${raised}\n`)
 
     const answerTimeoutMs = maxWaitMs + 30_000
     const direct = await playBurst('Run 1: straight at the API. Like a plain CI script, the client sends each post once and counts a 429 as a failed post (no retry).\n',
