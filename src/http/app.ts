@@ -17,6 +17,7 @@ import type { BucketStore } from '../store/bucket-store'
 import { createStore } from '../store/create-store'
 import { REDACT_PATHS, redactUrl } from './redact'
 import { rateLimitHeaders, type BudgetView } from './rate-limit-headers'
+import { requestBodyParser } from './request-body'
 import { handleTransportError, handleUpstreamResponse } from './upstream-response'
 
 export interface RequestState {
@@ -155,11 +156,13 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
   })
   app.get('/_sluice/ready', async (request, reply) => {
     markAdmin(request)
+    // Each route says where it shapes now: redis, memory, or its onStoreError mode during an outage.
+    const routes = Object.fromEntries([...limiters].map(([name, l]) => [name, l.storeMode]))
     try {
       await store.ping()
-      return { status: 'ready', store: store.kind }
+      return { status: 'ready', store: store.kind, routes }
     } catch {
-      return await reply.code(503).header('retry-after', '1').send(envelope('STORE_UNAVAILABLE', 'the budget store is unreachable', { store: store.kind, request_id: request.id }))
+      return await reply.code(503).header('retry-after', '1').send(envelope('STORE_UNAVAILABLE', 'the budget store is unreachable', { store: store.kind, routes, request_id: request.id }))
     }
   })
 
@@ -167,7 +170,7 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
 
   const limiterStore = observer.timed(store)
   for (const route of config.routes) {
-    const limiter = route.mode === 'shadow' ? new ShadowLimiter(route, limiterStore) : new RouteLimiter(route, limiterStore)
+    const limiter = route.mode === 'shadow' ? new ShadowLimiter(route, limiterStore) : new RouteLimiter(route, limiterStore, (level, fields, message) => logger[level](fields, message))
     limiters.set(route.name, limiter)
     await app.register(async (scope) => registerRoute(scope, route, limiter, config))
   }
@@ -250,16 +253,23 @@ async function registerRoute (scope: FastifyInstance, route: RouteConfig, limite
     }
   }
 
+  // One parser for every content type: JSON bodies are read and checked before admission
+  // (MALFORMED_JSON takes no token); the rest streams (request-body.ts).
+  scope.removeAllContentTypeParsers()
+  scope.addContentTypeParser('*', requestBodyParser(route, 0))
+
   await scope.register(proxy, {
     upstream: route.upstream,
+    proxyPayloads: false,
     prefix: route.prefix === '/' ? '' : route.prefix,
     preHandler: admit,
     undici: pool as never,
-    // Retries go through the limiter (they take budget like any request), so reply-from's own
-    // retries (GET on 503, up to 10 times) are turned off.
-    retryDelay: () => null,
     disableRequestLogging: true,
     replyOptions: {
+      // Retries go through the limiter (they take budget like any request), so reply-from's own
+      // retries (GET on 503, up to 10 times) are turned off. reply-from reads this per call, from
+      // the reply options: as a plugin option it was ignored.
+      retryDelay: () => null,
       rewriteRequestHeaders: (request: FastifyRequest, headers: Record<string, unknown>) => ({ ...headers, 'x-request-id': request.id }),
       rewriteHeaders: (headers: Record<string, unknown>, request: FastifyRequest | undefined) => {
         const state = request?.sluice

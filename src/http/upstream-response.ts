@@ -1,28 +1,135 @@
-// What comes back from the upstream: success streams through untouched; errors become the envelope.
-import type { Readable } from 'node:stream'
+// What comes back from the upstream: success streams through untouched; errors become the envelope
+// (or pass through untouched on a route with `errors: upstream`); failures to get an answer at all
+// become the envelope too.
+import type { Readable, Transform } from 'node:stream'
+import { constants as zlibConstants, createBrotliDecompress, createGunzip, createInflate, createInflateRaw } from 'node:zlib'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { RouteConfig } from '../config/schema'
-import { SluiceError } from '../errors'
-import { sendError } from './app'
+import type { Envelope } from '../errors'
+import { MAX_ERROR_BODY_BYTES, normalizeUpstreamError, sluiceErrorFromTransport, type NormalizedError } from '../upstream/normalize'
+import { rateLimitHeaders } from './rate-limit-headers'
 
-interface UpstreamResponse {
+export interface UpstreamResponse {
   statusCode: number
   headers: Record<string, string | string[] | undefined>
   stream: Readable
 }
 
+// Headers that describe the upstream's body (or its delay); an envelope replaces that body.
+const BODY_HEADERS = ['content-length', 'content-encoding', 'content-type', 'content-range', 'content-md5', 'content-disposition',
+  'content-language', 'content-location', 'digest', 'etag', 'last-modified', 'transfer-encoding', 'retry-after']
+
 export function handleUpstreamResponse (request: FastifyRequest, reply: FastifyReply, res: UpstreamResponse, route: RouteConfig): void {
   if (request.sluice !== undefined) request.sluice.upstreamStatus = res.statusCode
-  reply.send(res.stream)
+  if (res.statusCode < 400 || route.errors === 'upstream') {
+    reply.send(res.stream)
+    return
+  }
+  void readErrorBody(res.stream, res.headers['content-encoding']).then((body) => {
+    const normalized = normalizeUpstreamError({
+      status: res.statusCode,
+      headers: res.headers,
+      body,
+      route: route.name,
+      profile: route.profile,
+      requestId: request.id
+    })
+    sendEnvelope(reply, route, normalized)
+  })
 }
 
-export function handleTransportError (reply: FastifyReply, error: Error & { statusCode?: number }, route: RouteConfig): void {
-  const details = { upstream: route.name, retryable: true }
-  if (error.statusCode === 504) {
-    sendError(reply, new SluiceError('UPSTREAM_TIMEOUT', 504, `${route.name} did not answer in time`, details))
-  } else if (error.statusCode === 503) {
-    sendError(reply, new SluiceError('UPSTREAM_UNAVAILABLE', 503, `${route.name} could not be reached`, details))
-  } else {
-    sendError(reply, new SluiceError('BAD_GATEWAY', 502, `the connection to ${route.name} failed`, details))
+export function handleTransportError (reply: FastifyReply, error: Error, route: RouteConfig): void {
+  if (reply.sent) return
+  sendEnvelope(reply, route, sluiceErrorFromTransport(error, route.name, reply.request.id))
+}
+
+/**
+ * Send an envelope in place of whatever the upstream answered: its body headers go, Sluice's
+ * rate-limit headers stay (or are added, when no upstream response carried them).
+ */
+export function sendEnvelope (reply: FastifyReply, route: RouteConfig, normalized: Pick<NormalizedError, 'status' | 'envelope' | 'retryAfterS'>): void {
+  if (reply.sent || reply.raw.headersSent) return
+  const state = reply.request.sluice
+  const body: Envelope = normalized.envelope
+  body.error.details.request_id = reply.request.id
+  if (state !== undefined) state.code = body.error.code
+  for (const name of BODY_HEADERS) reply.removeHeader(name)
+  if (state?.view !== undefined && !reply.hasHeader('ratelimit-policy')) reply.headers(rateLimitHeaders(route, state.view, state.waitedMs))
+  if (normalized.retryAfterS !== undefined) reply.header('retry-after', String(normalized.retryAfterS))
+  reply.code(normalized.status).type('application/json').send(body)
+}
+
+/**
+ * At most MAX_ERROR_BODY_BYTES of an upstream error body, decoded (gzip, deflate, br) with the
+ * decoded size bounded too. The rest is not read: the stream is destroyed (so is its connection).
+ * Never rejects: a body that breaks off, or does not decode, yields what was read.
+ */
+export async function readErrorBody (stream: Readable, contentEncoding: string | string[] | undefined, limit = MAX_ERROR_BODY_BYTES): Promise<Buffer> {
+  const raw = await readBounded(stream, limit)
+  const encoding = (Array.isArray(contentEncoding) ? contentEncoding.join(',') : contentEncoding ?? '').trim().toLowerCase()
+  if (encoding === '' || encoding === 'identity') return raw
+  const decoder = decoderFor(encoding, raw)
+  if (decoder === undefined) return Buffer.alloc(0) // an encoding Sluice cannot read: no text is better than binary noise
+  return await decodeBounded(decoder, raw, limit)
+}
+
+function decoderFor (encoding: string, raw: Buffer): Transform | undefined {
+  // A truncated body still yields what was decoded so far: flush, do not insist on the end.
+  const options = { finishFlush: zlibConstants.Z_SYNC_FLUSH }
+  switch (encoding) {
+    case 'gzip':
+    case 'x-gzip': return createGunzip(options)
+    // "deflate" should be zlib-wrapped, but servers also send raw deflate; the first byte tells.
+    case 'deflate': return raw.length > 0 && (raw[0]! & 0x0f) === 8 ? createInflate(options) : createInflateRaw(options)
+    case 'br': return createBrotliDecompress({ finishFlush: zlibConstants.BROTLI_OPERATION_FLUSH })
+    default: return undefined
   }
+}
+
+function decodeBounded (decoder: Transform, raw: Buffer, limit: number): Promise<Buffer> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = []
+    let bytes = 0
+    let done = false
+    const finish = (): void => {
+      if (done) return
+      done = true
+      decoder.destroy()
+      const all = Buffer.concat(chunks, bytes)
+      resolve(all.length > limit ? all.subarray(0, limit) : all)
+    }
+    decoder.on('data', (chunk: Buffer) => {
+      chunks.push(chunk)
+      bytes += chunk.length
+      if (bytes >= limit) finish()
+    })
+    decoder.on('end', finish)
+    decoder.on('error', finish)
+    decoder.end(raw)
+  })
+}
+
+function readBounded (stream: Readable, limit: number): Promise<Buffer> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = []
+    let bytes = 0
+    let done = false
+    const finish = (complete: boolean): void => {
+      if (done) return
+      done = true
+      stream.off('data', onData)
+      if (!complete) stream.destroy()
+      const all = Buffer.concat(chunks, bytes)
+      resolve(all.length > limit ? all.subarray(0, limit) : all)
+    }
+    const onData = (chunk: Buffer): void => {
+      chunks.push(chunk)
+      bytes += chunk.length
+      if (bytes >= limit) finish(false)
+    }
+    stream.on('data', onData)
+    stream.once('end', () => finish(true))
+    stream.once('error', () => finish(false))
+    stream.once('close', () => finish(false))
+  })
 }
