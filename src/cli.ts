@@ -8,6 +8,7 @@ import { ConfigError, type SluiceConfig } from './config/schema'
 import { formatRate } from './config/units'
 import { parseDemoArgs, runDemo } from './demo/demo'
 import { createLogger, createSluice } from './http/app'
+import { runStatus } from './observe/status-cli'
 
 const HELP = `sluice: a local reverse proxy that shapes traffic to one shared rate-limit budget
 
@@ -16,6 +17,8 @@ Usage:
   sluice --preset NAME --upstream URL [options]       proxy one upstream with a known API's limits
   sluice --config FILE [--redis URL] [--port N]       proxy the routes of a YAML file
   sluice check-config FILE                            validate a config, print the effective routes
+  sluice status [--url URL] [--watch]                 the team's budget as a table (default URL http://127.0.0.1:8080;
+                                                      the same figures live in a browser at URL/_sluice/)
   sluice demo [--requests N] [--limit 30/10s] [--concurrency N] [--redis URL] [--keep] [--port N]
                                                       see Sluice shape a CI burst to an emulated API, offline
   sluice --help | --version
@@ -43,6 +46,9 @@ Process options (override the config file):
   --key-prefix PREFIX     Redis key prefix (default "sluice:")
   --hash-secret SECRET    HMAC secret for credential-derived bucket keys (share it within a team)
   --log-level LEVEL       fatal, error, warn, info (default), debug, trace, silent
+  --drain-timeout DURATION  on SIGTERM/SIGINT, how long requests in flight or waiting may still
+                          proceed before the rest are answered 503 (default 30s)
+  --admin-routes all|essential  essential: only /_sluice/health and /_sluice/ready (default all)
 
 Examples:
   sluice --upstream https://acme.testrail.io --limit 180/min
@@ -85,18 +91,26 @@ async function serve (argv: string[]): Promise<void> {
   const sluice = await createSluice(config, { logger })
   const address = await sluice.listen()
   logger.info({ address, store: sluice.store.kind, routes: config.routes.map((r) => ({ name: r.name, prefix: r.prefix, limit: formatRate(r.limit) })) }, `sluice listening on ${address}`)
-  let stopping = false
+  // The first SIGTERM/SIGINT drains (up to --drain-timeout); a second one cuts the drain short: what
+  // still waits is answered 503 SHUTTING_DOWN at once.
+  let hurry: (() => void) | undefined
   const stop = (signal: string): void => {
-    if (stopping) return
-    stopping = true
-    logger.info({ signal }, 'shutting down')
-    sluice.close().then(() => process.exit(0), (err: unknown) => {
+    if (hurry !== undefined) {
+      logger.warn({ signal }, 'second signal: ending the drain now')
+      hurry()
+      return
+    }
+    logger.info({ signal, drainTimeoutMs: config.drainTimeoutMs }, 'shutting down')
+    sluice.shutdown(new Promise<void>((resolve) => { hurry = resolve })).then((result) => {
+      logger.info(result, 'shut down')
+      process.exit(0)
+    }, (err: unknown) => {
       logger.error({ err }, 'error while shutting down')
       process.exit(1)
     })
   }
-  process.once('SIGTERM', () => stop('SIGTERM'))
-  process.once('SIGINT', () => stop('SIGINT'))
+  process.on('SIGTERM', () => stop('SIGTERM'))
+  process.on('SIGINT', () => stop('SIGINT'))
 }
 
 export async function main (argv: string[]): Promise<number> {
@@ -113,6 +127,11 @@ export async function main (argv: string[]): Promise<number> {
     // Exit status 1 when anything failed through Sluice: the demo doubles as an end-to-end check.
     const summary = await runDemo(parseDemoArgs(rest), process.stdout)
     return summary.ok ? 0 : 1
+  }
+  if (command === 'status') {
+    const stop = new AbortController()
+    process.once('SIGINT', () => stop.abort())
+    return await runStatus(rest, { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s), tty: process.stdout.isTTY === true }, process.env, stop.signal)
   }
   if (command === 'check-config') {
     if (rest[0] === undefined) throw new ConfigError('check-config', 'expected a config file: sluice check-config FILE')

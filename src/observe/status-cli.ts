@@ -1,0 +1,151 @@
+// `sluice status [--url URL] [--watch] [--interval DURATION]`: the team-wide status of a running
+// Sluice as a table in the terminal; --watch redraws it until interrupted. An unreachable Sluice is
+// one clear line on stderr and exit status 2.
+import { parseArgs } from 'node:util'
+import { formatRate, parseDuration } from '../config/units'
+import type { BucketStatus, SluiceStatus } from './status'
+
+export const STATUS_DEFAULTS = { url: 'http://127.0.0.1:8080', intervalMs: 1000, timeoutMs: 3000 } as const
+
+export interface StatusIo {
+  out: (text: string) => void
+  err: (text: string) => void
+  /** Redraw in place (clear the screen) in watch mode; false prints one table after another. */
+  tty: boolean
+}
+
+export class StatusUsageError extends Error {
+  override readonly name = 'StatusUsageError'
+}
+
+export interface StatusOptions {
+  url: string
+  watch: boolean
+  intervalMs: number
+}
+
+export function parseStatusArgs (argv: string[], env: NodeJS.ProcessEnv): StatusOptions {
+  let values: { url?: string, watch?: boolean, interval?: string }
+  try {
+    const parsed = parseArgs({ args: argv, options: { url: { type: 'string' }, watch: { type: 'boolean', short: 'w' }, interval: { type: 'string' } }, strict: true, allowPositionals: false })
+    values = parsed.values
+  } catch (err) {
+    throw new StatusUsageError(`${(err as Error).message.replace(/\. To specify.*$/s, '')}; usage: sluice status [--url URL] [--watch] [--interval 1s]`)
+  }
+  const url = (values.url ?? env.SLUICE_URL ?? STATUS_DEFAULTS.url).replace(/\/+$/, '')
+  let parsedUrl: URL
+  try {
+    parsedUrl = new URL(url)
+  } catch {
+    throw new StatusUsageError(`--url: expected an http:// or https:// URL, got ${JSON.stringify(url)}`)
+  }
+  if (parsedUrl.protocol !== 'http:' && parsedUrl.protocol !== 'https:') throw new StatusUsageError(`--url: expected an http:// or https:// URL, got ${JSON.stringify(url)}`)
+  let intervalMs: number = STATUS_DEFAULTS.intervalMs
+  if (values.interval !== undefined) {
+    try {
+      intervalMs = parseDuration(values.interval)
+    } catch (err) {
+      throw new StatusUsageError(`--interval: ${(err as Error).message}`)
+    }
+    if (intervalMs < 100) throw new StatusUsageError(`--interval: expected at least 100ms, got ${values.interval}`)
+  }
+  return { url, watch: values.watch === true, intervalMs }
+}
+
+export class UnreachableError extends Error {
+  override readonly name = 'UnreachableError'
+}
+
+export async function fetchStatus (baseUrl: string, timeoutMs: number = STATUS_DEFAULTS.timeoutMs): Promise<SluiceStatus> {
+  const url = `${baseUrl}/_sluice/status`
+  let res: Response
+  try {
+    res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), headers: { accept: 'application/json' } })
+  } catch (err) {
+    const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name
+    throw new UnreachableError(`cannot reach Sluice at ${url} (${cause === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : cause}); is it running? Pass its address with --url`)
+  }
+  const text = await res.text()
+  let body: unknown
+  try {
+    body = JSON.parse(text)
+  } catch {
+    body = undefined
+  }
+  if (res.status !== 200 || body === null || typeof body !== 'object' || !Array.isArray((body as SluiceStatus).buckets)) {
+    throw new UnreachableError(`${url} answered ${res.status} without a Sluice status; is --url the address of Sluice (not of the upstream)?`)
+  }
+  return body as SluiceStatus
+}
+
+function ms (n: number): string {
+  return n >= 10_000 ? `${Math.round(n / 1000)}s` : n >= 1000 ? `${(n / 1000).toFixed(1)}s` : `${Math.round(n)}ms`
+}
+
+function row (b: BucketStatus, now: number): string[] {
+  const paused = b.pausedUntil === null ? '-' : `${Math.max(0, Math.ceil((Date.parse(b.pausedUntil) - now) / 1000))}s`
+  const shadow = b.shadow === null ? '' : ` (would delay ${b.shadow.wouldDelayLastMinute}, refuse ${b.shadow.wouldRejectLastMinute})`
+  return [
+    b.bucket,
+    b.mode,
+    formatRate({ count: b.limit, windowMs: b.windowS * 1000 }),
+    `${Math.round(b.used * 100)}%`,
+    b.remaining === null ? '?' : String(b.remaining),
+    String(b.requestsLastMinute),
+    String(b.rejectedLastMinute),
+    String(b.queueDepth),
+    String(b.inFlight),
+    b.local.waitMs.count === 0 ? '-' : `${ms(b.local.waitMs.p50)} ${ms(b.local.waitMs.p90)} ${ms(b.local.waitMs.p99)}`,
+    paused,
+    String(b.liveInstances),
+    b.store + shadow
+  ]
+}
+
+const HEADER = ['BUCKET', 'MODE', 'LIMIT', 'USED', 'LEFT', 'REQ/MIN', 'REFUSED/MIN', 'QUEUE', 'IN FLIGHT', 'WAIT p50 p90 p99', 'PAUSED', 'INSTANCES', 'STORE']
+
+/** The status as a plain-text table (no colours: it must read the same in a log). */
+export function formatStatus (status: SluiceStatus, url: string, now = Date.now()): string {
+  const rows = [HEADER, ...status.buckets.map((b) => row(b, now))]
+  const widths = HEADER.map((_, i) => Math.max(...rows.map((r) => r[i].length)))
+  const lines = rows.map((r) => r.map((cell, i) => i === r.length - 1 ? cell : cell.padEnd(widths[i])).join('  ').trimEnd())
+  const n = status.instances.length
+  const head = `Sluice at ${url}: ${n} live instance${n === 1 ? '' : 's'}, store ${status.instance.store}${status.instance.storeReachable ? '' : ' (UNREACHABLE: local figures only)'}, ${status.generatedAt.slice(11, 19)} UTC`
+  const foot = status.buckets.length === 0 ? ['(no buckets yet)'] : []
+  return [head, '', ...lines, ...foot, ''].join('\n')
+}
+
+/** Run the command; resolves to the exit status (in watch mode when `signal` fires). */
+export async function runStatus (argv: string[], io: StatusIo, env: NodeJS.ProcessEnv = process.env, signal?: AbortSignal): Promise<number> {
+  let options: StatusOptions
+  try {
+    options = parseStatusArgs(argv, env)
+  } catch (err) {
+    io.err(`sluice: status: ${(err as Error).message}\n`)
+    return 2
+  }
+  try {
+    io.out((options.watch && io.tty ? '\x1b[2J\x1b[H' : '') + formatStatus(await fetchStatus(options.url), options.url))
+  } catch (err) {
+    io.err(`sluice: status: ${(err as Error).message}\n`)
+    return 2
+  }
+  if (!options.watch) return 0
+  const stopped = (): boolean => signal?.aborted === true
+  while (!stopped()) {
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, options.intervalMs)
+      signal?.addEventListener('abort', () => { clearTimeout(timer); resolve() }, { once: true })
+    })
+    if (stopped()) break
+    let text: string
+    try {
+      text = formatStatus(await fetchStatus(options.url), options.url)
+    } catch (err) {
+      // Keep watching: Sluice may be restarting.
+      text = `sluice: status: ${(err as Error).message}; retrying every ${ms(options.intervalMs)}\n`
+    }
+    io.out(io.tty ? `\x1b[2J\x1b[H${text}` : `\n${text}`)
+  }
+  return 0
+}
