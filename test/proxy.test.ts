@@ -207,6 +207,6 @@ t.test('admin routes', async (t) => {
   const s = await startSluice([{ upstream: up.url, limit: '100/s' }])
   t.teardown(async () => { await s.close(); await up.close() })
   t.same((await get(`${s.url}/_sluice/health`)).json, { status: 'ok' })
-  t.same((await get(`${s.url}/_sluice/ready`)).json, { status: 'ready', store: 'memory' })
+  t.same((await get(`${s.url}/_sluice/ready`)).json, { status: 'ready', store: 'memory', routes: { default: 'memory' } })
   t.equal(up.hits.length, 0, 'admin routes are never proxied, even under prefix /')
 })

@@ -3,6 +3,16 @@
 import type { RouteConfig } from '../config/schema'
 import { SluiceError, retryAfterSeconds } from '../errors'
 import type { BucketPolicy, BucketStore, Reservation } from '../store/bucket-store'
+import { MemoryStore } from '../store/memory-store'
+
+/**
+ * Where a route's reservations are made right now: the shared store ("redis"), the embedded one
+ * ("memory"), or, while Redis is unreachable, the route's onStoreError choice: this instance's share
+ * in process memory ("local"), unshaped ("open"), or refused ("closed").
+ */
+export type StoreMode = 'redis' | 'memory' | 'local' | 'open' | 'closed'
+
+export type LimiterLog = (level: 'info' | 'warn', fields: Record<string, unknown>, message: string) => void
 
 export interface Admission {
   bucket: string
@@ -44,10 +54,21 @@ export class RouteLimiter {
   private readonly lastStart = new Map<string, number>()
   /** Starts that came later than half the margin after their slot (see admit). */
   readonly stats = { lateRetries: 0, lateForwarded: 0 }
+  private mode: StoreMode
+  /** Until then (performance.now ms), reservations in Redis also take this instance's local share. */
+  private transitionUntil = 0
+  private fallbackStore: MemoryStore | undefined
+  /** Which store made a reservation, so it is given back to the same one. */
+  private readonly made = new WeakMap<Reservation, { store: BucketStore, policy: BucketPolicy }>()
+  private readonly log: LimiterLog
+  /** Buckets whose local share has been set up since the store became unreachable. */
+  private readonly seeded = new Set<string>()
 
-  constructor (route: RouteConfig, store: BucketStore) {
+  constructor (route: RouteConfig, store: BucketStore, log: LimiterLog = () => {}) {
     this.route = route
     this.store = store
+    this.log = log
+    this.mode = store.kind === 'memory' ? 'memory' : 'redis'
     this.policy = {
       algorithm: route.algorithm,
       limit: route.limit.count,
@@ -55,6 +76,87 @@ export class RouteLimiter {
       burst: route.burst,
       marginMs: route.marginMs
     }
+  }
+
+  /** Where this route's reservations are made right now. */
+  get storeMode (): StoreMode {
+    return this.mode
+  }
+
+  private setMode (mode: StoreMode, err?: unknown): void {
+    if (mode === this.mode) return
+    const from = this.mode
+    this.mode = mode
+    if (mode === 'redis') {
+      this.seeded.clear()
+      // Redis knows nothing of the starts booked locally during the outage, some of them still ahead
+      // (waiting requests): until the last of them is a window old, a reservation in Redis also takes
+      // this instance's local share, so the two schedules together stay within the budget.
+      const lastLocalStartMs = Math.max(Date.now(), ...this.lastStart.values())
+      this.transitionUntil = performance.now() + (lastLocalStartMs - Date.now()) + this.policy.windowMs + this.policy.marginMs
+      this.log('info', { route: this.route.name, storeMode: mode, from }, `route ${this.route.name}: the shared store is back, shaping in Redis again`)
+    } else {
+      const reason = err instanceof Error ? err.message : undefined
+      const share = mode === 'local' ? ` with 1/${this.store.instanceCount()} of the budget` : ''
+      this.log('warn', { route: this.route.name, storeMode: mode, from, reason }, `route ${this.route.name}: the shared store is unreachable, mode ${mode}${share}`)
+    }
+  }
+
+  /** This instance's share of the budget while the shared store is unreachable. */
+  private localPolicy (): BucketPolicy {
+    const n = Math.max(1, this.store.instanceCount())
+    const limit = Math.max(1, Math.floor(this.policy.limit / n))
+    const burst = Math.max(1, Math.min(limit, Math.floor(this.policy.burst / n)))
+    return { ...this.policy, limit, burst }
+  }
+
+  private local (): MemoryStore {
+    this.fallbackStore ??= new MemoryStore()
+    return this.fallbackStore
+  }
+
+  /** One reservation: in the shared store when it answers, else as the route's onStoreError says. */
+  private async book (bucket: string, cost: number, maxWaitMs: number): Promise<Reservation> {
+    if (this.store.kind === 'memory' || this.store.available()) {
+      let reservation: Reservation | undefined
+      let fault: unknown
+      try {
+        reservation = await this.store.reserve(bucket, this.policy, cost, maxWaitMs)
+      } catch (err) {
+        fault = err
+      }
+      if (reservation !== undefined) {
+        if (this.store.kind === 'memory') return reservation
+        this.setMode('redis')
+        this.made.set(reservation, { store: this.store, policy: this.policy })
+        return reservation
+      }
+      if (this.store.kind === 'memory') throw fault
+      return await this.fallback(bucket, cost, maxWaitMs, fault)
+    }
+    return await this.fallback(bucket, cost, maxWaitMs, undefined)
+  }
+
+  private async fallback (bucket: string, cost: number, maxWaitMs: number, err: unknown): Promise<Reservation> {
+    const mode = this.route.onStoreError
+    this.setMode(mode, err)
+    if (mode === 'closed') {
+      throw new SluiceError('STORE_UNAVAILABLE', 503, 'the budget store is unreachable, so the request was not forwarded (onStoreError: closed)',
+        this.details(bucket, { store: this.store.kind, store_mode: mode }), 1, { cause: err })
+    }
+    if (mode === 'open') return { admitted: true, waitMs: 0, remaining: 0, resetMs: 0, ticket: undefined }
+    const policy = this.localPolicy()
+    if (!this.seeded.has(bucket)) {
+      // Starts booked in Redis before the outage still happen; the local share begins only a window
+      // after this instance's last one, so no window holds both (the budget is not spent twice).
+      this.seeded.add(bucket)
+      const sinceLastMs = Date.now() - (this.lastStart.get(bucket) ?? 0)
+      const holdMs = this.policy.windowMs + this.policy.marginMs - sinceLastMs
+      if (holdMs > 0) await this.local().pause(bucket, holdMs)
+    }
+    const reservation = await this.local().reserve(bucket, policy, cost, maxWaitMs)
+    this.made.set(reservation, { store: this.local(), policy })
+    return reservation
   }
 
   queueDepth (bucket: string): number {
@@ -87,11 +189,26 @@ export class RouteLimiter {
     // A request may leave at most half the margin after its slot; the other half absorbs the network.
     const toleranceMs = this.route.marginMs > 0 ? this.route.marginMs / 2 : Infinity
     for (let attempt = 0; ; attempt++) {
+      if (this.store.kind === 'redis' && performance.now() < this.transitionUntil) {
+        // Just after an outage Redis has not seen this instance's local starts: first wait for a slot
+        // of the local share, then book in Redis, so what Redis records is when the request leaves.
+        const policy = this.localPolicy()
+        const twin = await this.local().reserve(bucket, policy, cost, Math.max(0, deadline - performance.now()))
+        if (!twin.admitted) {
+          throw new SluiceError('RATE_LIMITED', 429, `the budget of ${this.route.name} has no room within the wait bound of ${Math.round(maxWaitMs)} ms`,
+            this.details(bucket, { retry_after_ms: Math.ceil(twin.waitMs), max_wait_ms: Math.round(maxWaitMs) }), retryAfterSeconds(twin.waitMs))
+        }
+        if (twin.waitMs > 0 && !(await this.wait(bucket, twin.waitMs, signal))) {
+          await this.local().release(bucket, policy, cost, twin.ticket as number)
+          throw new ClientGoneError('client disconnected while waiting')
+        }
+      }
       const sentAt = performance.now()
       let reservation: Reservation
       try {
-        reservation = await this.store.reserve(bucket, this.policy, cost, Math.max(0, deadline - sentAt))
+        reservation = await this.book(bucket, cost, Math.max(0, deadline - sentAt))
       } catch (err) {
+        if (err instanceof SluiceError) throw err
         throw new SluiceError('STORE_UNAVAILABLE', 503, 'the budget store is unreachable, so the request was not forwarded', this.details(bucket, { store: this.store.kind }), 1, { cause: err })
       }
       const receivedAt = performance.now()
@@ -106,8 +223,8 @@ export class RouteLimiter {
       }
       // The slot in this process's clock: Redis ran the script somewhere between send and receipt.
       const slot = (sentAt + receivedAt) / 2 + reservation.waitMs
+      this.lastStart.set(bucket, Math.max(this.lastStart.get(bucket) ?? 0, Date.now() + (slot - receivedAt)))
       if (slot > receivedAt) {
-        this.lastStart.set(bucket, Date.now() + (slot - receivedAt))
         const started = await this.wait(bucket, slot - receivedAt, signal)
         if (!started) {
           await this.giveBack(bucket, reservation, cost)
@@ -141,8 +258,9 @@ export class RouteLimiter {
   /** Give a reservation back (best effort: only the newest one can be, and a store error is ignored). */
   async giveBack (bucket: string, reservation: Reservation, cost = 1): Promise<boolean> {
     if (reservation.ticket === undefined) return false
+    const made = this.made.get(reservation) ?? { store: this.store, policy: this.policy }
     try {
-      return await this.store.release(bucket, this.policy, cost, reservation.ticket)
+      return await made.store.release(bucket, made.policy, cost, reservation.ticket)
     } catch {
       return false
     }

@@ -41,6 +41,10 @@ export interface BucketStore {
   pause (bucket: string, delayMs: number): Promise<number>
   /** Resolves when the store is reachable. */
   ping (): Promise<void>
+  /** False while the store is known to be unreachable (no round trip: a cheap check per request). */
+  available (): boolean
+  /** Instances of the team that shared this store at the last heartbeat (1 when unknown). */
+  instanceCount (): number
   close (): Promise<void>
 }
 

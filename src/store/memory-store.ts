@@ -150,6 +150,14 @@ export class MemoryStore implements BucketStore, TeamBoard {
 
   async ping (): Promise<void> {}
 
+  available (): boolean {
+    return true
+  }
+
+  instanceCount (): number {
+    return 1
+  }
+
   async close (): Promise<void> {
     clearInterval(this.sweeper)
     this.buckets.clear()

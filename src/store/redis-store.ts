@@ -33,6 +33,9 @@ const SCRIPTS: Array<[keyof SluiceCommands, string, number]> = [
   ['sluiceLiveInstances', 'live-instances-2.lua', 2]
 ]
 
+/** How long a higher live-instance count outlives a lower one (ms). */
+const INSTANCE_COUNT_HOLD_MS = 10_000
+
 export interface RedisStoreOptions {
   url: string
   /** Prepended to every key, so teams can share one Redis. */
@@ -51,11 +54,12 @@ export class RedisStore implements BucketStore, TeamBoard {
       lazyConnect: true,
       // Many concurrent reservations share round trips without changing their semantics.
       enableAutoPipelining: true,
-      commandTimeout: options.commandTimeoutMs ?? 1000,
+      commandTimeout: options.commandTimeoutMs ?? 500,
       // Fail at once while disconnected instead of queueing requests behind a dead Redis.
       enableOfflineQueue: false,
       maxRetriesPerRequest: 1,
-      retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 6), 2000)
+      // Back off from 50 ms to at most 1 s, so shaping returns to Redis within ~1 s of it coming back.
+      retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 5), 1000)
     }
     this.client = new Redis(options.url, redisOptions) as Redis & SluiceCommands
     // Connection errors are reported through ping()/readiness; an unhandled 'error' event would crash.
@@ -124,7 +128,27 @@ export class RedisStore implements BucketStore, TeamBoard {
   }
 
   async heartbeat (id: string, snapshot: string, ttlMs: number): Promise<number> {
-    return await this.client.sluiceHeartbeat(this.teamKey('live'), this.teamKey('snapshots'), id, snapshot, Math.max(1, Math.round(ttlMs)))
+    const live = await this.client.sluiceHeartbeat(this.teamKey('live'), this.teamKey('snapshots'), id, snapshot, Math.max(1, Math.round(ttlMs)))
+    // Remembered for the outage fallback: each instance then shapes with 1/live of the budget. A lower
+    // count is believed only after INSTANCE_COUNT_HOLD_MS: just after a Redis restart the first
+    // heartbeats see only themselves, and believing that would hand each instance the whole budget.
+    const now = Date.now()
+    if (live >= this.instanceHigh || now - this.instanceHighAt > INSTANCE_COUNT_HOLD_MS) {
+      this.instanceHigh = Math.max(1, live)
+      this.instanceHighAt = now
+    }
+    return live
+  }
+
+  private instanceHigh = 1
+  private instanceHighAt = 0
+
+  instanceCount (): number {
+    return this.instanceHigh
+  }
+
+  available (): boolean {
+    return this.client.status === 'ready'
   }
 
   async liveInstances (): Promise<Map<string, string>> {

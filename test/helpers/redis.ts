@@ -52,7 +52,8 @@ async function waitForPing (url: string, timeoutMs: number): Promise<void> {
   }
 }
 
-export async function startRedis (): Promise<TestRedis> {
+/** `extraArgs` go to redis-server (e.g. ['--requirepass', 'pw']); the url then carries no password. */
+export async function startRedis (extraArgs: string[] = []): Promise<TestRedis> {
   const clients: Redis[] = []
   const mkClient = (url: string): Redis => {
     const c = new Redis(url)
@@ -62,6 +63,7 @@ export async function startRedis (): Promise<TestRedis> {
   }
   const prefix = (): string => `t:${randomUUID().slice(0, 8)}:`
   if (!hasRedisServer()) {
+    if (extraArgs.length > 0) throw new Error('this test needs its own redis-server (options ' + extraArgs.join(' ') + ')')
     const url = process.env.REDIS_URL
     if (url === undefined) throw new Error('no redis-server binary and no REDIS_URL: install redis-server (apt-get install -y redis-server)')
     await waitForPing(url, 5000)
@@ -74,10 +76,12 @@ export async function startRedis (): Promise<TestRedis> {
   }
   const port = await freePort()
   const url = `redis://127.0.0.1:${port}`
+  const password = extraArgs[extraArgs.indexOf('--requirepass') + 1]
+  const pingUrl = extraArgs.includes('--requirepass') ? `redis://:${password}@127.0.0.1:${port}` : url
   let proc: ChildProcess | undefined
   const start = async (): Promise<void> => {
-    proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'yes'], { stdio: 'ignore' })
-    await waitForPing(url, 5000)
+    proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'yes', ...extraArgs], { stdio: 'ignore' })
+    await waitForPing(pingUrl, 5000)
   }
   const stop = async (): Promise<void> => {
     const p = proc
