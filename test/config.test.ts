@@ -60,7 +60,7 @@ t.test('quick start flags, environment and defaults', async (t) => {
   t.equal(env.routes[0].maxWaitMs, 5000, 'SLUICE_MAX_WAIT')
   t.equal(env.port, 9090)
   t.equal(env.redis, 'redis://127.0.0.1:6379', 'REDIS_URL is honoured')
-  t.equal(env.routes[0].marginMs, 50, 'margin at least 50 ms')
+  t.equal(env.routes[0].marginMs, 100, 'margin at least 100 ms')
 
   const flagWins = loadConfig(['--upstream', 'http://a', '--limit', '1/s', '--max-wait', '1s', '--redis', 'redis://b:1'], { SLUICE_MAX_WAIT: '9s', REDIS_URL: 'redis://c:2', SLUICE_REDIS: 'redis://d:3' })
   t.equal(flagWins.routes[0].maxWaitMs, 1000, 'a flag wins over its variable')

@@ -189,6 +189,9 @@ export class RouteLimiter {
     // A request may leave at most half the margin after its slot; the other half absorbs the network.
     const toleranceMs = this.route.marginMs > 0 ? this.route.marginMs / 2 : Infinity
     for (let attempt = 0; ; attempt++) {
+      // Redis answers again: switch back here, before booking, so that no request can book in Redis
+      // without the local share first (book() would switch too, but only after its reservation).
+      if (this.store.kind === 'redis' && this.mode !== 'redis' && this.store.available()) this.setMode('redis')
       if (this.store.kind === 'redis' && performance.now() < this.transitionUntil) {
         // Just after an outage Redis has not seen this instance's local starts: first wait for a slot
         // of the local share, then book in Redis, so what Redis records is when the request leaves.
