@@ -1,0 +1,48 @@
+// Child process: the loopback upstream. "plain" answers every request at once with a small JSON body
+// (the overhead baseline); "emulator" is Sluice's API emulator with its arrival log (precision).
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { startEmulator } from '../src/emulator'
+import { serveCalls } from './processes'
+
+interface Options {
+  mode: 'plain' | 'emulator'
+  limit?: number
+  windowMs?: number
+  /** plain: answer the first request 429 with this Retry-After (s), so Sluice holds the bucket that long. */
+  firstRetryAfterS?: number
+}
+
+const BODY = JSON.stringify({ ok: true, id: 1, name: 'a small JSON answer, like an API read' })
+
+async function main (): Promise<void> {
+  const options = JSON.parse(process.argv[2]) as Options
+  if (options.mode === 'plain') {
+    let first = options.firstRetryAfterS !== undefined
+    const server = createServer((req, res) => {
+      req.resume()
+      req.on('end', () => {
+        if (first) {
+          first = false
+          res.writeHead(429, { 'retry-after': String(options.firstRetryAfterS), 'content-type': 'application/json' })
+          res.end('{"message":"rate limited"}')
+          return
+        }
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(BODY) })
+        res.end(BODY)
+      })
+    })
+    server.keepAliveTimeout = 65_000
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    serveCalls(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, {})
+    return
+  }
+  const emulator = await startEmulator({ profile: 'generic', limit: options.limit, windowMs: options.windowMs })
+  serveCalls(emulator.url, {
+    // Only what the analysis needs: arrival time (epoch ms), outcome and the request id Sluice forwarded.
+    arrivals: () => emulator.arrivals.map((a) => ({ t: a.t, outcome: a.outcome, id: a.headers['x-request-id'] })),
+    reset: () => { emulator.reset() }
+  })
+}
+
+void main()

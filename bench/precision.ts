@@ -1,0 +1,96 @@
+// Scenario 2, precision: 3 Sluice instances sharing one Redis, limit 50/s, 1,000 requests at once.
+// Judged from the upstream's arrival log: the most arrivals in any 1 s window against the limit, the
+// time to drain against the theoretical minimum (utilization), and how late each request reached the
+// upstream after the start Sluice had reserved for it.
+import { maxInWindow } from '../src/emulator'
+import { burst } from './burst'
+import { startChild, startRedis, type Child } from './processes'
+import { percentile, printTable, round } from './table'
+
+export interface PrecisionOptions {
+  instances: number
+  limit: number
+  windowMs: number
+  requests: number
+  /** Variants to run, each with the whole burst. */
+  variants: Array<{ name: string, algorithm: 'sliding-window' | 'token-bucket', margin?: string }>
+}
+
+export const PRECISION_DEFAULTS: PrecisionOptions = {
+  instances: 3,
+  limit: 50,
+  windowMs: 1000,
+  requests: 1000,
+  variants: [
+    { name: 'sliding-window (default margin 50 ms)', algorithm: 'sliding-window' },
+    { name: 'token-bucket, burst 1 (default margin 50 ms)', algorithm: 'token-bucket' },
+    { name: 'sliding-window, margin 10 ms', algorithm: 'sliding-window', margin: '10ms' }
+  ]
+}
+
+interface Arrival { t: number, outcome: string, id?: string }
+
+export async function precision (options: PrecisionOptions = PRECISION_DEFAULTS): Promise<Record<string, unknown>> {
+  const redis = await startRedis()
+  const runs: Array<Record<string, unknown>> = []
+  try {
+    for (const [v, variant] of options.variants.entries()) {
+      const children: Child[] = []
+      try {
+        // The upstream enforces the real limit (no margin) and answers 429 above it.
+        const upstream = await startChild('child-upstream', { mode: 'emulator', limit: options.limit, windowMs: options.windowMs })
+        children.push(upstream)
+        const route = { name: 'precision', upstream: upstream.url, limit: `${options.limit}/${options.windowMs / 1000}s`, algorithm: variant.algorithm, maxWait: '60s', maxQueue: options.requests, ...(variant.margin === undefined ? {} : { margin: variant.margin }) }
+        const instances: Child[] = []
+        for (let i = 0; i < options.instances; i++) {
+          const c = await startChild('child-sluice', { route, redis: redis.url, keyPrefix: `bench-precision-${v}:`, record: true })
+          children.push(c)
+          instances.push(c)
+        }
+        const result = await burst(instances.map((c) => c.url), options.requests, `p${v}-`)
+        const arrivals = await upstream.call<Arrival[]>('arrivals')
+        const starts: Record<string, number> = {}
+        for (const c of instances) Object.assign(starts, await c.call<Record<string, number>>('starts'))
+
+        const times = arrivals.map((a) => a.t).sort((a, b) => a - b)
+        const first = times[0]
+        const drainMs = times[times.length - 1] - first
+        const minimumMs = (Math.ceil(options.requests / options.limit) - 1) * options.windowMs
+        const late = arrivals.filter((a) => a.id !== undefined && starts[a.id] !== undefined).map((a) => a.t - starts[a.id as string])
+        runs.push({
+          variant: variant.name,
+          algorithm: variant.algorithm,
+          margin: variant.margin ?? 'default',
+          statuses: result.statuses,
+          upstreamArrivals: arrivals.length,
+          upstreamLimited: arrivals.filter((a) => a.outcome !== 'ok').length,
+          maxIn1s: maxInWindow(times, options.windowMs),
+          limit: options.limit,
+          drainMs: round(drainMs, 1),
+          minimumMs,
+          utilization: round(minimumMs / drainMs, 3),
+          lateness: {
+            matched: late.length,
+            p50Ms: round(percentile(late, 50), 2),
+            p99Ms: round(percentile(late, 99), 2),
+            maxMs: round(percentile(late, 100), 2),
+            minMs: round(Math.min(...late), 2)
+          },
+          // Arrival times, ms after the first, for the report's chart.
+          arrivalsMs: times.map((t) => round(t - first, 1))
+        })
+      } finally {
+        for (const c of children.reverse()) await c.stop()
+      }
+    }
+  } finally {
+    await redis.stop()
+  }
+  printTable(`Precision: ${options.instances} instances, one Redis, limit ${options.limit}/${options.windowMs / 1000}s, ${options.requests} requests at once`,
+    ['variant', 'max in 1 s', 'limit', '429s upstream', 'drain s', 'minimum s', 'utilization', 'late p50 ms', 'late p99 ms', 'statuses'],
+    runs.map((r) => {
+      const l = r.lateness as Record<string, number>
+      return [r.variant as string, r.maxIn1s as number, r.limit as number, r.upstreamLimited as number, round(Number(r.drainMs) / 1000, 2), Number(r.minimumMs) / 1000, r.utilization as number, l.p50Ms, l.p99Ms, JSON.stringify(r.statuses)]
+    }))
+  return { scenario: 'precision', options, targets: { maxIn1sAtMost: options.limit, utilizationAtLeast: 0.98 }, runs }
+}

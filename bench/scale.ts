@@ -1,0 +1,96 @@
+// Scenario 3, scale: 10,000 requests waiting at once in one Sluice instance with Redis. Peak RSS and
+// event-loop delay of the Sluice process, and Redis round trips per admitted request (INFO commandstats).
+import { readdirSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { request } from 'undici'
+import { burst } from './burst'
+import { commandStats, startChild, startRedis, type Child } from './processes'
+import { printTable, round } from './table'
+
+export interface ScaleOptions {
+  requests: number
+  limit: string
+  /** The upstream answers the first request 429 with this Retry-After: the bucket is paused that long, so every request of the burst waits. */
+  holdS: number
+  /** The burst's connections are opened over this many ms. */
+  spreadMs: number
+}
+
+export const SCALE_DEFAULTS: ScaleOptions = { requests: 10_000, limit: '2000/s', holdS: 5, spreadMs: 1500 }
+
+interface SluiceStats {
+  peakRssMiB: number
+  rssMiB: number
+  eventLoopDelayMs: { p50: number, p99: number, max: number }
+  peakOpen: number
+  reservations: number
+  waited: number
+}
+
+/**
+ * Redis counts the commands a Lua script runs in INFO commandstats too. Sluice itself sends no command of
+ * those names (only EVALSHA/EVAL, PING, and MULTI/ZREM/HDEL/EXEC on shutdown), so subtracting them leaves
+ * the round trips Sluice made.
+ */
+function scriptInternalCommands (): Set<string> {
+  const dir = join(__dirname, '..', 'src', 'store', 'lua')
+  const names = new Set<string>()
+  for (const file of readdirSync(dir).filter((f) => f.endsWith('.lua'))) {
+    for (const m of readFileSync(join(dir, file), 'utf8').matchAll(/redis\.call\('([A-Za-z]+)'/g)) names.add(m[1].toLowerCase())
+  }
+  return names
+}
+
+export async function scale (options: ScaleOptions = SCALE_DEFAULTS): Promise<Record<string, unknown>> {
+  const redis = await startRedis()
+  const children: Child[] = []
+  try {
+    const upstream = await startChild('child-upstream', { mode: 'plain', firstRetryAfterS: options.holdS })
+    children.push(upstream)
+    const route = { name: 'scale', upstream: upstream.url, limit: options.limit, maxWait: '60s', maxQueue: options.requests }
+    const sluice = await startChild('child-sluice', { route, redis: redis.url, keyPrefix: 'bench-scale:' })
+    children.push(sluice)
+    const idle = await sluice.call<SluiceStats>('stats')
+    await sluice.call('resetStats')
+    await redis.client.config('RESETSTAT')
+    // One request, answered 429 with Retry-After: Sluice pauses the bucket, and the burst queues behind it.
+    const prime = await request(`${sluice.url}/prime`)
+    await prime.body.dump()
+    const result = await burst([sluice.url], options.requests, 's-', options.spreadMs)
+    const stats = await sluice.call<SluiceStats>('stats')
+    const all = await commandStats(redis.client)
+    // INFO and CONFIG are this benchmark's own.
+    delete all.info
+    delete all['config|resetstat']
+    const internal = scriptInternalCommands()
+    const topLevel = Object.fromEntries(Object.entries(all).filter(([name]) => !internal.has(name)))
+    const admitted = result.statuses['200'] ?? 0
+    const roundTrips = Object.values(topLevel).reduce((a, b) => a + b, 0)
+    const out = {
+      scenario: 'scale',
+      options,
+      primeStatus: prime.statusCode,
+      statuses: result.statuses,
+      drainS: round(result.elapsedMs / 1000, 2),
+      idleRssMiB: idle.rssMiB,
+      peakRssMiB: stats.peakRssMiB,
+      peakOpen: stats.peakOpen,
+      eventLoopDelayMs: { p50: round(stats.eventLoopDelayMs.p50, 2), p99: round(stats.eventLoopDelayMs.p99, 2), max: round(stats.eventLoopDelayMs.max, 2) },
+      // store.reserve calls (one EVALSHA each): above the admitted count when late starts were re-reserved.
+      reservations: stats.reservations,
+      redisCommandsTopLevel: topLevel,
+      redisCommandsInsideScripts: Object.fromEntries(Object.entries(all).filter(([name]) => internal.has(name))),
+      roundTripsPerAdmitted: round(roundTrips / admitted, 4),
+      reservationsPerAdmitted: round(stats.reservations / admitted, 4),
+      targets: { roundTripsPerAdmitted: 1 }
+    }
+    printTable(`Scale: ${options.requests} requests into one Sluice (Redis store), limit ${options.limit}, bucket held ${options.holdS} s first`,
+      ['statuses', 'peak open requests', 'drain s', 'RSS idle MiB', 'RSS peak MiB', 'loop delay p99 ms', 'max ms', 'round trips / admitted', 'reservations / admitted'],
+      [[JSON.stringify(out.statuses), out.peakOpen, out.drainS, out.idleRssMiB, out.peakRssMiB, out.eventLoopDelayMs.p99, out.eventLoopDelayMs.max, out.roundTripsPerAdmitted, out.reservationsPerAdmitted]])
+    process.stdout.write(`Redis round trips: ${JSON.stringify(topLevel)}\n`)
+    return out
+  } finally {
+    for (const c of children.reverse()) await c.stop()
+    await redis.stop()
+  }
+}
