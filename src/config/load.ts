@@ -22,6 +22,12 @@ const ROUTE_FLAGS = {
   errors: 'errors',
   timeout: 'timeout',
   'body-limit': 'bodyLimit',
+  'min-pause': 'minPause',
+  'max-pause': 'maxPause',
+  'retry-body-limit': 'retryBodyLimit',
+  retries: 'retries',
+  'retry-methods': 'retryMethods',
+  'connect-timeout': 'connectTimeout',
   'on-store-error': 'onStoreError',
   concurrency: 'concurrency'
 } as const

@@ -32,6 +32,19 @@ export interface RouteConfig {
   timeoutMs: number
   /** Largest request body accepted, in bytes (413 PAYLOAD_TOO_LARGE above it). */
   bodyLimit: number
+  /** `limit: auto`: start from AUTO_LIMIT and adopt the limit the upstream announces (up or down). */
+  limitAuto: boolean
+  /** Bounds of a pause after upstream pushback, ms (some APIs say 0, some a reset a day away). */
+  minPauseMs: number
+  maxPauseMs: number
+  /** Request bodies up to this many bytes are kept in memory so a pushed-back request can be sent again. */
+  retryBodyLimit: number
+  /** Retries of a transient failure (refused, reset, 502, 503, 504) per request; pushback retries are bounded by the wait only. */
+  retries: number
+  /** Methods retried after a transient failure besides the idempotent ones (GET, HEAD, PUT, DELETE, OPTIONS), e.g. POST. */
+  retryMethods: string[]
+  /** Time to open a connection to the upstream before answering UPSTREAM_TIMEOUT (ms). */
+  connectTimeoutMs: number
   /** "enforce" (default) shapes traffic; "shadow" only measures what it would delay or refuse. */
   mode: RouteMode
   /** While the shared store is unreachable: shape locally with this instance's share, forward unshaped, or refuse. */
@@ -75,6 +88,11 @@ export const DEFAULTS = {
     errors: 'envelope' as const,
     timeout: '30s',
     bodyLimit: 10 * 1024 * 1024,
+    minPause: '1s',
+    maxPause: '15m',
+    retryBodyLimit: 1024 * 1024,
+    retries: 2,
+    connectTimeout: '10s',
     mode: 'enforce' as RouteMode,
     onStoreError: 'local' as StoreErrorMode,
     concurrency: 0
@@ -91,6 +109,27 @@ export function defaultMarginMs (windowMs: number): number {
   return Math.max(100, Math.round(windowMs / 100))
 }
 
+/**
+ * Where `limit: auto` starts until the upstream announces its own: 60/min, evenly paced. Below what
+ * the APIs Sluice knows allow (TestRail Cloud 180/min, Zulip 200/min, GitHub 5000/h), so the first
+ * requests do not provoke a 429; the first announcement (X-RateLimit-Limit, RateLimit-Policy) replaces it.
+ */
+export const AUTO_LIMIT: Readonly<Rate> = Object.freeze({ count: 60, windowMs: 60_000 })
+
+const HTTP_METHODS = ['GET', 'HEAD', 'PUT', 'DELETE', 'OPTIONS', 'POST', 'PATCH', 'TRACE'] as const
+
+function methodList (name: string, value: unknown): string[] {
+  const items = typeof value === 'string' ? value.split(',').map((m) => m.trim()).filter((m) => m !== '') : value
+  if (!Array.isArray(items)) throw new ConfigError(name, `expected a list of HTTP methods such as [POST, PATCH], got ${describe(value)}`)
+  return items.map((m: unknown) => {
+    const upper = typeof m === 'string' ? m.toUpperCase() : m
+    if (typeof upper !== 'string' || !(HTTP_METHODS as readonly string[]).includes(upper)) {
+      throw new ConfigError(name, `expected HTTP methods from ${HTTP_METHODS.join(', ')}, got ${describe(m)}`)
+    }
+    return upper
+  })
+}
+
 export class ConfigError extends Error {
   override readonly name = 'ConfigError'
   readonly field: string
@@ -100,7 +139,7 @@ export class ConfigError extends Error {
   }
 }
 
-const ROUTE_FIELDS = new Set(['name', 'prefix', 'upstream', 'limit', 'burst', 'maxWait', 'maxQueue', 'algorithm', 'key', 'margin', 'profile', 'errors', 'timeout', 'bodyLimit', 'mode', 'onStoreError', 'concurrency'])
+const ROUTE_FIELDS = new Set(['name', 'prefix', 'upstream', 'limit', 'burst', 'maxWait', 'maxQueue', 'algorithm', 'key', 'margin', 'profile', 'errors', 'timeout', 'bodyLimit', 'minPause', 'maxPause', 'retryBodyLimit', 'retries', 'retryMethods', 'connectTimeout', 'mode', 'onStoreError', 'concurrency'])
 
 function describe (value: unknown): string {
   return `${JSON.stringify(value) ?? String(value)} (${value === null ? 'null' : typeof value})`
@@ -172,7 +211,11 @@ export function parseRoute (raw: unknown, at: string): RouteConfig {
   if (typeof name !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(name)) throw new ConfigError(`${at}.name`, `expected 1-64 letters, digits, "_", "." or "-", got ${describe(name)}`)
   if (r.upstream === undefined) throw new ConfigError(`${at}.upstream`, 'is required (the URL of the API this route forwards to)')
   if (r.limit === undefined) throw new ConfigError(`${at}.limit`, 'is required, e.g. 180/min')
-  const limit = field(`${at}.limit`, () => parseRate(r.limit))
+  const limitAuto = r.limit === 'auto'
+  const limit = limitAuto ? { ...AUTO_LIMIT } : field(`${at}.limit`, () => parseRate(r.limit))
+  const minPauseMs = field(`${at}.minPause`, () => parseDuration(r.minPause ?? d.minPause))
+  const maxPauseMs = field(`${at}.maxPause`, () => parseDuration(r.maxPause ?? d.maxPause))
+  if (minPauseMs > maxPauseMs) throw new ConfigError(`${at}.minPause`, `must not be longer than maxPause (${maxPauseMs} ms), got ${minPauseMs} ms`)
   const algorithm = oneOf(`${at}.algorithm`, r.algorithm ?? d.algorithm, ALGORITHMS)
   const burst = integer(`${at}.burst`, r.burst ?? d.burst, 1, limit.count)
   if (algorithm === 'sliding-window' && r.burst !== undefined) {
@@ -193,6 +236,13 @@ export function parseRoute (raw: unknown, at: string): RouteConfig {
     errors: oneOf(`${at}.errors`, r.errors ?? d.errors, ['envelope', 'upstream'] as const),
     timeoutMs: field(`${at}.timeout`, () => parseDuration(r.timeout ?? d.timeout)),
     bodyLimit: integer(`${at}.bodyLimit`, r.bodyLimit ?? d.bodyLimit, 0),
+    limitAuto,
+    minPauseMs,
+    maxPauseMs,
+    retryBodyLimit: integer(`${at}.retryBodyLimit`, r.retryBodyLimit ?? d.retryBodyLimit, 0),
+    retries: integer(`${at}.retries`, r.retries ?? d.retries, 0, 10),
+    retryMethods: methodList(`${at}.retryMethods`, r.retryMethods ?? []),
+    connectTimeoutMs: field(`${at}.connectTimeout`, () => parseDuration(r.connectTimeout ?? d.connectTimeout)),
     mode: oneOf(`${at}.mode`, r.mode ?? d.mode, ROUTE_MODES),
     onStoreError: oneOf(`${at}.onStoreError`, r.onStoreError ?? d.onStoreError, STORE_ERROR_MODES),
     concurrency: integer(`${at}.concurrency`, r.concurrency ?? d.concurrency, 0, 100_000)

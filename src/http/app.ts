@@ -18,6 +18,7 @@ import { createStore } from '../store/create-store'
 import { REDACT_PATHS, redactUrl } from './redact'
 import { rateLimitHeaders, type BudgetView } from './rate-limit-headers'
 import { requestBodyParser } from './request-body'
+import { createForwarder } from './forward'
 import { handleTransportError, handleUpstreamResponse } from './upstream-response'
 
 export interface RequestState {
@@ -28,6 +29,10 @@ export interface RequestState {
   outcome: 'forwarded' | 'rejected' | 'cancelled' | 'admin' | 'unrouted'
   code?: string
   upstreamStatus?: number
+  /** The client's wait bound in ms: the route's maxWait, shortened by Prefer: wait (forward.ts retries within it). */
+  maxWaitMs?: number
+  /** Attempts sent upstream after the first (forward.ts). */
+  retries?: number
 }
 
 declare module 'fastify' {
@@ -130,6 +135,7 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
       bucket: s?.bucket,
       waitMs: s === undefined ? undefined : Math.round(s.waitedMs),
       upstreamStatus: s?.upstreamStatus,
+      retries: s?.retries !== undefined && s.retries > 0 ? s.retries : undefined,
       outcome: s?.outcome ?? 'unrouted',
       code: s?.code
     }
@@ -172,7 +178,7 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
   for (const route of config.routes) {
     const limiter = route.mode === 'shadow' ? new ShadowLimiter(route, limiterStore) : new RouteLimiter(route, limiterStore, (level, fields, message) => logger[level](fields, message))
     limiters.set(route.name, limiter)
-    await app.register(async (scope) => registerRoute(scope, route, limiter, config))
+    await app.register(async (scope) => registerRoute(scope, route, limiter, { store: limiterStore, checkStore: store }, config))
   }
 
   return {
@@ -196,14 +202,14 @@ function markAdmin (request: FastifyRequest): void {
   request.sluice = { route: undefined as unknown as RouteConfig, bucket: undefined, waitedMs: 0, view: undefined, outcome: 'admin' }
 }
 
-async function registerRoute (scope: FastifyInstance, route: RouteConfig, limiter: RouteLimiter, config: SluiceConfig): Promise<void> {
+async function registerRoute (scope: FastifyInstance, route: RouteConfig, limiter: RouteLimiter, stores: { store: BucketStore, checkStore: BucketStore }, config: SluiceConfig): Promise<void> {
   const origin = new URL(route.upstream).origin
   const pool = new Pool(origin, {
     connections: 128,
     pipelining: 1,
     headersTimeout: route.timeoutMs,
     bodyTimeout: route.timeoutMs,
-    connect: { timeout: Math.min(route.timeoutMs, 10_000), rejectUnauthorized: true }
+    connect: { timeout: route.connectTimeoutMs, rejectUnauthorized: true }
   })
   scope.addHook('onClose', async () => { await pool.close() })
 
@@ -228,6 +234,7 @@ async function registerRoute (scope: FastifyInstance, route: RouteConfig, limite
       maxWaitMs = Math.min(maxWaitMs, Number(match[1]) * 1000)
       reply.header('preference-applied', `wait=${Math.round(maxWaitMs / 1000)}`)
     }
+    state.maxWaitMs = maxWaitMs
     const controller = new AbortController()
     const onClose = (): void => { if (!reply.raw.writableEnded) controller.abort() }
     reply.raw.once('close', onClose)
@@ -256,11 +263,13 @@ async function registerRoute (scope: FastifyInstance, route: RouteConfig, limite
   // One parser for every content type: JSON bodies are read and checked before admission
   // (MALFORMED_JSON takes no token); the rest streams (request-body.ts).
   scope.removeAllContentTypeParsers()
-  scope.addContentTypeParser('*', requestBodyParser(route, 0))
+  scope.addContentTypeParser('*', requestBodyParser(route, route.mode === 'shadow' ? 0 : route.retryBodyLimit))
 
   await scope.register(proxy, {
     upstream: route.upstream,
     proxyPayloads: false,
+    // Every attempt upstream: pauses on pushback, retries, the upstream's own numbers (forward.ts).
+    handler: createForwarder({ route, limiter, ...stores, logger: scope.log }),
     prefix: route.prefix === '/' ? '' : route.prefix,
     preHandler: admit,
     undici: pool as never,

@@ -54,7 +54,7 @@ export function sendEnvelope (reply: FastifyReply, route: RouteConfig, normalize
   body.error.details.request_id = reply.request.id
   if (state !== undefined) state.code = body.error.code
   for (const name of BODY_HEADERS) reply.removeHeader(name)
-  if (state?.view !== undefined && !reply.hasHeader('ratelimit-policy')) reply.headers(rateLimitHeaders(route, state.view, state.waitedMs))
+  if (state?.view !== undefined) reply.headers(rateLimitHeaders(route, state.view, state.waitedMs))
   if (normalized.retryAfterS !== undefined) reply.header('retry-after', String(normalized.retryAfterS))
   reply.code(normalized.status).type('application/json').send(body)
 }
@@ -65,9 +65,58 @@ export function sendEnvelope (reply: FastifyReply, route: RouteConfig, normalize
  * Never rejects: a body that breaks off, or does not decode, yields what was read.
  */
 export async function readErrorBody (stream: Readable, contentEncoding: string | string[] | undefined, limit = MAX_ERROR_BODY_BYTES): Promise<Buffer> {
-  const raw = await readBounded(stream, limit)
+  const head = await readHead(stream, limit)
+  if (!head.complete) stream.destroy()
+  return await decodeBody(head.bytes, contentEncoding, limit)
+}
+
+export interface BodyHead {
+  /** The first bytes of the body, as sent (still encoded). */
+  bytes: Buffer
+  /** True when that is the whole body; otherwise the stream is paused after `bytes`, for the caller to finish or destroy. */
+  complete: boolean
+}
+
+/** Reads up to `limit` bytes (a chunk may carry it a little past) and stops; never rejects. */
+export function readHead (stream: Readable, limit: number): Promise<BodyHead> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = []
+    let bytes = 0
+    let done = false
+    const finish = (complete: boolean): void => {
+      if (done) return
+      done = true
+      stream.off('data', onData)
+      stream.off('end', onEnd)
+      stream.off('error', onBreak)
+      stream.off('close', onBreak)
+      // A later reset must not become an uncaught 'error': whoever takes the rest listens again.
+      stream.on('error', ignore)
+      if (!complete) stream.pause()
+      resolve({ bytes: Buffer.concat(chunks, bytes), complete })
+    }
+    const onData = (chunk: Buffer): void => {
+      chunks.push(chunk)
+      bytes += chunk.length
+      if (bytes >= limit) finish(false)
+    }
+    const onEnd = (): void => finish(true)
+    // A body that breaks off (reset mid-body) is what it is: what arrived is all there will be.
+    const onBreak = (): void => finish(true)
+    stream.on('data', onData)
+    stream.once('end', onEnd)
+    stream.once('error', onBreak)
+    stream.once('close', onBreak)
+  })
+}
+
+function ignore (): void {}
+
+/** Decodes a Content-Encoding with the output bounded to `limit` bytes; a body it cannot decode gives what decoded. */
+export async function decodeBody (raw: Buffer, contentEncoding: string | string[] | undefined, limit = MAX_ERROR_BODY_BYTES): Promise<Buffer> {
   const encoding = (Array.isArray(contentEncoding) ? contentEncoding.join(',') : contentEncoding ?? '').trim().toLowerCase()
-  if (encoding === '' || encoding === 'identity') return raw
+  const plain = encoding === '' || encoding === 'identity' ? raw : undefined
+  if (plain !== undefined) return plain.length > limit ? plain.subarray(0, limit) : plain
   const decoder = decoderFor(encoding, raw)
   if (decoder === undefined) return Buffer.alloc(0) // an encoding Sluice cannot read: no text is better than binary noise
   return await decodeBounded(decoder, raw, limit)
@@ -106,30 +155,5 @@ function decodeBounded (decoder: Transform, raw: Buffer, limit: number): Promise
     decoder.on('end', finish)
     decoder.on('error', finish)
     decoder.end(raw)
-  })
-}
-
-function readBounded (stream: Readable, limit: number): Promise<Buffer> {
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = []
-    let bytes = 0
-    let done = false
-    const finish = (complete: boolean): void => {
-      if (done) return
-      done = true
-      stream.off('data', onData)
-      if (!complete) stream.destroy()
-      const all = Buffer.concat(chunks, bytes)
-      resolve(all.length > limit ? all.subarray(0, limit) : all)
-    }
-    const onData = (chunk: Buffer): void => {
-      chunks.push(chunk)
-      bytes += chunk.length
-      if (bytes >= limit) finish(false)
-    }
-    stream.on('data', onData)
-    stream.once('end', () => finish(true))
-    stream.once('error', () => finish(false))
-    stream.once('close', () => finish(false))
   })
 }
