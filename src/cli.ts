@@ -46,6 +46,9 @@ Process options (override the config file):
   --key-prefix PREFIX     Redis key prefix (default "sluice:")
   --hash-secret SECRET    HMAC secret for credential-derived bucket keys (share it within a team)
   --log-level LEVEL       fatal, error, warn, info (default), debug, trace, silent
+  --drain-timeout DURATION  on SIGTERM/SIGINT, how long requests in flight or waiting may still
+                          proceed before the rest are answered 503 (default 30s)
+  --admin-routes all|essential  essential: only /_sluice/health and /_sluice/ready (default all)
 
 Examples:
   sluice --upstream https://acme.testrail.io --limit 180/min
@@ -88,18 +91,26 @@ async function serve (argv: string[]): Promise<void> {
   const sluice = await createSluice(config, { logger })
   const address = await sluice.listen()
   logger.info({ address, store: sluice.store.kind, routes: config.routes.map((r) => ({ name: r.name, prefix: r.prefix, limit: formatRate(r.limit) })) }, `sluice listening on ${address}`)
-  let stopping = false
+  // The first SIGTERM/SIGINT drains (up to --drain-timeout); a second one cuts the drain short: what
+  // still waits is answered 503 SHUTTING_DOWN at once.
+  let hurry: (() => void) | undefined
   const stop = (signal: string): void => {
-    if (stopping) return
-    stopping = true
-    logger.info({ signal }, 'shutting down')
-    sluice.close().then(() => process.exit(0), (err: unknown) => {
+    if (hurry !== undefined) {
+      logger.warn({ signal }, 'second signal: ending the drain now')
+      hurry()
+      return
+    }
+    logger.info({ signal, drainTimeoutMs: config.drainTimeoutMs }, 'shutting down')
+    sluice.shutdown(new Promise<void>((resolve) => { hurry = resolve })).then((result) => {
+      logger.info(result, 'shut down')
+      process.exit(0)
+    }, (err: unknown) => {
       logger.error({ err }, 'error while shutting down')
       process.exit(1)
     })
   }
-  process.once('SIGTERM', () => stop('SIGTERM'))
-  process.once('SIGINT', () => stop('SIGINT'))
+  process.on('SIGTERM', () => stop('SIGTERM'))
+  process.on('SIGINT', () => stop('SIGINT'))
 }
 
 export async function main (argv: string[]): Promise<number> {

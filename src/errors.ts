@@ -23,7 +23,10 @@ export const ERROR_CODES = [
   'UPSTREAM_TIMEOUT',
   'STORE_UNAVAILABLE',
   'BAD_REQUEST',
-  'INTERNAL_ERROR'
+  'INTERNAL_ERROR',
+  'SHUTTING_DOWN',
+  'REQUEST_TIMEOUT',
+  'HEADERS_TOO_LARGE'
 ] as const
 
 export type ErrorCode = typeof ERROR_CODES[number]

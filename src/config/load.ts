@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util'
 import { parse as parseYaml } from 'yaml'
 import { applyPreset } from './preset'
 import { ConfigError, DEFAULTS, checkRoutes, parseRoute, type SluiceConfig } from './schema'
+import { parseDuration } from './units'
 
 /** Flags of the quick start that describe the single route; each also reads SLUICE_<NAME>. */
 const ROUTE_FLAGS = {
@@ -39,7 +40,9 @@ const GLOBAL_FLAGS = {
   redis: 'redis',
   'key-prefix': 'keyPrefix',
   'hash-secret': 'hashSecret',
-  'log-level': 'logLevel'
+  'log-level': 'logLevel',
+  'drain-timeout': 'drainTimeout',
+  'admin-routes': 'adminRoutes'
 } as const
 
 export const SERVE_OPTIONS = {
@@ -92,7 +95,21 @@ function withPreset (raw: unknown, field: string): unknown {
   return applyPreset(preset, field, own)
 }
 
-const FILE_FIELDS = new Set(['host', 'port', 'redis', 'keyPrefix', 'hashSecret', 'logLevel', 'routes'])
+const FILE_FIELDS = new Set(['host', 'port', 'redis', 'keyPrefix', 'hashSecret', 'logLevel', 'drainTimeout', 'adminRoutes', 'routes'])
+
+function drainTimeoutMs (value: unknown): number {
+  try {
+    return parseDuration(value ?? DEFAULTS.drainTimeout)
+  } catch (err) {
+    throw new ConfigError('drainTimeout', (err as Error).message)
+  }
+}
+
+function adminRoutes (value: unknown): 'all' | 'essential' {
+  const v = value ?? DEFAULTS.adminRoutes
+  if (v !== 'all' && v !== 'essential') throw new ConfigError('adminRoutes', `expected all (every admin route) or essential (health and ready only), got ${JSON.stringify(v)}`)
+  return v
+}
 
 export function loadConfig (argv: string[], env: NodeJS.ProcessEnv): SluiceConfig {
   const flags = parseServeArgs(argv)
@@ -177,6 +194,8 @@ export function loadConfig (argv: string[], env: NodeJS.ProcessEnv): SluiceConfi
     keyPrefix,
     hashSecret: String(global.hashSecret ?? DEFAULTS.hashSecret),
     logLevel,
+    drainTimeoutMs: drainTimeoutMs(global.drainTimeout),
+    adminRoutes: adminRoutes(global.adminRoutes),
     routes
   }
 }

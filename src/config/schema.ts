@@ -68,6 +68,10 @@ export interface SluiceConfig {
   /** Secret for the HMAC that turns credentials into bucket keys; share it between instances of a team. */
   hashSecret: string
   logLevel: string
+  /** On SIGTERM/SIGINT, how long in-flight and waiting requests may still proceed (ms); default 30 s. */
+  drainTimeoutMs?: number
+  /** "all" (default) serves every admin route; "essential" only /_sluice/health and /_sluice/ready. */
+  adminRoutes?: 'all' | 'essential'
   routes: RouteConfig[]
 }
 
@@ -77,6 +81,8 @@ export const DEFAULTS = {
   keyPrefix: 'sluice:',
   hashSecret: 'sluice-default-hash-secret',
   logLevel: 'info',
+  drainTimeout: '30s',
+  adminRoutes: 'all' as 'all' | 'essential',
   route: {
     prefix: '/',
     burst: 1,

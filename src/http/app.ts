@@ -15,7 +15,13 @@ import { registerObserveRoutes } from '../observe/admin-routes'
 import { Observer } from '../observe/observer'
 import type { BucketStore } from '../store/bucket-store'
 import { createStore } from '../store/create-store'
+import { limitBody } from './body-limit'
+import { applyServerTimeouts, clientErrorHandler, refuseConnect, serverTimeouts, type ServerTimeouts } from './client-error'
+import { withoutHopByHop } from './hop-by-hop'
 import { REDACT_PATHS, redactUrl } from './redact'
+import { requestGuard } from './request-guard'
+import { secretScrubber } from './secret-scrub'
+import { Drain, SHUTDOWN, shuttingDownError, type DrainResult } from './shutdown'
 import { rateLimitHeaders, type BudgetView } from './rate-limit-headers'
 import { requestBodyParser } from './request-body'
 import { createForwarder } from './forward'
@@ -51,11 +57,18 @@ export interface SluiceServer {
   /** Listen on config.host:config.port; resolves to the base URL. */
   listen: () => Promise<string>
   close: () => Promise<void>
+  /**
+   * Graceful shutdown (shutdown.ts): refuse new requests, drain for up to config.drainTimeoutMs,
+   * answer what still waits with 503 SHUTTING_DOWN, then close(). `hurry` ends the drain early.
+   */
+  shutdown: (hurry?: Promise<void>) => Promise<DrainResult>
 }
 
 export interface CreateOptions {
   logger?: Logger
   store?: BucketStore
+  /** Server timeouts in ms instead of those derived from the config (tests use short ones). */
+  timeouts?: Partial<ServerTimeouts>
 }
 
 const DOT_SEGMENT = /(?:^|\/)(?:\.|%2e){1,2}(?:[/?#]|%2f|%5c|\\|$)/i
@@ -101,16 +114,31 @@ function frameworkError (err: FastifyError): SluiceError {
 export async function createSluice (config: SluiceConfig, options: CreateOptions = {}): Promise<SluiceServer> {
   const logger = options.logger ?? createLogger(config.logLevel)
   const store = options.store ?? await createStore(config)
+  const timeouts: ServerTimeouts = { ...serverTimeouts(config), ...options.timeouts }
   const app = Fastify({
     loggerInstance: logger,
     disableRequestLogging: true,
     genReqId: requestId,
     requestIdHeader: false,
     bodyLimit: Math.max(...config.routes.map((r) => r.bodyLimit)),
-    // Slow clients are bounded: headers within 30 s, a whole request within 10 min (the longest wait plus transfer).
-    requestTimeout: 10 * 60_000,
+    // Slow clients are bounded (client-error.ts): headers, the whole request, idle keep-alive, silence.
+    requestTimeout: timeouts.requestMs,
+    keepAliveTimeout: timeouts.keepAliveMs,
+    connectionTimeout: timeouts.idleMs,
+    // requireHostHeader off: a missing Host gets the envelope from request-guard.ts, not Node's empty 400.
+    http: { headersTimeout: timeouts.headersMs, requestTimeout: timeouts.requestMs, connectionsCheckingInterval: timeouts.checkIntervalMs, requireHostHeader: false },
+    // A path that is not valid percent-encoding: the envelope, without echoing the path.
+    frameworkErrors: (err: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
+      sendError(reply, err.code === 'FST_ERR_BAD_URL' ? new SluiceError('BAD_REQUEST', 400, 'the path is not valid percent-encoding') : frameworkError(err))
+    },
+    // What Node's parser refuses (smuggling shapes, oversized headers, timeouts) still gets an envelope.
+    clientErrorHandler: clientErrorHandler(logger),
     return503OnClosing: true
   }) as unknown as FastifyInstance
+  applyServerTimeouts(app.server, timeouts)
+  refuseConnect(app.server, logger)
+  const drain = new Drain()
+  app.decorate('drain', drain)
   const limiters = new Map<string, RouteLimiter>()
   const observer = new Observer(config, store, limiters, logger)
 
@@ -122,6 +150,9 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
       throw new SluiceError('BAD_REQUEST', 400, 'the path contains "." or ".." segments, which Sluice does not forward')
     }
   })
+  app.addHook('onRequest', requestGuard(config))
+  app.addHook('onRequest', drain.onRequest)
+  app.addHook('onSend', secretScrubber(config.routes))
 
   app.addHook('onResponse', async (request, reply) => {
     const s = request.sluice
@@ -194,8 +225,31 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
     close: async () => {
       await app.close()
       await store.close()
+    },
+    shutdown: async (hurry?: Promise<void>) => {
+      const result = await drain.run({
+        timeoutMs: config.drainTimeoutMs ?? 30_000,
+        // Forwarded requests end by themselves within their route's upstream timeout.
+        graceMs: Math.max(...config.routes.map((r) => r.timeoutMs)) + 1000,
+        stopAccepting: () => { app.server.close() },
+        logger,
+        hurry
+      })
+      // What is left are idle or half-sent connections: nothing to answer on them.
+      app.server.closeAllConnections()
+      await app.close()
+      await store.close()
+      return result
     }
   }
+}
+
+/** A SluiceError that is `err` or in its cause chain (undici wraps a failed request body's error). */
+function sluiceErrorIn (err: unknown): SluiceError | undefined {
+  for (let e = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    if (e instanceof SluiceError) return e
+  }
+  return undefined
 }
 
 function markAdmin (request: FastifyRequest): void {
@@ -238,12 +292,17 @@ async function registerRoute (scope: FastifyInstance, route: RouteConfig, limite
     const controller = new AbortController()
     const onClose = (): void => { if (!reply.raw.writableEnded) controller.abort() }
     reply.raw.once('close', onClose)
+    const untrack = request.server.drain.track(controller)
     try {
       const admission = await limiter.admit(bucket, maxWaitMs, controller.signal)
+      // A body without Content-Length is counted as it streams upstream (413 past bodyLimit).
+      if (request.body === request.raw && request.headers['content-length'] === undefined) request.body = limitBody(request.raw, route)
       state.waitedMs = admission.waitedMs
       state.view = { remaining: admission.reservation.remaining, resetMs: Math.max(0, admission.reservation.resetMs - admission.waitedMs) }
       request.server.observer.admitted(state, admission, reply)
     } catch (err) {
+      // Cut short by shutdown (shutdown.ts): the limiter gave the reservation back; the client is told.
+      if (err instanceof ClientGoneError && controller.signal.reason === SHUTDOWN) throw shuttingDownError({ upstream: route.name, bucket })
       if (err instanceof ClientGoneError) {
         state.outcome = 'cancelled'
         request.server.observer.finished(state, 499)
@@ -256,6 +315,7 @@ async function registerRoute (scope: FastifyInstance, route: RouteConfig, limite
       }
       throw err
     } finally {
+      untrack()
       reply.raw.removeListener('close', onClose)
     }
   }
@@ -282,11 +342,21 @@ async function registerRoute (scope: FastifyInstance, route: RouteConfig, limite
       rewriteRequestHeaders: (request: FastifyRequest, headers: Record<string, unknown>) => ({ ...headers, 'x-request-id': request.id }),
       rewriteHeaders: (headers: Record<string, unknown>, request: FastifyRequest | undefined) => {
         const state = request?.sluice
-        if (request === undefined || state?.view === undefined) return headers
-        return { ...headers, ...rateLimitHeaders(route, state.view, state.waitedMs), 'x-request-id': request.id }
+        if (request === undefined || state?.view === undefined) return withoutHopByHop(headers)
+        return { ...withoutHopByHop(headers), ...rateLimitHeaders(route, state.view, state.waitedMs), 'x-request-id': request.id }
       },
       onResponse: (request: FastifyRequest, reply: FastifyReply, res: unknown) => handleUpstreamResponse(request, reply, res as never, route),
-      onError: (reply: FastifyReply, { error }: { error: Error }) => handleTransportError(reply, error, route)
+      onError: (reply: FastifyReply, { error }: { error: Error }) => {
+        // A chunked body that passed bodyLimit while streaming (body-limit.ts): 413, and the rest of it
+        // is not read (the connection closes).
+        const own = sluiceErrorIn(error)
+        if (own !== undefined && !reply.sent) {
+          reply.header('connection', 'close')
+          sendError(reply, own)
+          return
+        }
+        handleTransportError(reply, error, route)
+      }
     }
   } as never)
 }

@@ -2,7 +2,7 @@
 import { Writable } from 'node:stream'
 import pino from 'pino'
 import { parseRoute, checkRoutes, DEFAULTS, type SluiceConfig } from '../../src/config/schema'
-import { createSluice, type SluiceServer } from '../../src/http/app'
+import { createSluice, type CreateOptions, type SluiceServer } from '../../src/http/app'
 import { REDACT_PATHS } from '../../src/http/redact'
 
 export interface TestSluice extends SluiceServer {
@@ -11,7 +11,7 @@ export interface TestSluice extends SluiceServer {
   logs: Array<Record<string, unknown>>
 }
 
-export async function startSluice (routes: Array<Record<string, unknown>>, global: Partial<SluiceConfig> = {}): Promise<TestSluice> {
+export async function startSluice (routes: Array<Record<string, unknown>>, global: Partial<SluiceConfig> = {}, options: Omit<CreateOptions, 'logger'> = {}): Promise<TestSluice> {
   const parsed = routes.map((r, i) => parseRoute(r, `routes[${i}]`))
   checkRoutes(parsed)
   const config: SluiceConfig = {
@@ -32,7 +32,7 @@ export async function startSluice (routes: Array<Record<string, unknown>>, globa
     }
   })
   const logger = pino({ level: 'info', redact: { paths: REDACT_PATHS, remove: true } }, sink)
-  const sluice = await createSluice(config, { logger })
+  const sluice = await createSluice(config, { ...options, logger })
   const url = await sluice.listen()
   return Object.assign(sluice, { url, logs })
 }

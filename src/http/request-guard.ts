@@ -1,0 +1,51 @@
+// Checks on the request target before routing: only origin-form targets ("/path?query") are routed,
+// so an absolute-form target ("GET http://other-host/ HTTP/1.1") or an authority ("example.com:443")
+// can never name a host; and the optional admin routes can be turned off.
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { SluiceConfig } from '../config/schema'
+import { SluiceError } from '../errors'
+
+export const ADMIN_ROUTE_SETS = ['all', 'essential'] as const
+export type AdminRoutes = typeof ADMIN_ROUTE_SETS[number]
+
+/** The methods the proxy forwards (@fastify/http-proxy's list); others get 405, not 404. */
+const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'])
+
+/** Admin paths that stay on with adminRoutes: essential (liveness and readiness probes need them). */
+const ESSENTIAL = new Set(['/_sluice/health', '/_sluice/ready'])
+
+export function requestGuard (config: SluiceConfig) {
+  const essentialOnly = config.adminRoutes === 'essential'
+  return async function guard (request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    const target = request.raw.url ?? ''
+    // HTTP/1.1 needs exactly one Host (RFC 9112 3.2); Node keeps the first of several silently.
+    if (request.raw.httpVersion === '1.1') {
+      let hosts = 0
+      for (let i = 0; i < request.raw.rawHeaders.length; i += 2) if (request.raw.rawHeaders[i]!.toLowerCase() === 'host') hosts++
+      if (hosts !== 1) throw new SluiceError('BAD_REQUEST', 400, `an HTTP/1.1 request needs exactly one Host header, this one has ${hosts}`)
+    }
+    // "*" (OPTIONS *) and every other form are refused: Sluice only forwards paths under a route.
+    if (!target.startsWith('/') || target.startsWith('//')) {
+      throw new SluiceError('BAD_REQUEST', 400, 'the request target must be a path starting with a single "/"; Sluice forwards only to its configured upstreams')
+    }
+    // What reply-from refuses to build an upstream URL from (a segment starting or ending in "..",
+    // once decoded, e.g. "..;"), refused here first, with the envelope, before admission.
+    let decoded: string
+    try {
+      decoded = decodeURIComponent(target)
+    } catch {
+      throw new SluiceError('BAD_REQUEST', 400, 'the path is not valid percent-encoding')
+    }
+    if (decoded.includes('/..') || decoded.includes('../')) {
+      throw new SluiceError('BAD_REQUEST', 400, 'the path contains a segment starting or ending with "..", which Sluice does not forward')
+    }
+    if (!METHODS.has(request.method)) {
+      reply.header('allow', [...METHODS].join(', '))
+      throw new SluiceError('METHOD_NOT_ALLOWED', 405, `method ${request.method.slice(0, 20)} is not forwarded; Sluice forwards ${[...METHODS].join(', ')}`, { allow: [...METHODS] })
+    }
+    if (essentialOnly && (target === '/_sluice' || target.startsWith('/_sluice/') || target.startsWith('/_sluice?'))) {
+      const path = target.split('?')[0]
+      if (!ESSENTIAL.has(path)) throw new SluiceError('ROUTE_NOT_FOUND', 404, 'this admin route is turned off (adminRoutes: essential)')
+    }
+  }
+}
