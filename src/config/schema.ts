@@ -1,6 +1,7 @@
 // The one config schema: validated types, exported defaults, and errors that name the field,
 // what was expected and what was received. A bad config never starts half a server.
 import { parseDuration, parseRate, type Rate } from './units'
+import { maxCostOf, parseCostRules, type CostRule } from '../limiter/cost-rules'
 
 export const ALGORITHMS = ['token-bucket', 'sliding-window'] as const
 export type Algorithm = typeof ALGORITHMS[number]
@@ -51,7 +52,23 @@ export interface RouteConfig {
   onStoreError: StoreErrorMode
   /** At most this many requests of a bucket in flight at the upstream, across all instances (0 = no cap). */
   concurrency: number
+  /** Units of the budget a request takes, first matching rule wins; none match → 1. */
+  cost: CostRule[]
+  /** Where a request's client identity (for fair share) comes from before the fallbacks. */
+  client: ClientSource
+  /** Priority of a request without an X-Sluice-Priority header. */
+  priority: Priority
+  /** Fair-share weight per client identity (as sent, hashed at start-up); others weigh 1. */
+  weights: Record<string, number>
 }
+
+export const PRIORITIES = ['high', 'normal', 'low'] as const
+export type Priority = typeof PRIORITIES[number]
+
+/** The header naming a request's client; missing → the credential (hashed), then the remote address. */
+export interface ClientSource { header: string }
+
+export const MAX_WEIGHT = 100
 
 export const STORE_ERROR_MODES = ['local', 'open', 'closed'] as const
 export type StoreErrorMode = typeof STORE_ERROR_MODES[number]
@@ -101,7 +118,9 @@ export const DEFAULTS = {
     connectTimeout: '10s',
     mode: 'enforce' as RouteMode,
     onStoreError: 'local' as StoreErrorMode,
-    concurrency: 0
+    concurrency: 0,
+    client: 'header:x-sluice-client',
+    priority: 'normal' as Priority
   }
 } as const
 
@@ -145,7 +164,7 @@ export class ConfigError extends Error {
   }
 }
 
-const ROUTE_FIELDS = new Set(['name', 'prefix', 'upstream', 'limit', 'burst', 'maxWait', 'maxQueue', 'algorithm', 'key', 'margin', 'profile', 'errors', 'timeout', 'bodyLimit', 'minPause', 'maxPause', 'retryBodyLimit', 'retries', 'retryMethods', 'connectTimeout', 'mode', 'onStoreError', 'concurrency'])
+const ROUTE_FIELDS = new Set(['name', 'prefix', 'upstream', 'limit', 'burst', 'maxWait', 'maxQueue', 'algorithm', 'key', 'margin', 'profile', 'errors', 'timeout', 'bodyLimit', 'minPause', 'maxPause', 'retryBodyLimit', 'retries', 'retryMethods', 'connectTimeout', 'mode', 'onStoreError', 'concurrency', 'cost', 'client', 'priority', 'weights'])
 
 function describe (value: unknown): string {
   return `${JSON.stringify(value) ?? String(value)} (${value === null ? 'null' : typeof value})`
@@ -187,6 +206,19 @@ export function parseUpstream (name: string, value: unknown): string {
   if (url.username !== '' || url.password !== '') throw new ConfigError(name, 'credentials in the upstream URL are not allowed: send them as request headers')
   if (url.search !== '' || url.hash !== '') throw new ConfigError(name, 'the upstream URL must not have a query or fragment')
   return url.href.replace(/\/$/, '')
+}
+
+export function parseClient (name: string, value: unknown): ClientSource {
+  if (typeof value === 'string' && /^header:[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(value)) return { header: value.slice('header:'.length).toLowerCase() }
+  throw new ConfigError(name, `expected "header:<name>" (for example header:x-ci-job-id), got ${describe(value)}`)
+}
+
+export function parseWeights (name: string, value: unknown): Record<string, number> {
+  if (value === undefined) return {}
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new ConfigError(name, `expected a mapping of client to weight, e.g. {nightly: 3}, got ${describe(value)}`)
+  const weights: Record<string, number> = {}
+  for (const [client, w] of Object.entries(value as Record<string, unknown>)) weights[client] = integer(`${name}.${client}`, w, 1, MAX_WEIGHT)
+  return weights
 }
 
 export function parseKey (name: string, value: unknown): BucketKey {
@@ -251,7 +283,11 @@ export function parseRoute (raw: unknown, at: string): RouteConfig {
     connectTimeoutMs: field(`${at}.connectTimeout`, () => parseDuration(r.connectTimeout ?? d.connectTimeout)),
     mode: oneOf(`${at}.mode`, r.mode ?? d.mode, ROUTE_MODES),
     onStoreError: oneOf(`${at}.onStoreError`, r.onStoreError ?? d.onStoreError, STORE_ERROR_MODES),
-    concurrency: integer(`${at}.concurrency`, r.concurrency ?? d.concurrency, 0, 100_000)
+    concurrency: integer(`${at}.concurrency`, r.concurrency ?? d.concurrency, 0, 100_000),
+    cost: parseCostRules(`${at}.cost`, r.cost, maxCostOf(algorithm, limit.count, burst)),
+    client: parseClient(`${at}.client`, r.client ?? d.client),
+    priority: oneOf(`${at}.priority`, r.priority ?? d.priority, PRIORITIES),
+    weights: parseWeights(`${at}.weights`, r.weights)
   }
 }
 

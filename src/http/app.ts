@@ -9,6 +9,9 @@ import { Pool } from 'undici'
 import type { RouteConfig, SluiceConfig } from '../config/schema'
 import { SluiceError, envelope, type Envelope } from '../errors'
 import { bucketFor } from '../limiter/bucket-key'
+import { clientFor, hashedWeights, priorityFor } from '../limiter/client-identity'
+import { costOf, pathBelow } from '../limiter/cost-rules'
+import { FairScheduler } from '../limiter/fair-scheduler'
 import { ClientGoneError, RouteLimiter } from '../limiter/route-limiter'
 import { ShadowLimiter } from '../limiter/shadow-limiter'
 import { registerObserveRoutes } from '../observe/admin-routes'
@@ -30,6 +33,8 @@ import { handleTransportError, handleUpstreamResponse } from './upstream-respons
 export interface RequestState {
   route: RouteConfig
   bucket: string | undefined
+  /** Hashed client identity (fair share), once known. */
+  client?: string
   waitedMs: number
   view: BudgetView | undefined
   outcome: 'forwarded' | 'rejected' | 'cancelled' | 'admin' | 'unrouted'
@@ -51,6 +56,8 @@ export interface SluiceServer {
   app: FastifyInstance
   store: BucketStore
   limiters: Map<string, RouteLimiter>
+  /** Fair share per route (fair-scheduler.ts): per-client queues in front of each limiter. */
+  schedulers: Map<string, FairScheduler>
   config: SluiceConfig
   /** Metrics, team-wide status, dashboard events (src/observe). */
   observer: Observer
@@ -140,6 +147,7 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
   const drain = new Drain()
   app.decorate('drain', drain)
   const limiters = new Map<string, RouteLimiter>()
+  const schedulers = new Map<string, FairScheduler>()
   const observer = new Observer(config, store, limiters, logger)
 
   app.addHook('onRequest', async (request, reply) => {
@@ -164,6 +172,7 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
       durationMs: Math.round(reply.elapsedTime * 10) / 10,
       route: s?.route.name,
       bucket: s?.bucket,
+      client: s?.client,
       waitMs: s === undefined ? undefined : Math.round(s.waitedMs),
       upstreamStatus: s?.upstreamStatus,
       retries: s?.retries !== undefined && s.retries > 0 ? s.retries : undefined,
@@ -209,13 +218,16 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
   for (const route of config.routes) {
     const limiter = route.mode === 'shadow' ? new ShadowLimiter(route, limiterStore) : new RouteLimiter(route, limiterStore, (level, fields, message) => logger[level](fields, message))
     limiters.set(route.name, limiter)
-    await app.register(async (scope) => registerRoute(scope, route, limiter, { store: limiterStore, checkStore: store }, config))
+    const scheduler = new FairScheduler(route, limiter, hashedWeights(route, config.hashSecret))
+    schedulers.set(route.name, scheduler)
+    await app.register(async (scope) => registerRoute(scope, route, limiter, { store: limiterStore, checkStore: store }, scheduler, config))
   }
 
   return {
     app,
     store,
     limiters,
+    schedulers,
     config,
     observer,
     listen: async () => {
@@ -256,7 +268,7 @@ function markAdmin (request: FastifyRequest): void {
   request.sluice = { route: undefined as unknown as RouteConfig, bucket: undefined, waitedMs: 0, view: undefined, outcome: 'admin' }
 }
 
-async function registerRoute (scope: FastifyInstance, route: RouteConfig, limiter: RouteLimiter, stores: { store: BucketStore, checkStore: BucketStore }, config: SluiceConfig): Promise<void> {
+async function registerRoute (scope: FastifyInstance, route: RouteConfig, limiter: RouteLimiter, stores: { store: BucketStore, checkStore: BucketStore }, scheduler: FairScheduler, config: SluiceConfig): Promise<void> {
   const origin = new URL(route.upstream).origin
   const pool = new Pool(origin, {
     connections: 128,
@@ -281,6 +293,10 @@ async function registerRoute (scope: FastifyInstance, route: RouteConfig, limite
       throw new SluiceError('BAD_REQUEST', 400, `route ${route.name} shares its budget per ${header} header, and the request has none`, { upstream: route.name, header })
     }
     state.bucket = bucket
+    const client = clientFor(route, request.headers, request.ip, config.hashSecret).id
+    state.client = client
+    const priority = priorityFor(route, request.headers)
+    const cost = costOf(route.cost, request.method, pathBelow(route.prefix, request.url))
     let maxWaitMs = route.maxWaitMs
     const prefer = request.headers.prefer
     const match = typeof prefer === 'string' ? PREFER_WAIT.exec(prefer) : null
@@ -294,7 +310,10 @@ async function registerRoute (scope: FastifyInstance, route: RouteConfig, limite
     reply.raw.once('close', onClose)
     const untrack = request.server.drain.track(controller)
     try {
-      const admission = await limiter.admit(bucket, maxWaitMs, controller.signal)
+      // Shadow routes only measure, so they skip the fair queues (which would hold requests back).
+      const admission = route.mode === 'shadow'
+        ? await limiter.admit(bucket, maxWaitMs, controller.signal, cost)
+        : await scheduler.admit({ bucket, client, priority, cost, maxWaitMs, signal: controller.signal })
       // A body without Content-Length is counted as it streams upstream (413 past bodyLimit).
       if (request.body === request.raw && request.headers['content-length'] === undefined) request.body = limitBody(request.raw, route)
       state.waitedMs = admission.waitedMs

@@ -1,0 +1,440 @@
+// Fair share of one budget across clients, instances and priorities, in front of RouteLimiter.admit.
+//
+// Each request still makes ONE reservation in the store, but a client may only have a few units of
+// the budget reserved ahead at a time (its look-ahead: LOOKAHEAD_UNITS × weight, per instance); the
+// rest waits here, in per-client FIFO queues, and is handed to the limiter when one of the client's
+// reservations starts. The store's schedule is FIFO, so every backlogged client keeps exactly its
+// look-ahead booked and gets look-ahead / (sum of look-aheads) of the budget — on every instance
+// alike, because the shares are made in the shared schedule, not by dividing it between instances.
+// A newcomer is booked behind at most the others' look-aheads, never behind their backlogs.
+// Nothing polls: the queues move when a reservation starts (the limiter's one timer per request),
+// and low priority retries when the schedule's answer says the bucket will have room.
+import type { Priority, RouteConfig } from '../config/schema'
+import { SluiceError, retryAfterSeconds } from '../errors'
+import { slidingWindowParams, tokenBucketParams } from '../store/bucket-store'
+import { ClientGoneError, type Admission, type RouteLimiter } from './route-limiter'
+
+/** Units of the budget a client of weight 1 may have reserved ahead, per instance, in a token bucket
+ *  (2, so the next reservation is booked before the current one starts, whatever the event loop does). */
+export const LOOKAHEAD_UNITS = 2
+
+/** Per-client statistics kept at most for this many clients per route (oldest dropped first). */
+const MAX_TRACKED_CLIENTS = 1000
+
+export interface FairRequest {
+  bucket: string
+  /** Hashed client id (client-identity.ts). */
+  client: string
+  priority: Priority
+  /** Units of the budget (cost-rules.ts). */
+  cost: number
+  maxWaitMs: number
+  signal: AbortSignal
+}
+
+export interface FairAdmission extends Admission {
+  /** ms held in this instance's fair queue before the reservation was made (part of waitedMs). */
+  heldMs: number
+}
+
+export interface ClientStats {
+  bucket: string
+  client: string
+  weight: number
+  /** Requests and units admitted (started). */
+  admitted: number
+  units: number
+  /** Refused (RATE_LIMITED, QUEUE_FULL, QUEUE_TIMEOUT, STORE_UNAVAILABLE) and abandoned while waiting. */
+  rejected: number
+  cancelled: number
+  /** Sum and maximum of the waits of admitted requests, ms. */
+  waitedMsTotal: number
+  waitedMsMax: number
+  /** Requests waiting now: held here, and reserved but not yet started. */
+  held: number
+  reserved: number
+}
+
+interface Held {
+  req: FairRequest
+  arrived: number
+  deadline: number
+  done: boolean
+  resolve: (admission: FairAdmission) => void
+  reject: (err: unknown) => void
+  onAbort: () => void
+}
+
+interface ClientQueue {
+  id: string
+  weight: number
+  held: Record<Priority, Held[]>
+  /** Units reserved and not yet started, per priority class. */
+  reserved: Record<Priority, number>
+  stats: ClientStats
+}
+
+interface BucketState {
+  name: string
+  /** In round-robin order: a client served moves to the end. */
+  clients: Map<string, ClientQueue>
+  held: number
+  /** Requests handed to the limiter and not yet started. */
+  reserved: number
+  /** Deadlines of held requests (min-heap), served by one timer. */
+  deadlines: Held[]
+  deadlineTimer: NodeJS.Timeout | undefined
+  deadlineAt: number
+  /** Low priority: one probe at a time, and none before lowRetryAt (performance.now() ms). */
+  lowProbing: boolean
+  lowTimer: NodeJS.Timeout | undefined
+}
+
+const CLASSES: readonly Priority[] = ['high', 'normal']
+
+export class FairScheduler {
+  readonly route: RouteConfig
+  private readonly limiter: RouteLimiter
+  private readonly weights: Map<string, number>
+  private readonly buckets = new Map<string, BucketState>()
+  private readonly clientStats = new Map<string, ClientStats>()
+  /** Units of look-ahead for weight 1: enough for the route's costliest request. */
+  readonly lookaheadUnits: number
+  /** One slot of the budget, ms: the wait bound of a low-priority probe per unit of cost. */
+  readonly slotMs: number
+  readonly stats = { lowProbes: 0, lowProbesRefused: 0, heldTimeouts: 0, refusedAtArrival: 0 }
+
+  constructor (route: RouteConfig, limiter: RouteLimiter, weights: Map<string, number> = new Map()) {
+    this.route = route
+    this.limiter = limiter
+    this.weights = weights
+    // A sliding window releases a whole window's starts at one instant: a client booking only two
+    // ahead would reserve that burst one round trip after another and trail it, so it books 10%.
+    const base = route.algorithm === 'sliding-window' ? Math.max(LOOKAHEAD_UNITS, Math.ceil(route.limit.count / 10)) : LOOKAHEAD_UNITS
+    this.lookaheadUnits = Math.max(base, ...route.cost.map((r) => r.cost))
+    this.slotMs = route.algorithm === 'token-bucket'
+      ? tokenBucketParams(limiter.policy).intervalUs / 1000
+      : slidingWindowParams(limiter.policy).windowUs / 1000 / route.limit.count
+  }
+
+  /** Held here plus reserved and not yet started, for one bucket (maxQueue counts both). */
+  queueDepth (bucket: string): number {
+    const b = this.buckets.get(bucket)
+    return b === undefined ? 0 : b.held + b.reserved
+  }
+
+  /** Per-client usage and waits, for metrics and status (ids are hashes). */
+  clients (): ClientStats[] {
+    return [...this.clientStats.values()].map((s) => ({ ...s }))
+  }
+
+  /** Wait for the request's fair turn and its start, or throw what the limiter throws (details.client added). */
+  async admit (req: FairRequest): Promise<FairAdmission> {
+    const b = this.bucketState(req.bucket)
+    const c = this.clientQueue(b, req.client)
+    const arrived = performance.now()
+    const refuse = (err: SluiceError): never => {
+      err.details.client = req.client
+      c.stats.rejected++
+      this.tidy(b, c)
+      throw err
+    }
+    if (req.signal.aborted) throw new ClientGoneError('client disconnected before admission')
+    const lowerBoundMs = this.lowerBoundMs(c, req)
+    if (lowerBoundMs > req.maxWaitMs) {
+      this.stats.refusedAtArrival++
+      const ms = Math.ceil(lowerBoundMs)
+      refuse(new SluiceError('RATE_LIMITED', 429, `client ${req.client} already has ${this.unitsAhead(c, req.priority)} units queued in ${this.route.name}; this one could not start within the wait bound of ${Math.round(req.maxWaitMs)} ms`,
+        this.details(b, { retry_after_ms: ms, max_wait_ms: Math.round(req.maxWaitMs) }), retryAfterSeconds(ms)))
+    }
+    return await new Promise<FairAdmission>((resolve, reject) => {
+      const held: Held = {
+        req,
+        arrived,
+        deadline: arrived + req.maxWaitMs,
+        done: false,
+        resolve,
+        reject,
+        onAbort: () => {
+          if (held.done) return
+          this.unhold(b, c, held)
+          c.stats.cancelled++
+          this.tidy(b, c)
+          reject(new ClientGoneError('client disconnected while waiting'))
+        }
+      }
+      c.held[req.priority].push(held)
+      b.held++
+      req.signal.addEventListener('abort', held.onAbort, { once: true })
+      this.pump(b)
+      if (!held.done && b.held + b.reserved > this.route.maxQueue) {
+        this.unhold(b, c, held)
+        const aheadMs = Math.round(b.held * this.slotMs)
+        try {
+          refuse(new SluiceError('QUEUE_FULL', 429, `${b.held + b.reserved} requests of bucket ${b.name} are already waiting in this instance (maxQueue ${this.route.maxQueue})`,
+            this.details(b, { queue_depth: b.held + b.reserved, max_queue: this.route.maxQueue, retry_after_ms: aheadMs }), retryAfterSeconds(aheadMs)))
+        } catch (err) {
+          reject(err)
+        }
+        return
+      }
+      if (!held.done) this.watchDeadline(b, held)
+    })
+  }
+
+  private details (b: BucketState, extra: Record<string, unknown>): Record<string, unknown> {
+    return { upstream: this.route.name, bucket: b.name, limit: this.route.limit.count, window_s: this.route.limit.windowMs / 1000, ...extra }
+  }
+
+  /** Units queued here ahead of a new request of `priority` from this client. */
+  private unitsAhead (c: ClientQueue, priority: Priority): number {
+    let units = 0
+    for (const p of ['high', 'normal', 'low'] as const) {
+      for (const h of c.held[p]) units += h.req.cost
+      if (p === priority) break
+    }
+    return units
+  }
+
+  /** The earliest this request could start even with the whole budget to itself: what is queued ahead of it must go first. */
+  private lowerBoundMs (c: ClientQueue, req: FairRequest): number {
+    const ahead = this.unitsAhead(c, req.priority)
+    if (this.route.algorithm === 'token-bucket') return Math.max(0, ahead + req.cost - this.route.burst) * this.slotMs
+    const windowMs = slidingWindowParams(this.limiter.policy).windowUs / 1000
+    return Math.floor((ahead + req.cost - 1) / this.route.limit.count) * windowMs
+  }
+
+  private bucketState (name: string): BucketState {
+    let b = this.buckets.get(name)
+    if (b === undefined) {
+      b = { name, clients: new Map(), held: 0, reserved: 0, deadlines: [], deadlineTimer: undefined, deadlineAt: Infinity, lowProbing: false, lowTimer: undefined }
+      this.buckets.set(name, b)
+    }
+    return b
+  }
+
+  private clientQueue (b: BucketState, id: string): ClientQueue {
+    let c = b.clients.get(id)
+    if (c === undefined) {
+      const weight = this.weights.get(id) ?? 1
+      const key = `${b.name}\n${id}`
+      let stats = this.clientStats.get(key)
+      if (stats === undefined) {
+        stats = { bucket: b.name, client: id, weight, admitted: 0, units: 0, rejected: 0, cancelled: 0, waitedMsTotal: 0, waitedMsMax: 0, held: 0, reserved: 0 }
+        this.clientStats.set(key, stats)
+        if (this.clientStats.size > MAX_TRACKED_CLIENTS) this.clientStats.delete(this.clientStats.keys().next().value as string)
+      }
+      c = { id, weight, held: { high: [], normal: [], low: [] }, reserved: { high: 0, normal: 0, low: 0 }, stats }
+      b.clients.set(id, c)
+    }
+    return c
+  }
+
+  /** Forget a client (and then the bucket) that has nothing held or reserved. */
+  private tidy (b: BucketState, c: ClientQueue): void {
+    c.stats.held = c.held.high.length + c.held.normal.length + c.held.low.length
+    c.stats.reserved = c.reserved.high + c.reserved.normal + c.reserved.low
+    if (c.stats.held === 0 && c.stats.reserved === 0 && b.clients.get(c.id) === c) b.clients.delete(c.id)
+    if (b.clients.size === 0 && b.held === 0 && b.reserved === 0 && this.buckets.get(b.name) === b) {
+      if (b.deadlineTimer !== undefined) clearTimeout(b.deadlineTimer)
+      if (b.lowTimer !== undefined) clearTimeout(b.lowTimer)
+      this.buckets.delete(b.name)
+    }
+  }
+
+  private unhold (b: BucketState, c: ClientQueue, held: Held): void {
+    held.done = true
+    held.req.signal.removeEventListener('abort', held.onAbort)
+    const queue = c.held[held.req.priority]
+    const i = queue.indexOf(held)
+    if (i !== -1) {
+      queue.splice(i, 1)
+      b.held--
+    }
+  }
+
+  private mayReserve (c: ClientQueue, p: Priority, cost: number): boolean {
+    return c.reserved[p] === 0 || c.reserved[p] + cost <= this.lookaheadUnits * c.weight
+  }
+
+  /**
+   * Hand held requests to the limiter: high before normal, round-robin over clients, each client up
+   * to its look-ahead; low only when nothing of higher priority is held in this instance.
+   */
+  private pump (b: BucketState): void {
+    for (const p of CLASSES) {
+      for (let moved = true; moved;) {
+        moved = false
+        for (const c of [...b.clients.values()]) {
+          const next = c.held[p][0]
+          if (next === undefined || !this.mayReserve(c, p, next.req.cost)) continue
+          this.dispatch(b, c, next, next.deadline - performance.now())
+          moved = true
+        }
+      }
+    }
+    if (b.lowProbing || b.lowTimer !== undefined) return
+    for (const c of b.clients.values()) if (c.held.high.length > 0 || c.held.normal.length > 0) return
+    for (const c of b.clients.values()) {
+      const next = c.held.low[0]
+      if (next === undefined) continue
+      // Only if the bucket has room within about one slot: what others leave, not a place in line.
+      this.probeLow(b, c, next)
+      return
+    }
+  }
+
+  private dispatch (b: BucketState, c: ClientQueue, held: Held, boundMs: number): void {
+    const { req } = held
+    this.unhold(b, c, held)
+    b.clients.delete(c.id)
+    b.clients.set(c.id, c)
+    c.reserved[req.priority] += req.cost
+    b.reserved++
+    const heldMs = performance.now() - held.arrived
+    this.limiter.admit(req.bucket, Math.max(0, boundMs), req.signal, req.cost).then((admission) => {
+      this.settle(b, c, req)
+      const waitedMs = performance.now() - held.arrived
+      c.stats.admitted++
+      c.stats.units += req.cost
+      c.stats.waitedMsTotal += waitedMs
+      c.stats.waitedMsMax = Math.max(c.stats.waitedMsMax, waitedMs)
+      this.tidy(b, c)
+      held.resolve({ ...admission, waitedMs, heldMs })
+    }, (err: unknown) => {
+      this.settle(b, c, req)
+      this.fail(c, held, err)
+      this.tidy(b, c)
+    })
+  }
+
+  private settle (b: BucketState, c: ClientQueue, req: FairRequest): void {
+    c.reserved[req.priority] -= req.cost
+    b.reserved--
+    // A reservation started (or failed): the client may book its next one now.
+    this.pump(b)
+  }
+
+  private fail (c: ClientQueue, held: Held, err: unknown): void {
+    if (err instanceof ClientGoneError) c.stats.cancelled++
+    else c.stats.rejected++
+    if (err instanceof SluiceError) err.details.client = c.id
+    held.reject(err)
+  }
+
+  private probeLow (b: BucketState, c: ClientQueue, held: Held): void {
+    const { req } = held
+    const remaining = held.deadline - performance.now()
+    const probeMs = Math.min(remaining, req.cost * this.slotMs)
+    // Not held while the probe is out (its deadline is then the limiter's business).
+    this.unhold(b, c, held)
+    b.clients.delete(c.id)
+    b.clients.set(c.id, c)
+    b.lowProbing = true
+    c.reserved.low += req.cost
+    b.reserved++
+    this.stats.lowProbes++
+    const finish = (): void => {
+      b.lowProbing = false
+      c.reserved.low -= req.cost
+      b.reserved--
+    }
+    this.limiter.admit(req.bucket, Math.max(0, probeMs), req.signal, req.cost).then((admission) => {
+      finish()
+      const waitedMs = performance.now() - held.arrived
+      c.stats.admitted++
+      c.stats.units += req.cost
+      c.stats.waitedMsTotal += waitedMs
+      c.stats.waitedMsMax = Math.max(c.stats.waitedMsMax, waitedMs)
+      this.tidy(b, c)
+      held.resolve({ ...admission, waitedMs, heldMs: waitedMs - admission.waitedMs })
+      this.pump(b)
+    }, (err: unknown) => {
+      finish()
+      const busy = err instanceof SluiceError && (err.code === 'RATE_LIMITED' || err.code === 'QUEUE_TIMEOUT')
+      if (busy && probeMs < remaining && !req.signal.aborted) {
+        // The bucket is booked further ahead by others: back to the front, and try again when the
+        // schedule said this request could have started (no polling in between).
+        this.stats.lowProbesRefused++
+        held.done = false
+        c.held.low.unshift(held)
+        b.held++
+        req.signal.addEventListener('abort', held.onAbort, { once: true })
+        const retryMs = Math.max(this.slotMs, Number(err.details.retry_after_ms ?? this.slotMs))
+        b.lowTimer = setTimeout(() => {
+          b.lowTimer = undefined
+          this.pump(b)
+        }, Math.min(retryMs, Math.max(1, remaining)))
+        this.watchDeadline(b, held)
+        this.tidy(b, c)
+        return
+      }
+      this.fail(c, held, err)
+      this.tidy(b, c)
+      this.pump(b)
+    })
+  }
+
+  // Deadlines of held requests: a min-heap and one timer per bucket.
+  private watchDeadline (b: BucketState, held: Held): void {
+    const heap = b.deadlines
+    heap.push(held)
+    for (let i = heap.length - 1; i > 0;) {
+      const parent = (i - 1) >> 1
+      if (heap[parent].deadline <= heap[i].deadline) break
+      ;[heap[parent], heap[i]] = [heap[i], heap[parent]]
+      i = parent
+    }
+    this.armDeadlines(b)
+  }
+
+  private popDeadline (heap: Held[]): Held | undefined {
+    const top = heap[0]
+    const last = heap.pop()
+    if (heap.length > 0 && last !== undefined) {
+      heap[0] = last
+      for (let i = 0; ;) {
+        const l = 2 * i + 1
+        const r = l + 1
+        let m = i
+        if (l < heap.length && heap[l].deadline < heap[m].deadline) m = l
+        if (r < heap.length && heap[r].deadline < heap[m].deadline) m = r
+        if (m === i) break
+        ;[heap[m], heap[i]] = [heap[i], heap[m]]
+        i = m
+      }
+    }
+    return top
+  }
+
+  private armDeadlines (b: BucketState): void {
+    while (b.deadlines.length > 0 && b.deadlines[0].done) this.popDeadline(b.deadlines)
+    const next = b.deadlines[0]?.deadline ?? Infinity
+    if (next === b.deadlineAt) return
+    if (b.deadlineTimer !== undefined) clearTimeout(b.deadlineTimer)
+    b.deadlineTimer = undefined
+    b.deadlineAt = next
+    if (next === Infinity) return
+    b.deadlineTimer = setTimeout(() => this.expire(b), Math.max(0, next - performance.now()) + 1)
+  }
+
+  /** Held requests whose wait bound has passed: refused, since they cannot start within it any more. */
+  private expire (b: BucketState): void {
+    b.deadlineTimer = undefined
+    b.deadlineAt = Infinity
+    const now = performance.now()
+    while (b.deadlines.length > 0 && (b.deadlines[0].done || b.deadlines[0].deadline <= now)) {
+      const held = this.popDeadline(b.deadlines) as Held
+      if (held.done) continue
+      const c = b.clients.get(held.req.client)
+      if (c === undefined) continue
+      this.unhold(b, c, held)
+      this.stats.heldTimeouts++
+      const ms = Math.ceil(b.held * this.slotMs)
+      this.fail(c, held, new SluiceError('QUEUE_TIMEOUT', 503, `the request waited its whole wait bound of ${Math.round(held.req.maxWaitMs)} ms for its fair turn in ${this.route.name} and was not forwarded`,
+        this.details(b, { retry_after_ms: ms, max_wait_ms: Math.round(held.req.maxWaitMs) }), retryAfterSeconds(ms)))
+      this.tidy(b, c)
+    }
+    if (this.buckets.get(b.name) === b) this.armDeadlines(b)
+  }
+}
