@@ -20,12 +20,13 @@ ENV NODE_ENV=production \
     SLUICE_HOST=0.0.0.0 \
     SLUICE_PORT=8080
 WORKDIR /app
-# Owned by root and read-only for the process: the "node" user (uid 1000) only reads the app.
+# Owned by root and read-only for the process: the "node" user only reads the app.
 COPY --from=build /app/package.json ./package.json
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY config ./config
-USER node
+# Numeric, so Kubernetes' runAsNonRoot can verify it: uid/gid 1000 is the image's "node" user.
+USER 1000:1000
 EXPOSE 8080
 # The slim image has no curl: ask Node. /_sluice/health means "process alive"; orchestrators that
 # should wait for Redis too can probe /_sluice/ready instead (docker-compose.yml does).

@@ -1,25 +1,32 @@
 // Scenario 1, overhead: one loopback upstream reached directly, through a bare @fastify/http-proxy,
 // through Sluice with the memory store and through Sluice with Redis — in one run, with a budget so high
 // that nothing waits. Peak throughput with autocannon; then latency at half the bare proxy's peak.
+// The targets are measured in interleaved rounds (A B C D, A B C D, …): on a machine shared with other
+// work, load that comes and goes then falls on every target alike instead of on whichever ran at the time.
 import autocannon from 'autocannon'
 import { commandStats, startChild, startRedis, type Child } from './processes'
-import { pacedLoad, type PacedResult } from './paced-load'
-import { printTable, round } from './table'
+import { pacedLoad } from './paced-load'
+import { percentile, printTable, round } from './table'
 
 export interface OverheadOptions {
-  /** Seconds of load per peak measurement (≤ 10). */
-  durationS: number
-  /** Seconds of load per half-load latency measurement. */
-  halfLoadS: number
+  rounds: number
+  /** Seconds of load per target and round (rounds × seconds ≤ 10 per target). */
+  roundS: number
+  /** Seconds of load per target and round at half load. */
+  halfLoadRoundS: number
   connections: number
 }
 
-export const OVERHEAD_DEFAULTS: OverheadOptions = { durationS: 8, halfLoadS: 6, connections: 64 }
+export const OVERHEAD_DEFAULTS: OverheadOptions = { rounds: 3, roundS: 3, halfLoadRoundS: 3, connections: 64 }
 
 // 1,000,000 per second with a burst of 100,000: no request of the run can wait.
 const NO_WAIT_ROUTE = { name: 'bench', limit: '1000000/s', burst: 100_000, maxWait: '1s' }
 
 interface Target { name: string, url: string, sluice?: Child }
+
+function median (values: number[]): number {
+  return percentile(values, 50)
+}
 
 export async function overhead (options: OverheadOptions = OVERHEAD_DEFAULTS): Promise<Record<string, unknown>> {
   const children: Child[] = []
@@ -40,55 +47,62 @@ export async function overhead (options: OverheadOptions = OVERHEAD_DEFAULTS): P
       { name: 'Sluice, Redis store', url: viaRedis.url, sluice: viaRedis }
     ]
 
-    const peak: Array<Record<string, number | string>> = []
-    let redisCommands: Record<string, number> = {}
-    for (const target of targets) {
-      await autocannon({ url: `${target.url}/items/1`, connections: options.connections, duration: 2 }) // warm-up, discarded
-      await target.sluice?.call('resetStats')
-      if (target.sluice === viaRedis) await redis.client.config('RESETSTAT')
-      const r = await autocannon({ url: `${target.url}/items/1`, connections: options.connections, duration: options.durationS })
-      const stats = target.sluice === undefined ? undefined : await target.sluice.call<{ reservations: number, waited: number }>('stats')
-      if (target.sluice === viaRedis) redisCommands = await commandStats(redis.client)
-      peak.push({
-        target: target.name,
-        requestsPerS: round(r.requests.average, 0),
-        p50Ms: r.latency.p50,
-        p99Ms: r.latency.p99,
-        errors: r.errors + r.timeouts,
-        non2xx: r.non2xx,
-        total: r.requests.total,
-        waited: stats?.waited ?? 0
-      })
+    for (const target of targets) await autocannon({ url: `${target.url}/items/1`, connections: options.connections, duration: 2 }) // warm-up, discarded
+    for (const target of targets) await target.sluice?.call('resetStats')
+    await redis.client.config('RESETSTAT')
+    const rounds = targets.map(() => [] as Array<{ rps: number, p50: number, p99: number, errors: number, non2xx: number, total: number }>)
+    for (let r = 0; r < options.rounds; r++) {
+      for (const [i, target] of targets.entries()) {
+        const res = await autocannon({ url: `${target.url}/items/1`, connections: options.connections, duration: options.roundS })
+        rounds[i].push({ rps: res.requests.average, p50: res.latency.p50, p99: res.latency.p99, errors: res.errors + res.timeouts, non2xx: res.non2xx, total: res.requests.total })
+      }
     }
-    const bareRps = Number(peak[1].requestsPerS)
-    for (const row of peak) row.ratioToBare = round(Number(row.requestsPerS) / bareRps, 3)
-
-    // Latency at half the bare proxy's peak: what a moderately loaded Sluice adds, in microseconds.
-    const rate = Math.round(bareRps / 2)
-    const half: Array<{ target: string } & PacedResult> = []
-    for (const target of targets.slice(1)) {
-      await pacedLoad(`${target.url}/items/1`, rate, 1) // warm-up, discarded
-      half.push({ target: target.name, ...(await pacedLoad(`${target.url}/items/1`, rate, options.halfLoadS)) })
-    }
-    const bareP99 = half[0].latencyMs.p99
-    const halfRows = half.map((h) => ({
-      target: h.target,
-      rate: h.rate,
-      sent: h.sent,
-      errors: h.errors,
-      p50Ms: round(h.latencyMs.p50, 3),
-      p99Ms: round(h.latencyMs.p99, 3),
-      addedP99Ms: round(h.latencyMs.p99 - bareP99, 3)
+    const redisCommands = await commandStats(redis.client)
+    const stats = await Promise.all(targets.map(async (t) => await t.sluice?.call<{ reservations: number, waited: number }>('stats')))
+    const peak = targets.map((target, i) => ({
+      target: target.name,
+      requestsPerS: round(median(rounds[i].map((x) => x.rps)), 0),
+      roundsRequestsPerS: rounds[i].map((x) => round(x.rps, 0)),
+      p50Ms: median(rounds[i].map((x) => x.p50)),
+      p99Ms: median(rounds[i].map((x) => x.p99)),
+      errors: rounds[i].reduce((a, x) => a + x.errors, 0),
+      non2xx: rounds[i].reduce((a, x) => a + x.non2xx, 0),
+      total: rounds[i].reduce((a, x) => a + x.total, 0),
+      waited: stats[i]?.waited ?? 0,
+      // Ratio to the bare proxy within each round, then the median: robust to load that changed between rounds.
+      ratioToBare: round(median(rounds[i].map((x, r) => x.rps / rounds[1][r].rps)), 3)
     }))
 
-    const redisReservations = Number(peak[3].total)
+    // Latency at half the bare proxy's peak: what a moderately loaded Sluice adds, in microseconds.
+    const rate = Math.round(peak[1].requestsPerS / 2)
+    const halfTargets = targets.slice(1)
+    for (const target of halfTargets) await pacedLoad(`${target.url}/items/1`, rate, 1) // warm-up, discarded
+    const halfRounds = halfTargets.map(() => [] as Array<{ sent: number, errors: number, p50: number, p99: number }>)
+    for (let r = 0; r < options.rounds; r++) {
+      for (const [i, target] of halfTargets.entries()) {
+        const h = await pacedLoad(`${target.url}/items/1`, rate, options.halfLoadRoundS)
+        halfRounds[i].push({ sent: h.sent, errors: h.errors, p50: h.latencyMs.p50, p99: h.latencyMs.p99 })
+      }
+    }
+    const halfRows = halfTargets.map((target, i) => ({
+      target: target.name,
+      rate,
+      sent: halfRounds[i].reduce((a, x) => a + x.sent, 0),
+      errors: halfRounds[i].reduce((a, x) => a + x.errors, 0),
+      p50Ms: round(median(halfRounds[i].map((x) => x.p50)), 3),
+      p99Ms: round(median(halfRounds[i].map((x) => x.p99)), 3),
+      roundsP99Ms: halfRounds[i].map((x) => round(x.p99, 3)),
+      // Added p99 within each round, then the median.
+      addedP99Ms: round(median(halfRounds[i].map((x, r) => x.p99 - halfRounds[0][r].p99)), 3)
+    }))
+
     const result = {
       scenario: 'overhead',
       options,
       route: NO_WAIT_ROUTE,
       peak,
       halfLoad: halfRows,
-      redis: { commands: redisCommands, reservationCommandsPerRequest: round((redisCommands.evalsha ?? 0) / redisReservations, 3) },
+      redis: { commands: redisCommands, evalshaPerRequest: round((redisCommands.evalsha ?? 0) / peak[3].total, 3) },
       targets: {
         memoryRatio: peak[2].ratioToBare,
         memoryRatioTarget: 0.9,
@@ -99,12 +113,12 @@ export async function overhead (options: OverheadOptions = OVERHEAD_DEFAULTS): P
         addedP99TargetMs: 1
       }
     }
-    printTable(`Overhead: peak throughput (autocannon, ${options.connections} connections, ${options.durationS} s each)`,
-      ['target', 'req/s', 'ratio to bare', 'p50 ms', 'p99 ms', 'errors', 'non-2xx', 'waited'],
-      peak.map((p) => [p.target, p.requestsPerS, p.ratioToBare, p.p50Ms, p.p99Ms, p.errors, p.non2xx, p.waited]))
-    printTable(`Overhead: latency at half the bare proxy's peak (${rate} req/s, ${options.halfLoadS} s each)`,
-      ['target', 'sent', 'errors', 'p50 ms', 'p99 ms', 'p99 added ms'],
-      halfRows.map((h) => [h.target, h.sent, h.errors, h.p50Ms, h.p99Ms, h.addedP99Ms]))
+    printTable(`Overhead: peak throughput (autocannon, ${options.connections} connections, median of ${options.rounds} interleaved rounds of ${options.roundS} s)`,
+      ['target', 'req/s', 'rounds req/s', 'ratio to bare', 'p50 ms', 'p99 ms', 'errors', 'non-2xx', 'waited'],
+      peak.map((p) => [p.target, p.requestsPerS, p.roundsRequestsPerS.join(' / '), p.ratioToBare, p.p50Ms, p.p99Ms, p.errors, p.non2xx, p.waited]))
+    printTable(`Overhead: latency at half the bare proxy's peak (${rate} req/s, median of ${options.rounds} rounds of ${options.halfLoadRoundS} s)`,
+      ['target', 'sent', 'errors', 'p50 ms', 'p99 ms', 'rounds p99 ms', 'p99 added ms'],
+      halfRows.map((h) => [h.target, h.sent, h.errors, h.p50Ms, h.p99Ms, h.roundsP99Ms.join(' / '), h.addedP99Ms]))
     return result
   } finally {
     for (const c of children.reverse()) await c.stop()

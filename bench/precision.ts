@@ -2,6 +2,7 @@
 // Judged from the upstream's arrival log: the most arrivals in any 1 s window against the limit, the
 // time to drain against the theoretical minimum (utilization), and how late each request reached the
 // upstream after the start Sluice had reserved for it.
+import { defaultMarginMs } from '../src/config/schema'
 import { maxInWindow } from '../src/emulator'
 import { burst } from './burst'
 import { startChild, startRedis, type Child } from './processes'
@@ -22,8 +23,8 @@ export const PRECISION_DEFAULTS: PrecisionOptions = {
   windowMs: 1000,
   requests: 1000,
   variants: [
-    { name: 'sliding-window (default margin 50 ms)', algorithm: 'sliding-window' },
-    { name: 'token-bucket, burst 1 (default margin 50 ms)', algorithm: 'token-bucket' },
+    { name: 'sliding-window, default margin', algorithm: 'sliding-window' },
+    { name: 'token-bucket, burst 1, default margin', algorithm: 'token-bucket' },
     { name: 'sliding-window, margin 10 ms', algorithm: 'sliding-window', margin: '10ms' }
   ]
 }
@@ -60,7 +61,7 @@ export async function precision (options: PrecisionOptions = PRECISION_DEFAULTS)
         runs.push({
           variant: variant.name,
           algorithm: variant.algorithm,
-          margin: variant.margin ?? 'default',
+          margin: variant.margin ?? `${defaultMarginMs(options.windowMs)}ms (default)`,
           statuses: result.statuses,
           upstreamArrivals: arrivals.length,
           upstreamLimited: arrivals.filter((a) => a.outcome !== 'ok').length,
@@ -87,10 +88,10 @@ export async function precision (options: PrecisionOptions = PRECISION_DEFAULTS)
     await redis.stop()
   }
   printTable(`Precision: ${options.instances} instances, one Redis, limit ${options.limit}/${options.windowMs / 1000}s, ${options.requests} requests at once`,
-    ['variant', 'max in 1 s', 'limit', '429s upstream', 'drain s', 'minimum s', 'utilization', 'late p50 ms', 'late p99 ms', 'statuses'],
+    ['variant', 'margin', 'max in 1 s', 'limit', '429s upstream', 'drain s', 'minimum s', 'utilization', 'late p50 ms', 'late p99 ms', 'statuses'],
     runs.map((r) => {
       const l = r.lateness as Record<string, number>
-      return [r.variant as string, r.maxIn1s as number, r.limit as number, r.upstreamLimited as number, round(Number(r.drainMs) / 1000, 2), Number(r.minimumMs) / 1000, r.utilization as number, l.p50Ms, l.p99Ms, JSON.stringify(r.statuses)]
+      return [r.variant as string, r.margin as string, r.maxIn1s as number, r.limit as number, r.upstreamLimited as number, round(Number(r.drainMs) / 1000, 2), Number(r.minimumMs) / 1000, r.utilization as number, l.p50Ms, l.p99Ms, JSON.stringify(r.statuses)]
     }))
   return { scenario: 'precision', options, targets: { maxIn1sAtMost: options.limit, utilizationAtLeast: 0.98 }, runs }
 }

@@ -73,11 +73,11 @@ function main (): void {
   if (overhead !== undefined) {
     const t = overhead.targets
     out.push('## 1. Overhead', '', `Machine: ${machineLine(overhead.machine)}.`, '',
-      `Route budget ${overhead.route.limit} with burst ${overhead.route.burst}: nothing waits (the "waited" column counts reservations that had to). autocannon, ${overhead.options.connections} connections, ${overhead.options.durationS} s per target after a 2 s warm-up; latencies in whole ms (autocannon's resolution).`, '',
-      table(['target', 'req/s', 'ratio to bare proxy', 'p50 ms', 'p99 ms', 'errors', 'non-2xx', 'waited'],
-        overhead.peak.map((p: Json) => [p.target, p.requestsPerS, p.ratioToBare, p.p50Ms, p.p99Ms, p.errors, p.non2xx, p.waited])), '',
-      `Latency at half the bare proxy's peak (${overhead.halfLoad[0].rate} req/s, open loop, ${overhead.options.halfLoadS} s, µs timer):`, '',
-      table(['target', 'sent', 'errors', 'p50 ms', 'p99 ms', 'p99 added vs bare ms'], overhead.halfLoad.map((h: Json) => [h.target, h.sent, h.errors, h.p50Ms, h.p99Ms, h.addedP99Ms])), '',
+      `Route budget ${overhead.route.limit} with burst ${overhead.route.burst}: nothing waits (the "waited" column counts reservations that had to). autocannon, ${overhead.options.connections} connections; the targets are measured in ${overhead.options.rounds} interleaved rounds of ${overhead.options.roundS} s after a 2 s warm-up each, and each figure is the median over the rounds (ratios are taken within a round, then the median). Latencies in whole ms (autocannon's resolution).`, '',
+      table(['target', 'req/s', 'per round', 'ratio to bare proxy', 'p50 ms', 'p99 ms', 'errors', 'non-2xx', 'waited'],
+        overhead.peak.map((p: Json) => [p.target, p.requestsPerS, p.roundsRequestsPerS.join(' / '), p.ratioToBare, p.p50Ms, p.p99Ms, p.errors, p.non2xx, p.waited])), '',
+      `Latency at half the bare proxy's peak (${overhead.halfLoad[0].rate} req/s, open loop, ${overhead.options.rounds} interleaved rounds of ${overhead.options.halfLoadRoundS} s, µs timer):`, '',
+      table(['target', 'sent', 'errors', 'p50 ms', 'p99 ms', 'p99 per round', 'p99 added vs bare ms'], overhead.halfLoad.map((h: Json) => [h.target, h.sent, h.errors, h.p50Ms, h.p99Ms, h.roundsP99Ms.join(' / '), h.addedP99Ms])), '',
       table(['target', 'goal', 'measured', 'verdict'], [
         ['memory store throughput', `≥ ${t.memoryRatioTarget} of bare`, t.memoryRatio, verdict(t.memoryRatio >= t.memoryRatioTarget)],
         ['Redis store throughput', `≥ ${t.redisRatioTarget} of bare`, t.redisRatio, verdict(t.redisRatio >= t.redisRatioTarget)],
@@ -91,8 +91,8 @@ function main (): void {
     writeFileSync(join(BENCH_DIR, 'precision-arrivals.svg'), arrivalsSvg(precision.runs, o.limit, o.windowMs))
     out.push('## 2. Precision', '', `Machine: ${machineLine(precision.machine)}.`, '',
       `${o.instances} Sluice instances sharing one Redis, limit ${o.limit} per ${o.windowMs / 1000} s, ${o.requests} requests sent at once (round-robin over the instances). Measured from the upstream's arrival log (an emulator enforcing the same limit exactly, answering 429 above it). Minimum drain = (⌈${o.requests}/${o.limit}⌉ − 1) × ${o.windowMs / 1000} s, the shortest span any client could achieve; utilization = minimum / actual span from first to last arrival. "Late" = arrival at the upstream − the start Sluice reserved (store clock), per request.`, '',
-      table(['variant', 'max in any 1 s', 'limit', 'upstream 429s', 'drain s', 'minimum s', 'utilization', 'late p50 ms', 'late p99 ms', 'late max ms', 'client statuses'],
-        precision.runs.map((r: Json) => [r.variant, r.maxIn1s, r.limit, r.upstreamLimited, (r.drainMs / 1000).toFixed(2), r.minimumMs / 1000, r.utilization, r.lateness.p50Ms, r.lateness.p99Ms, r.lateness.maxMs, JSON.stringify(r.statuses).replace(/"/g, '')])), '',
+      table(['variant', 'margin', 'max in any 1 s', 'limit', 'upstream 429s', 'drain s', 'minimum s', 'utilization', 'late p50 ms', 'late p99 ms', 'late max ms', 'client statuses'],
+        precision.runs.map((r: Json) => [r.variant, r.margin, r.maxIn1s, r.limit, r.upstreamLimited, (r.drainMs / 1000).toFixed(2), r.minimumMs / 1000, r.utilization, r.lateness.p50Ms, r.lateness.p99Ms, r.lateness.maxMs, JSON.stringify(r.statuses).replace(/"/g, '')])), '',
       `Goals: never above the limit (${precision.runs.map((r: Json) => `${r.variant}: ${verdict(r.maxIn1s <= o.limit)}`).join('; ')}); utilization ≥ 0.98 (${precision.runs.map((r: Json) => `${r.variant}: ${verdict(r.utilization >= 0.98)}`).join('; ')}).`, '',
       '![Arrivals at the upstream: trailing 1 s count (line) and per-second count (bars) against the limit](precision-arrivals.svg)', '')
   }

@@ -48,7 +48,7 @@ export async function scale (options: ScaleOptions = SCALE_DEFAULTS): Promise<Re
     const upstream = await startChild('child-upstream', { mode: 'plain', firstRetryAfterS: options.holdS })
     children.push(upstream)
     const route = { name: 'scale', upstream: upstream.url, limit: options.limit, maxWait: '60s', maxQueue: options.requests }
-    const sluice = await startChild('child-sluice', { route, redis: redis.url, keyPrefix: 'bench-scale:' })
+    const sluice = await startChild('child-sluice', { route, redis: redis.url, keyPrefix: 'bench-scale:', countOpen: true })
     children.push(sluice)
     const idle = await sluice.call<SluiceStats>('stats')
     await sluice.call('resetStats')
