@@ -318,6 +318,8 @@ async function registerRoute (scope: FastifyInstance, route: RouteConfig, limite
       if (request.body === request.raw && request.headers['content-length'] === undefined) request.body = limitBody(request.raw, route)
       state.waitedMs = admission.waitedMs
       state.view = { remaining: admission.reservation.remaining, resetMs: Math.max(0, admission.reservation.resetMs - admission.waitedMs) }
+      // A concurrency slot (route `concurrency`) is held until the exchange with the client is over.
+      if (admission.release !== undefined) reply.raw.once('close', admission.release)
       request.server.observer.admitted(state, admission, reply)
     } catch (err) {
       // Cut short by shutdown (shutdown.ts): the limiter gave the reservation back; the client is told.

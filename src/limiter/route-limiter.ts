@@ -4,6 +4,7 @@ import type { RouteConfig } from '../config/schema'
 import { SluiceError, retryAfterSeconds } from '../errors'
 import type { BucketPolicy, BucketStore, Reservation } from '../store/bucket-store'
 import { MemoryStore } from '../store/memory-store'
+import { ConcurrencyGate, LeaseAbortedError, LeaseTimeoutError } from './concurrency-gate'
 
 /**
  * Where a route's reservations are made right now: the shared store ("redis"), the embedded one
@@ -19,6 +20,8 @@ export interface Admission {
   reservation: Reservation
   /** ms actually spent waiting locally */
   waitedMs: number
+  /** Give the concurrency slot back (route `concurrency`); call once the upstream exchange is over. */
+  release?: () => void
 }
 
 /** Resolves true when the delay passed, false when `signal` fired first (the client left). */
@@ -160,7 +163,60 @@ export class RouteLimiter {
   }
 
   queueDepth (bucket: string): number {
-    return this.waiting.get(bucket) ?? 0
+    return (this.waiting.get(bucket) ?? 0) + (this.gate?.waitingFor(bucket) ?? 0) + (this.localGate?.waitingFor(bucket) ?? 0)
+  }
+
+  /** Requests of this bucket holding a concurrency slot in this instance. */
+  inFlight (bucket: string): number {
+    return (this.gate?.inFlight(bucket) ?? 0) + (this.localGate?.inFlight(bucket) ?? 0)
+  }
+
+  private gate: ConcurrencyGate | undefined
+  private localGate: ConcurrencyGate | undefined
+
+  /**
+   * A concurrency slot, taken before the rate reservation so that a slot wait never makes a booked
+   * start late. While the store is unreachable, onStoreError decides, as for reservations.
+   */
+  private async takeSlot (bucket: string, deadline: number, signal: AbortSignal): Promise<(() => void) | undefined> {
+    const limit = this.route.concurrency
+    if (limit <= 0) return undefined
+    const fromGate = async (gate: ConcurrencyGate, slots: number): Promise<() => void> => {
+      try {
+        const id = await gate.acquire(bucket, slots, deadline, signal)
+        let released = false
+        return () => {
+          if (released) return
+          released = true
+          void gate.release(bucket, id)
+        }
+      } catch (err) {
+        if (err instanceof LeaseAbortedError) throw new ClientGoneError(err.message)
+        if (err instanceof LeaseTimeoutError) {
+          throw new SluiceError('RATE_LIMITED', 429, `all ${slots} concurrency slots of ${this.route.name} stayed busy for the wait bound`,
+            this.details(bucket, { reason: 'concurrency', concurrency: slots, retry_after_ms: err.retryInMs }), retryAfterSeconds(err.retryInMs))
+        }
+        throw err
+      }
+    }
+    if (this.store.kind === 'memory' || this.store.available()) {
+      this.gate ??= new ConcurrencyGate(this.store)
+      try {
+        return await fromGate(this.gate, limit)
+      } catch (err) {
+        if (err instanceof SluiceError || err instanceof ClientGoneError || this.store.kind === 'memory') throw err
+        this.setMode(this.route.onStoreError, err)
+      }
+    } else {
+      this.setMode(this.route.onStoreError)
+    }
+    if (this.route.onStoreError === 'open') return undefined
+    if (this.route.onStoreError === 'closed') {
+      throw new SluiceError('STORE_UNAVAILABLE', 503, 'the budget store is unreachable, so the request was not forwarded (onStoreError: closed)',
+        this.details(bucket, { store: this.store.kind, store_mode: 'closed' }), 1)
+    }
+    this.localGate ??= new ConcurrencyGate(this.local())
+    return await fromGate(this.localGate, Math.max(1, Math.floor(limit / Math.max(1, this.store.instanceCount()))))
   }
 
   totalWaiting (): number {
@@ -186,6 +242,27 @@ export class RouteLimiter {
     }
     const arrived = performance.now()
     const deadline = arrived + maxWaitMs
+    // A retry of the same request (same signal) keeps the slot it holds instead of taking a second.
+    const held = this.slotBySignal.get(signal)
+    const release = held ?? await this.takeSlot(bucket, deadline, signal)
+    if (release !== undefined) this.slotBySignal.set(signal, release)
+    try {
+      const admission = await this.scheduleStart(bucket, cost, maxWaitMs, arrived, deadline, signal)
+      return release === undefined ? admission : { ...admission, release }
+    } catch (err) {
+      if (held === undefined && release !== undefined) {
+        release()
+        this.slotBySignal.delete(signal)
+      }
+      throw err
+    }
+  }
+
+  /** The concurrency slot each in-progress request (by its abort signal) holds. */
+  private readonly slotBySignal = new WeakMap<AbortSignal, () => void>()
+
+  /** The rate part of admit(): reserve, wait, re-reserve a late start. */
+  private async scheduleStart (bucket: string, cost: number, maxWaitMs: number, arrived: number, deadline: number, signal: AbortSignal): Promise<Admission> {
     // A request may leave at most half the margin after its slot; the other half absorbs the network.
     const toleranceMs = this.route.marginMs > 0 ? this.route.marginMs / 2 : Infinity
     for (let attempt = 0; ; attempt++) {

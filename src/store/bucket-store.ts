@@ -39,6 +39,17 @@ export interface BucketStore {
   release (bucket: string, policy: BucketPolicy, cost: number, ticket: number): Promise<boolean>
   /** No reservation of `bucket` may start before `delayMs` from now; a shorter pause never shortens a longer one. */
   pause (bucket: string, delayMs: number): Promise<number>
+  /**
+   * Take one of `limit` concurrency slots of `bucket` as a lease that expires after `ttlMs` unless
+   * renewed; when none is free, `retryInMs` says when the earliest lease expires.
+   */
+  acquireLease (bucket: string, limit: number, leaseId: string, ttlMs: number): Promise<{ acquired: boolean, retryInMs: number }>
+  /** Give a lease back; every instance's onLeaseFreed listener hears of it. */
+  releaseLease (bucket: string, leaseId: string): Promise<void>
+  /** Extend leases still held (long waits or long responses). */
+  renewLeases (bucket: string, leaseIds: string[], ttlMs: number): Promise<void>
+  /** `listener(bucket)` runs whenever any instance gives a lease of `bucket` back. */
+  onLeaseFreed (listener: (bucket: string) => void): void
   /** Resolves when the store is reachable. */
   ping (): Promise<void>
   /** False while the store is known to be unreachable (no round trip: a cheap check per request). */

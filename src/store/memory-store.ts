@@ -1,5 +1,6 @@
 // The embedded default: buckets in this process's memory. The same arithmetic as the Lua scripts
 // in ./lua, step for step, so one contract suite holds for both stores.
+import { EventEmitter } from 'node:events'
 import { nowUs } from './clock'
 import { slidingWindowParams, tokenBucketParams, type BucketPeek, type BucketPolicy, type BucketStore, type Reservation, type TeamBoard } from './bucket-store'
 
@@ -146,6 +147,42 @@ export class MemoryStore implements BucketStore, TeamBoard {
 
   async leave (id: string): Promise<void> {
     this.beats.delete(id)
+  }
+
+  private readonly leases = new Map<string, Map<string, number>>()
+  private readonly freed = new EventEmitter()
+
+  async acquireLease (bucket: string, limit: number, leaseId: string, ttlMs: number): Promise<{ acquired: boolean, retryInMs: number }> {
+    const now = Date.now()
+    let held = this.leases.get(bucket)
+    if (held === undefined) {
+      held = new Map()
+      this.leases.set(bucket, held)
+    }
+    for (const [id, expiry] of held) if (expiry <= now) held.delete(id)
+    if (held.size < limit) {
+      held.set(leaseId, now + ttlMs)
+      return { acquired: true, retryInMs: 0 }
+    }
+    return { acquired: false, retryInMs: Math.max(1, Math.min(...held.values()) - now) }
+  }
+
+  async releaseLease (bucket: string, leaseId: string): Promise<void> {
+    const held = this.leases.get(bucket)
+    held?.delete(leaseId)
+    if (held?.size === 0) this.leases.delete(bucket)
+    this.freed.emit('freed', bucket)
+  }
+
+  async renewLeases (bucket: string, leaseIds: string[], ttlMs: number): Promise<void> {
+    const held = this.leases.get(bucket)
+    if (held === undefined) return
+    for (const id of leaseIds) if (held.has(id)) held.set(id, Date.now() + ttlMs)
+  }
+
+  onLeaseFreed (listener: (bucket: string) => void): void {
+    this.freed.setMaxListeners(0)
+    this.freed.on('freed', listener)
   }
 
   async ping (): Promise<void> {}

@@ -15,6 +15,9 @@ interface SluiceCommands {
   sluiceReleaseTokenBucket (state: string, ticket: string, backUs: number): Promise<number>
   sluiceReleaseSlidingWindow (starts: string, ticket: string, cost: number): Promise<number>
   sluicePause (pause: string, delayUs: number): Promise<number>
+  sluiceAcquireLease (leases: string, limit: number, leaseId: string, ttlMs: number): Promise<[number, number]>
+  sluiceReleaseLease (leases: string, leaseId: string, channel: string, bucket: string): Promise<number>
+  sluiceRenewLeases (leases: string, ttlMs: number, ...leaseIds: string[]): Promise<number>
   sluicePeekTokenBucket (state: string, pause: string, intervalUs: number, tauUs: number): Promise<[number, number, number, number]>
   sluicePeekSlidingWindow (starts: string, pause: string, limit: number, windowUs: number): Promise<[number, number, number, number]>
   sluiceHeartbeat (live: string, snapshots: string, id: string, snapshot: string, ttlMs: number): Promise<number>
@@ -27,6 +30,9 @@ const SCRIPTS: Array<[keyof SluiceCommands, string, number]> = [
   ['sluiceReleaseTokenBucket', 'release-token-bucket-1.lua', 1],
   ['sluiceReleaseSlidingWindow', 'release-sliding-window-1.lua', 1],
   ['sluicePause', 'pause-1.lua', 1],
+  ['sluiceAcquireLease', 'acquire-lease-1.lua', 1],
+  ['sluiceReleaseLease', 'release-lease-1.lua', 1],
+  ['sluiceRenewLeases', 'renew-leases-1.lua', 1],
   ['sluicePeekTokenBucket', 'peek-token-bucket-2.lua', 2],
   ['sluicePeekSlidingWindow', 'peek-sliding-window-2.lua', 2],
   ['sluiceHeartbeat', 'heartbeat-2.lua', 2],
@@ -166,11 +172,43 @@ export class RedisStore implements BucketStore, TeamBoard {
     await this.client.multi().zrem(this.teamKey('live'), id).hdel(this.teamKey('snapshots'), id).exec()
   }
 
+  async acquireLease (bucket: string, limit: number, leaseId: string, ttlMs: number): Promise<{ acquired: boolean, retryInMs: number }> {
+    const [ok, retryInMs] = await this.client.sluiceAcquireLease(this.key(bucket, 'leases'), limit, leaseId, Math.round(ttlMs))
+    return { acquired: ok === 1, retryInMs }
+  }
+
+  async releaseLease (bucket: string, leaseId: string): Promise<void> {
+    await this.client.sluiceReleaseLease(this.key(bucket, 'leases'), leaseId, this.leaseChannel(), bucket)
+  }
+
+  async renewLeases (bucket: string, leaseIds: string[], ttlMs: number): Promise<void> {
+    if (leaseIds.length > 0) await this.client.sluiceRenewLeases(this.key(bucket, 'leases'), Math.round(ttlMs), ...leaseIds)
+  }
+
+  private subscriber: Redis | undefined
+  private readonly leaseListeners: Array<(bucket: string) => void> = []
+
+  private leaseChannel (): string {
+    return `${this.prefix}lease-freed`
+  }
+
+  onLeaseFreed (listener: (bucket: string) => void): void {
+    this.leaseListeners.push(listener)
+    if (this.subscriber !== undefined) return
+    // One subscriber connection per instance; ioredis subscribes again after a reconnect.
+    const sub = this.client.duplicate({ lazyConnect: false, enableOfflineQueue: true, commandTimeout: undefined })
+    sub.on('error', () => {})
+    sub.on('message', (_channel: string, bucket: string) => { for (const l of this.leaseListeners) l(bucket) })
+    sub.subscribe(this.leaseChannel()).catch(() => {})
+    this.subscriber = sub
+  }
+
   async ping (): Promise<void> {
     await this.client.ping()
   }
 
   async close (): Promise<void> {
+    this.subscriber?.disconnect()
     try {
       await this.client.quit()
     } catch {
