@@ -49,6 +49,7 @@ t.test('every preset parses into a valid route with the documented limit', async
 
 t.test('github supplies its upstream; the others need --upstream', async (t) => {
   t.equal(loadConfig(['--preset', 'github'], {}).routes[0].upstream, 'https://api.github.com')
+  t.equal(loadConfig(['--preset', 'github'], {}).routes[0].concurrency, 100, 'GitHub\'s 100 concurrent requests per token')
   configError(t, () => loadConfig(['--preset', 'testrail-professional'], {}), '--upstream', /is required/)
 })
 
