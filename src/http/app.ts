@@ -2,7 +2,7 @@
 // response → client. Errors of every kind leave as one envelope.
 import { randomUUID } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
+import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import proxy from '@fastify/http-proxy'
 import pino, { type Logger } from 'pino'
 import { Pool } from 'undici'
@@ -124,7 +124,8 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
   const timeouts: ServerTimeouts = { ...serverTimeouts(config), ...options.timeouts }
   const app = Fastify({
     loggerInstance: logger,
-    disableRequestLogging: true,
+    // One log line per request comes from our onResponse hook, not from fastify's two.
+    logController: new LogController({ disableRequestLogging: true }),
     genReqId: requestId,
     requestIdHeader: false,
     bodyLimit: Math.max(...config.routes.map((r) => r.bodyLimit)),
