@@ -76,7 +76,9 @@ export class Drain {
   private abortWaiters (): number {
     this.waitersAborted = true
     const n = this.waiters.size
-    for (const c of this.waiters) c.abort(SHUTDOWN)
+    // Newest first: a store gives a reservation back only while it is the newest one, so unwinding
+    // from the tail lets every waiter's slot go back (their release commands reach Redis in this order).
+    for (const c of [...this.waiters].reverse()) c.abort(SHUTDOWN)
     this.waiters.clear()
     return n
   }
