@@ -24,8 +24,8 @@ const NOW_MS = Date.parse('2025-01-01T00:00:00Z')
 const ROUTE = 'fixture-route'
 const REQUEST_ID = 'req-fixture'
 
-// Codes only Sluice itself raises (queue, routing, store, its own bugs); no upstream sample can produce them.
-const SLUICE_ONLY_CODES = new Set(['QUEUE_FULL', 'QUEUE_TIMEOUT', 'ROUTE_NOT_FOUND', 'STORE_UNAVAILABLE', 'INTERNAL_ERROR'])
+// Codes only Sluice itself raises (its own limits, its own HTTP layer, its own shutdown): no upstream sample maps to them.
+const SLUICE_ONLY_CODES = new Set(['QUEUE_FULL', 'QUEUE_TIMEOUT', 'ROUTE_NOT_FOUND', 'STORE_UNAVAILABLE', 'INTERNAL_ERROR', 'SHUTTING_DOWN', 'REQUEST_TIMEOUT', 'HEADERS_TOO_LARGE'])
 
 interface Expect {
   status: number
