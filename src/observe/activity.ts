@@ -69,11 +69,14 @@ export class BucketActivity {
     return out.sort((a, b) => a[0] - b[0])
   }
 
-  /** Requests forwarded in the last budget window (rounded up to whole seconds, the current one included). */
+  /**
+   * Requests forwarded in the last budget window, counted over the whole seconds before the current
+   * one (a window of 1 s is the last complete second: the current one is only partly there).
+   */
   forwardedInWindow (nowMs = Date.now()): number {
     const now = Math.floor(nowMs / 1000)
     let n = 0
-    for (const slot of this.slots) if (slot[0] > now - this.windowS && slot[0] <= now) n += slot[1]
+    for (const slot of this.slots) if (slot[0] >= now - this.windowS && slot[0] < now) n += slot[1]
     return n
   }
 

@@ -295,7 +295,7 @@ export class Observer {
   private activityOf (route: RouteConfig, bucket: string): BucketActivity {
     let act = this.activity.get(bucket)
     if (act === undefined) {
-      act = new BucketActivity(route.name, bucket, (route.limit.windowMs + route.marginMs) / 1000)
+      act = new BucketActivity(route.name, bucket, route.limit.windowMs / 1000)
       this.activity.set(bucket, act)
       if (this.activity.size > MAX_BUCKETS) this.forgetIdle(Date.now(), true)
     }
