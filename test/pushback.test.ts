@@ -49,6 +49,7 @@ t.test('pushback pauses every instance and every request still succeeds', async 
       t.ok(emulator.pushbacks.length >= 1, `the API pushed back (${emulator.pushbacks.length} times): Sluice was set above its limit`)
       t.equal(stats.ok, REQUESTS, 'each request was accepted upstream exactly once')
       const early = emulator.earlyAfterPushback({ graceMs: GRACE_MS })
+      t.comment(`arrivals before the asked-for time: ${emulator.earlyAfterPushback()} without grace, ${early} after the first ${GRACE_MS} ms`)
       t.equal(early, 0, `no instance sent a request before the delay the API asked for (grace ${GRACE_MS} ms; ${stats.limited} pushed back, ${stats.total} arrivals)`)
       const retried = instances.reduce((n, s) => n + upstreamStats(s.config.routes[0]!).pushbackRetries, 0)
       t.equal(retried, stats.limited, 'every pushed-back request was sent again, and only those')

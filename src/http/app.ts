@@ -44,6 +44,8 @@ export interface RequestState {
   maxWaitMs?: number
   /** Attempts sent upstream after the first (forward.ts). */
   retries?: number
+  /** The admission's abort controller: retries are admitted under the same one (forward.ts). */
+  controller?: AbortController
 }
 
 declare module 'fastify' {
@@ -307,6 +309,7 @@ async function registerRoute (scope: FastifyInstance, route: RouteConfig, limite
     }
     state.maxWaitMs = maxWaitMs
     const controller = new AbortController()
+    state.controller = controller
     const onClose = (): void => { if (!reply.raw.writableEnded) controller.abort() }
     reply.raw.once('close', onClose)
     const untrack = request.server.drain.track(controller)

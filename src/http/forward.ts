@@ -23,8 +23,14 @@ export const BACKOFF_BASE_MS = 100
 export const BACKOFF_CAP_MS = 5_000
 /** A request is sent at most this often after pushback, whatever its wait bound (a runaway guard). */
 export const MAX_PUSHBACK_RETRIES = 20
-/** A waiting request re-checks a pause this often at most before it is sent anyway. */
+/** A waiting request re-queues behind a pause this often at most before it is sent anyway. */
 const MAX_PAUSE_CHECKS = 5
+/**
+ * How often an instance with requests waiting on a bucket reads the bucket's pause from the shared
+ * store (ms). A pause set by another instance is then known here within this time plus a round trip,
+ * without a store round trip between a request's slot and its departure.
+ */
+export const PAUSE_POLL_MS = 40
 const TRANSIENT_STATUSES: ReadonlySet<number> = new Set([502, 503, 504])
 // Failures before the request reached the upstream: safe to send again whatever the method.
 const NEVER_SENT: ReadonlySet<string> = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN'])
@@ -75,6 +81,7 @@ export function createForwarder (opts: ForwarderOptions): Handler {
   async function pause (bucket: string, delayMs: number, why: string): Promise<void> {
     if (shadow || delayMs <= 0) return
     stats.pauses++
+    notePause(bucket, Date.now() + delayMs)
     try {
       await opts.store.pause(bucket, delayMs)
     } catch (err) {
@@ -90,6 +97,39 @@ export function createForwarder (opts: ForwarderOptions): Handler {
     } catch {
       return 0
     }
+  }
+
+  /** Pauses known to this instance, epoch ms per bucket: its own, and others' read by the watch below. */
+  const knownPause = new Map<string, number>()
+  const watched = new Set<string>()
+
+  function notePause (bucket: string, untilMs: number): void {
+    if (untilMs > (knownPause.get(bucket) ?? 0)) knownPause.set(bucket, untilMs)
+  }
+
+  function pausedHere (bucket: string): boolean {
+    const until = knownPause.get(bucket)
+    if (until === undefined) return false
+    if (until > Date.now()) return true
+    knownPause.delete(bucket)
+    return false
+  }
+
+  /** Reads the bucket's pause from the store while requests of this instance wait on it. */
+  function watch (bucket: string): void {
+    if (shadow || watched.has(bucket)) return
+    watched.add(bucket)
+    const tick = (): void => {
+      if (limiter.queueDepth(bucket) === 0) {
+        watched.delete(bucket)
+        return
+      }
+      void pausedForMs(bucket).then((ms) => {
+        if (ms > 0) notePause(bucket, Date.now() + ms)
+        setTimeout(tick, PAUSE_POLL_MS).unref()
+      })
+    }
+    setTimeout(tick, PAUSE_POLL_MS).unref()
   }
 
   /** Steer by the upstream's own numbers: an exhausted budget pauses, a lower limit is adopted. */
@@ -142,8 +182,11 @@ export function createForwarder (opts: ForwarderOptions): Handler {
     const bucket = state?.bucket
     if (state === undefined || bucket === undefined) return reply.from(dest, options)
     const method = request.method.toUpperCase()
-    const controller = new AbortController()
+    // The admission's own controller where there is one: the limiter keys a concurrency slot by its
+    // signal, so a retry keeps the slot the request holds instead of waiting for a second one.
+    const controller = state.controller ?? new AbortController()
     reply.raw.once('close', () => { if (!reply.raw.writableEnded) controller.abort() })
+    watch(bucket)
     let retries = 0
     let pushbackRetries = 0
     let transientRetries = 0
@@ -168,13 +211,12 @@ export function createForwarder (opts: ForwarderOptions): Handler {
       slept = admission.waitedMs > 0
     }
 
-    /** A request that slept for its slot looks again for a pause set meanwhile (by any instance). */
+    /**
+     * A request that slept for its slot may have slept into a pause set meanwhile (by any instance):
+     * it queues again, behind the pause. Known pauses only: no store round trip after the slot.
+     */
     const clearOfPauses = async (): Promise<void> => {
-      for (let i = 0; i < MAX_PAUSE_CHECKS && slept && !shadow; i++) {
-        const pausedMs = await pausedForMs(bucket)
-        if (pausedMs <= 0) return
-        await readmit()
-      }
+      for (let i = 0; i < MAX_PAUSE_CHECKS && slept && !shadow && pausedHere(bucket); i++) await readmit()
     }
 
     const clientGone = (): void => {
@@ -208,8 +250,8 @@ export function createForwarder (opts: ForwarderOptions): Handler {
       if (kind === 'transient') {
         const backoffMs = Math.random() * Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** transientRetries)
         if (backoffMs >= remainingWaitMs()) return false
-        const slept = await sleep(backoffMs, controller.signal)
-        if (!slept) return 'gone'
+        const stillThere = await sleep(backoffMs, controller.signal)
+        if (!stillThere) return 'gone'
       }
       try {
         await readmit()
