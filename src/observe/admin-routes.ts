@@ -21,13 +21,19 @@ function markAdmin (request: FastifyRequest): void {
   request.sluice = { route: undefined as unknown as RouteConfig, bucket: undefined, waitedMs: 0, view: undefined, outcome: 'admin' }
 }
 
-export function registerObserveRoutes (app: FastifyInstance, observer: Observer): void {
-  const page = readFileSync(join(__dirname, 'dashboard.html'))
+/**
+ * Attach the observer (the request path reaches it as app.observer, its heartbeat starts with the
+ * server and stops with it) and, unless `routes` is false (admin routes limited to health and
+ * ready), mount its routes.
+ */
+export function registerObserveRoutes (app: FastifyInstance, observer: Observer, options: { routes?: boolean } = {}): void {
   app.decorate('observer', observer)
   app.addHook('onReady', async () => { observer.start() })
   // Open event streams would keep fastify's close waiting: end them before the server closes.
   app.addHook('preClose', async () => { observer.events.closeAll() })
   app.addHook('onClose', async () => { await observer.close() })
+  if (options.routes === false) return
+  const page = readFileSync(join(__dirname, 'dashboard.html'))
 
   app.get('/_sluice/metrics', async (request, reply) => {
     markAdmin(request)
