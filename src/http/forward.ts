@@ -122,6 +122,7 @@ export function createForwarder (opts: ForwarderOptions): Handler {
     const tick = (): void => {
       if (limiter.queueDepth(bucket) === 0) {
         watched.delete(bucket)
+        pausedHere(bucket) // forgets an expired pause: per-credential buckets come and go
         return
       }
       void pausedForMs(bucket).then((ms) => {
