@@ -1,7 +1,6 @@
 // Child process: one Sluice instance (createSluice, as the CLI starts it, logging at info to a discarded
-// stdout), plus what the benchmarks measure from inside: event-loop delay, peak RSS, requests waiting,
-// and optionally every reservation's start keyed by request id.
-import { AsyncLocalStorage } from 'node:async_hooks'
+// stdout), plus what the benchmarks measure from inside: event-loop delay, peak RSS, requests open,
+// and optionally the reserved start of every forwarded request, by request id.
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { checkRoutes, DEFAULTS, parseRoute, type SluiceConfig } from '../src/config/schema'
 import { createLogger, createSluice } from '../src/http/app'
@@ -12,7 +11,7 @@ interface Options {
   route: Record<string, unknown>
   redis?: string
   keyPrefix?: string
-  /** Record the reserved start (store clock, epoch ms) of every request, keyed by x-request-id. */
+  /** Record the reserved start (store clock, epoch ms) of every forwarded request, by x-request-id. */
   record?: boolean
   /** Count the requests open in the process (peakOpen). */
   countOpen?: boolean
@@ -49,10 +48,6 @@ async function main (): Promise<void> {
     }
   }
 
-  // Which request a reservation belongs to: the request id, carried through the async chain of the
-  // request from the moment the HTTP server emits it.
-  const requestIds = new AsyncLocalStorage<string>()
-  const starts: Record<string, number> = {}
   let reservations = 0
   let waited = 0
   const reserve = sluice.store.reserve.bind(sluice.store)
@@ -60,19 +55,29 @@ async function main (): Promise<void> {
     const r = await reserve(...args)
     reservations++
     if (r.admitted && r.waitMs > 0) waited++
-    const id = requestIds.getStore()
-    if (options.record === true && id !== undefined && r.admitted) starts[id] = r.startMs ?? Date.now() + r.waitMs
     return r
   }
+  // The reserved start of each forwarded request, by request id: Sluice reports every admission (the
+  // final reservation, after any re-reservation of a late start) to its observer, with the reply.
+  const starts: Record<string, number> = {}
+  type Observer = { admitted: (state: unknown, admission: { reservation: Reservation }, reply: { request: { id: string } }) => void }
+  const observer = (sluice.app as unknown as { observer?: Observer }).observer
+  if (options.record === true && observer !== undefined) {
+    const admitted = observer.admitted.bind(observer)
+    observer.admitted = (state, admission, reply) => {
+      const r = admission.reservation
+      if (r.startMs !== undefined) starts[reply.request.id] = r.startMs
+      admitted(state, admission, reply)
+    }
+  }
+
   // Requests open in this process (arrived, not yet answered): independent of how the limiter queues.
   // Only where a scenario needs it, so the overhead runs measure Sluice alone.
   let open = 0
-  if (options.record === true || options.countOpen === true) {
-    sluice.app.server.prependListener('request', (req, res) => {
+  if (options.countOpen === true) {
+    sluice.app.server.prependListener('request', (_req, res) => {
       open++
       res.once('close', () => { open-- })
-      const id = req.headers['x-request-id']
-      if (options.record === true && typeof id === 'string') requestIds.enterWith(id)
     })
   }
 

@@ -4,7 +4,7 @@ import autocannon from 'autocannon'
 import { maxInWindow } from '../src/emulator'
 import { burst } from './burst'
 import { freePort, hasNginx, startChild, startNginx, type Child } from './processes'
-import { printTable, round } from './table'
+import { percentile, printTable, round } from './table'
 
 export async function nginxReference (): Promise<Record<string, unknown> | undefined> {
   const bin = hasNginx()
@@ -27,12 +27,29 @@ export async function nginxReference (): Promise<Record<string, unknown> | undef
   server { listen 127.0.0.1:${portLimited}; server_name bench; location / { limit_req zone=high burst=100000 nodelay; proxy_pass http://api; proxy_http_version 1.1; proxy_set_header Connection ""; } }`)
     const peak: Array<Record<string, number | string>> = []
     try {
-      for (const [name, port] of [['direct upstream', 0], ['nginx proxy_pass', portPlain], ['nginx limit_req (nothing delayed)', portLimited]] as const) {
-        const url = port === 0 ? plain.url : `http://127.0.0.1:${port}`
-        await autocannon({ url: `${url}/items/1`, connections: 64, duration: 2 })
-        const r = await autocannon({ url: `${url}/items/1`, connections: 64, duration: 8 })
-        peak.push({ target: name, requestsPerS: round(r.requests.average, 0), p50Ms: r.latency.p50, p99Ms: r.latency.p99, errors: r.errors + r.timeouts, non2xx: r.non2xx })
+      // Interleaved rounds, medians: as in the overhead scenario.
+      const targets = [['direct upstream', plain.url], ['nginx proxy_pass', `http://127.0.0.1:${portPlain}`], ['nginx limit_req (nothing delayed)', `http://127.0.0.1:${portLimited}`]] as const
+      for (const [, url] of targets) await autocannon({ url: `${url}/items/1`, connections: 64, duration: 2 })
+      const rounds = targets.map(() => [] as Array<{ rps: number, p50: number, p99: number, errors: number, non2xx: number }>)
+      for (let r = 0; r < 3; r++) {
+        for (const [i, [, url]] of targets.entries()) {
+          const res = await autocannon({ url: `${url}/items/1`, connections: 64, duration: 3 })
+          rounds[i].push({ rps: res.requests.average, p50: res.latency.p50, p99: res.latency.p99, errors: res.errors + res.timeouts, non2xx: res.non2xx })
+        }
       }
+      targets.forEach(([name], i) => {
+        const rs = rounds[i]
+        peak.push({
+          target: name,
+          requestsPerS: round(percentile(rs.map((x) => x.rps), 50), 0),
+          roundsRequestsPerS: rs.map((x) => round(x.rps, 0)).join(' / '),
+          ratioToNginxProxy: round(percentile(rs.map((x, k) => x.rps / rounds[1][k].rps), 50), 3),
+          p50Ms: percentile(rs.map((x) => x.p50), 50),
+          p99Ms: percentile(rs.map((x) => x.p99), 50),
+          errors: rs.reduce((a, x) => a + x.errors, 0),
+          non2xx: rs.reduce((a, x) => a + x.non2xx, 0)
+        })
+      })
     } finally {
       await overheadNginx.stop()
     }
@@ -64,8 +81,8 @@ export async function nginxReference (): Promise<Record<string, unknown> | undef
     } finally {
       await precisionNginx.stop()
     }
-    printTable('nginx reference: peak throughput (autocannon, 64 connections, 8 s each)', ['target', 'req/s', 'p50 ms', 'p99 ms', 'errors', 'non-2xx'],
-      peak.map((p) => [p.target, p.requestsPerS, p.p50Ms, p.p99Ms, p.errors, p.non2xx]))
+    printTable('nginx reference: peak throughput (autocannon, 64 connections, median of 3 interleaved rounds of 3 s)', ['target', 'req/s', 'rounds req/s', 'ratio to nginx proxy', 'p50 ms', 'p99 ms', 'errors', 'non-2xx'],
+      peak.map((p) => [p.target, p.requestsPerS, p.roundsRequestsPerS, p.ratioToNginxProxy, p.p50Ms, p.p99Ms, p.errors, p.non2xx]))
     printTable('nginx reference: precision (limit_req rate=50r/s burst=1000, 1000 requests at once)', ['max in 1 s', 'limit', '429s upstream', 'drain s', 'utilization', 'statuses'],
       [[precision.maxIn1s as number, 50, precision.upstreamLimited as number, round(Number(precision.drainMs) / 1000, 2), precision.utilization as number, JSON.stringify(precision.statuses)]])
     return { scenario: 'nginx', nginx: bin, peak, precision }

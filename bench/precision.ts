@@ -57,7 +57,11 @@ export async function precision (options: PrecisionOptions = PRECISION_DEFAULTS)
         const first = times[0]
         const drainMs = times[times.length - 1] - first
         const minimumMs = (Math.ceil(options.requests / options.limit) - 1) * options.windowMs
-        const late = arrivals.filter((a) => a.id !== undefined && starts[a.id] !== undefined).map((a) => a.t - starts[a.id as string])
+        // Each arrival against the start reserved for its request (joined by x-request-id). A request
+        // retried after an upstream 429 arrives twice; only its last arrival went out on that reservation.
+        const lastArrival = new Map<string, number>()
+        for (const a of arrivals) if (a.id !== undefined) lastArrival.set(a.id, a.t)
+        const late = [...lastArrival].filter(([id]) => starts[id] !== undefined).map(([id, t]) => t - starts[id])
         runs.push({
           variant: variant.name,
           algorithm: variant.algorithm,

@@ -90,7 +90,7 @@ function main (): void {
     const o = precision.options
     writeFileSync(join(BENCH_DIR, 'precision-arrivals.svg'), arrivalsSvg(precision.runs, o.limit, o.windowMs))
     out.push('## 2. Precision', '', `Machine: ${machineLine(precision.machine)}.`, '',
-      `${o.instances} Sluice instances sharing one Redis, limit ${o.limit} per ${o.windowMs / 1000} s, ${o.requests} requests sent at once (round-robin over the instances). Measured from the upstream's arrival log (an emulator enforcing the same limit exactly, answering 429 above it). Minimum drain = (⌈${o.requests}/${o.limit}⌉ − 1) × ${o.windowMs / 1000} s, the shortest span any client could achieve; utilization = minimum / actual span from first to last arrival. "Late" = arrival at the upstream − the start Sluice reserved (store clock), per request.`, '',
+      `${o.instances} Sluice instances sharing one Redis, limit ${o.limit} per ${o.windowMs / 1000} s, ${o.requests} requests sent at once (round-robin over the instances). Measured from the upstream's arrival log (an emulator enforcing the same limit exactly, answering 429 above it). Minimum drain = (⌈${o.requests}/${o.limit}⌉ − 1) × ${o.windowMs / 1000} s, the shortest span any client could achieve; utilization = minimum / actual span from first to last arrival. "Late" = a request's arrival at the upstream − the start Sluice reserved for it (store clock; joined by request id).`, '',
       table(['variant', 'margin', 'max in any 1 s', 'limit', 'upstream 429s', 'drain s', 'minimum s', 'utilization', 'late p50 ms', 'late p99 ms', 'late max ms', 'client statuses'],
         precision.runs.map((r: Json) => [r.variant, r.margin, r.maxIn1s, r.limit, r.upstreamLimited, (r.drainMs / 1000).toFixed(2), r.minimumMs / 1000, r.utilization, r.lateness.p50Ms, r.lateness.p99Ms, r.lateness.maxMs, JSON.stringify(r.statuses).replace(/"/g, '')])), '',
       `Goals: never above the limit (${precision.runs.map((r: Json) => `${r.variant}: ${verdict(r.maxIn1s <= o.limit)}`).join('; ')}); utilization ≥ 0.98 (${precision.runs.map((r: Json) => `${r.variant}: ${verdict(r.utilization >= 0.98)}`).join('; ')}).`, '',
@@ -110,7 +110,7 @@ function main (): void {
     out.push('Not run: nginx was not installed on the machine (`npm run bench` skips it with a message).', '')
   } else {
     out.push(`Machine: ${machineLine(nginx.machine)}. nginx ${nginx.nginx}, one worker process.`, '',
-      table(['target', 'req/s', 'p50 ms', 'p99 ms', 'errors', 'non-2xx'], nginx.peak.map((p: Json) => [p.target, p.requestsPerS, p.p50Ms, p.p99Ms, p.errors, p.non2xx])), '',
+      table(['target', 'req/s', 'per round', 'ratio to nginx proxy_pass', 'p50 ms', 'p99 ms', 'errors', 'non-2xx'], nginx.peak.map((p: Json) => [p.target, p.requestsPerS, p.roundsRequestsPerS, p.ratioToNginxProxy, p.p50Ms, p.p99Ms, p.errors, p.non2xx])), '',
       table(['limit_req rate=50r/s burst=1000', 'max in any 1 s', 'limit', 'upstream 429s', 'drain s', 'utilization', 'client statuses'],
         [['1000 requests at once', nginx.precision.maxIn1s, nginx.precision.limit, nginx.precision.upstreamLimited, (nginx.precision.drainMs / 1000).toFixed(2), nginx.precision.utilization, JSON.stringify(nginx.precision.statuses).replace(/"/g, '')]]), '')
   }
