@@ -38,6 +38,7 @@ Route options (quick start; each also reads SLUICE_<NAME>, e.g. SLUICE_MAX_WAIT)
   --name NAME             route name in headers, logs and keys (default "default")
   --profile NAME          generic, testrail, testmo, zulip or github (error formats)
   --timeout DURATION      wait for upstream response headers (default 30s)
+  --mode enforce|shadow   shadow: measure what would be delayed or refused, delay nothing (default enforce)
 
 Process options (override the config file):
   --host HOST             listen address (default 127.0.0.1)

@@ -23,6 +23,7 @@ const ROUTE_FLAGS = {
   errors: 'errors',
   timeout: 'timeout',
   'body-limit': 'bodyLimit',
+  mode: 'mode',
   'min-pause': 'minPause',
   'max-pause': 'maxPause',
   'retry-body-limit': 'retryBodyLimit',
