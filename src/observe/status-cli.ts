@@ -62,8 +62,9 @@ export async function fetchStatus (baseUrl: string, timeoutMs: number = STATUS_D
   try {
     res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), headers: { accept: 'application/json' } })
   } catch (err) {
-    const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name
-    throw new UnreachableError(`cannot reach Sluice at ${url} (${cause === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : cause}); is it running? Pass its address with --url`)
+    const e = err as Error & { cause?: { code?: string, message?: string } }
+    const why = e.name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : e.cause?.code ?? e.cause?.message ?? e.message
+    throw new UnreachableError(`cannot reach Sluice at ${url} (${why}); is it running? Pass its address with --url`)
   }
   const text = await res.text()
   let body: unknown
