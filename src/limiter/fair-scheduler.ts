@@ -14,9 +14,13 @@ import { SluiceError, retryAfterSeconds } from '../errors'
 import { slidingWindowParams, tokenBucketParams } from '../store/bucket-store'
 import { ClientGoneError, type Admission, type RouteLimiter } from './route-limiter'
 
-/** Units of the budget a client of weight 1 may have reserved ahead, per instance, in a token bucket
- *  (2, so the next reservation is booked before the current one starts, whatever the event loop does). */
+/** Units of the budget a client of weight 1 may have reserved ahead, per instance: at least 2, so the
+ *  next reservation is booked before the current one starts... */
 export const LOOKAHEAD_UNITS = 2
+/** ...and at least this much time of the budget (ms), so an event loop that stalls for less than
+ *  this (a burst of arrivals, a loaded machine) books the next slot before it passes, and none is lost.
+ *  A sliding window's starts come in bursts of a whole window: 100 ms of them is 10% of a 1 s limit. */
+export const LOOKAHEAD_MIN_MS = 100
 
 /** Per-client statistics kept at most for this many clients per route (oldest dropped first). */
 const MAX_TRACKED_CLIENTS = 1000
@@ -108,13 +112,10 @@ export class FairScheduler {
     this.route = route
     this.limiter = limiter
     this.weights = weights
-    // A sliding window releases a whole window's starts at one instant: a client booking only two
-    // ahead would reserve that burst one round trip after another and trail it, so it books 10%.
-    const base = route.algorithm === 'sliding-window' ? Math.max(LOOKAHEAD_UNITS, Math.ceil(route.limit.count / 10)) : LOOKAHEAD_UNITS
-    this.lookaheadUnits = Math.max(base, ...route.cost.map((r) => r.cost))
     this.slotMs = route.algorithm === 'token-bucket'
       ? tokenBucketParams(limiter.policy).intervalUs / 1000
       : slidingWindowParams(limiter.policy).windowUs / 1000 / route.limit.count
+    this.lookaheadUnits = Math.max(LOOKAHEAD_UNITS, Math.ceil(LOOKAHEAD_MIN_MS / this.slotMs), ...route.cost.map((r) => r.cost))
   }
 
   /** Held here plus reserved and not yet started, for one bucket (maxQueue counts both). */
