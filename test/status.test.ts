@@ -5,6 +5,7 @@ import { request } from 'undici'
 import type { SluiceStatus } from '../src/observe/status'
 import { formatStatus, runStatus } from '../src/observe/status-cli'
 import { freePort, startRedis } from './helpers/redis'
+import { parsePrometheus } from './helpers/prometheus'
 import { startSluice, type TestSluice } from './helpers/sluice'
 import { startUpstream } from './helpers/upstream'
 
@@ -190,4 +191,28 @@ t.test('sluice status --watch redraws until stopped', async (t) => {
   t.ok(frames.every((f) => f.startsWith('\x1b[2J\x1b[H')), 'each frame clears the screen first')
   t.ok(frames.some((f) => /^w\s+enforce\s+10\/s\s+\S+\s+\S+\s+1\s/m.test(f)), 'a later frame shows the new request')
   t.match(formatStatus({ generatedAt: new Date().toISOString(), instance: { id: 'x', store: 'redis', storeReachable: false }, instances: [], buckets: [] }, 'http://h'), /UNREACHABLE.*\n\n.*\n\(no buckets yet\)/s)
+})
+
+t.test('Redis down: status still answers, from this instance alone, and the store mode says so', async (t) => {
+  const redis = await startRedis()
+  const up = await startUpstream()
+  const s = await startSluice([{ name: 'team', upstream: up.url, limit: '100/min' }], { redis: redis.url, keyPrefix: redis.prefix() })
+  t.teardown(async () => { await s.close(); await up.close(); await redis.close() })
+  t.equal((await request(`${s.url}/x`)).statusCode, 200)
+  const up1 = await status(s)
+  t.equal(up1.instance.storeReachable, true)
+  t.equal(up1.buckets[0].store, 'redis')
+  await redis.stop()
+  await request(`${s.url}/x`).then(async (r) => await r.body.dump(), () => {})
+  const began = Date.now()
+  const down = await status(s)
+  t.ok(Date.now() - began < 3000, 'answers within the store command timeout')
+  t.equal(down.instance.storeReachable, false)
+  t.equal(down.buckets[0].remaining, null, 'the shared budget cannot be read')
+  t.equal(down.buckets[0].local.requestsLastMinute >= 1, true, "this instance's own figures remain")
+  t.not(down.buckets[0].store, 'redis', `the route left Redis (${down.buckets[0].store})`)
+  const m = parsePrometheus(await (await request(`${s.url}/_sluice/metrics`)).body.text())
+  t.equal(m.value('sluice_store_mode', { route: 'team', mode: 'redis' }), 0)
+  t.equal(m.value('sluice_store_mode', { route: 'team' }), 1, 'exactly one mode is current')
+  t.equal(m.value('sluice_store_mode', { route: 'team', mode: down.buckets[0].store }), 1)
 })

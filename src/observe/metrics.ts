@@ -1,19 +1,21 @@
 // The Prometheus metrics of one Sluice instance, in a registry of its own (not prom-client's global
 // one), so several instances in one process never collide. Times are in seconds, as Prometheus wants.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import type { StoreMode } from '../limiter/route-limiter'
 
 /** Wait in Sluice, s: from "no wait" up to the longest sensible maxWait. */
 export const WAIT_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600]
 /** One store command, s: a Redis round trip on loopback is ~0.2 ms, across a network a few ms. */
 export const STORE_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1]
 
-export const STORE_MODES = ['redis', 'memory', 'local-fallback', 'open', 'closed'] as const
-export type StoreMode = typeof STORE_MODES[number]
+/** Every store mode a route can be in (route-limiter.ts), so each gets a 0 or a 1. */
+export const STORE_MODES: readonly StoreMode[] = ['redis', 'memory', 'local', 'open', 'closed']
 
 export interface Collectors {
   /** Read at scrape time: queue depth, in flight, pause remaining, tokens remaining per bucket. */
   buckets: () => Iterable<{ route: string, bucket: string, queueDepth: number, pauseRemainingS: number, tokensRemaining: number | undefined }>
   inFlight: () => Iterable<{ route: string, inFlight: number }>
+  storeModes: () => Iterable<{ route: string, mode: string }>
   liveInstances: () => number
 }
 
@@ -26,7 +28,6 @@ export class SluiceMetrics {
   readonly upstreamResponses: Counter<'route' | 'class'>
   readonly retries: Counter<'route'>
   readonly pauses: Counter<'route'>
-  readonly storeMode: Gauge<'route' | 'mode'>
   readonly storeCommand: Histogram<'store' | 'command'>
   readonly storeErrors: Counter<'store' | 'command'>
 
@@ -76,11 +77,15 @@ export class SluiceMetrics {
       labelNames: ['route'],
       registers
     })
-    this.storeMode = new Gauge({
+    new Gauge({
       name: 'sluice_store_mode',
-      help: 'The budget store a route uses now: 1 for the current mode (redis, memory, local-fallback, open, closed), 0 for the others',
+      help: 'Where a route makes its reservations now: 1 for the current mode (redis, memory; local, open or closed while Redis is unreachable), 0 for the others',
       labelNames: ['route', 'mode'],
-      registers
+      registers,
+      collect () {
+        this.reset()
+        for (const r of collectors.storeModes()) for (const m of STORE_MODES) this.set({ route: r.route, mode: m }, m === r.mode ? 1 : 0)
+      }
     })
     this.storeCommand = new Histogram({
       name: 'sluice_store_command_seconds',
@@ -148,9 +153,5 @@ export class SluiceMetrics {
       collect () { this.set(collectors.liveInstances()) }
     })
     collectDefaultMetrics({ register: this.registry })
-  }
-
-  setStoreMode (route: string, mode: StoreMode): void {
-    for (const m of STORE_MODES) this.storeMode.set({ route, mode: m }, m === mode ? 1 : 0)
   }
 }

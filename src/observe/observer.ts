@@ -15,7 +15,7 @@ import { isTeamBoard, type BucketPeek, type BucketStore } from '../store/bucket-
 import { BucketActivity, SERIES_S } from './activity'
 import { EventHub } from './event-stream'
 import { HISTORY_S, History } from './history'
-import { SluiceMetrics, type StoreMode } from './metrics'
+import { SluiceMetrics } from './metrics'
 import { bucketStatus, parseSnapshot, teamSeries, type InstanceSnapshot, type SluiceStatus } from './status'
 
 export interface ObserverOptions {
@@ -41,7 +41,6 @@ export class Observer {
   private readonly logger: Logger
   private readonly routes = new Map<string, RouteConfig>()
   private readonly activity = new Map<string, BucketActivity>()
-  private readonly storeModes = new Map<string, StoreMode>()
   private readonly admittedStates = new WeakSet<RequestState>()
   private readonly countedStates = new WeakSet<RequestState>()
   private readonly history = new History()
@@ -66,10 +65,10 @@ export class Observer {
     this.metrics = new SluiceMetrics(config.routes.map((r) => ({ name: r.name, limit: r.limit.count, windowS: r.limit.windowMs / 1000 })), {
       buckets: () => this.bucketFigures(),
       inFlight: () => this.inFlightByRoute(),
-      liveInstances: () => this.liveCount
+      liveInstances: () => this.liveCount,
+      storeModes: () => config.routes.map((r) => ({ route: r.name, mode: this.storeModeOf(r.name) }))
     })
     for (const r of config.routes) {
-      this.setStoreMode(r.name, store.kind)
       // A budget per route is known from the start; per-credential buckets appear when first used.
       if (r.key.kind === 'instance') this.activityOf(r, r.name)
     }
@@ -155,10 +154,9 @@ export class Observer {
     this.metrics.retries.inc({ route })
   }
 
-  /** The store a route uses now (redis, memory, local-fallback, open, closed). */
-  setStoreMode (route: string, mode: StoreMode): void {
-    this.storeModes.set(route, mode)
-    this.metrics.setStoreMode(route, mode)
+  /** Where a route makes its reservations now (redis, memory; local, open or closed during an outage). */
+  storeModeOf (route: string): string {
+    return this.limiters.get(route)?.storeMode ?? this.store.kind
   }
 
   /** A bucket was paused after upstream pushback, for `ms` from now. */
@@ -224,7 +222,7 @@ export class Observer {
       rows.push(bucketStatus({
         route,
         bucket,
-        storeMode: this.storeModes.get(route.name) ?? this.store.kind,
+        storeMode: this.storeModeOf(route.name),
         waitMs: act?.waitPercentiles(now) ?? { p50: 0, p90: 0, p99: 0, count: 0 },
         requestsLastMinute: act === undefined ? 0 : act.series(now).reduce((n, s) => n + s[1], 0)
       }, snapshots, this.id, peeks[i], now))
