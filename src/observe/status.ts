@@ -35,7 +35,7 @@ export interface BucketStatus {
   /** requests per window */
   limit: number
   windowS: number
-  /** store mode of the route: redis, memory (later: local-fallback, open, closed) */
+  /** where the route reserves now: redis, memory; local, open or closed while Redis is unreachable */
   store: string
   /** requests that could start now (from the store; null when the store could not be read) */
   remaining: number | null
