@@ -151,7 +151,7 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
   app.decorate('drain', drain)
   const limiters = new Map<string, RouteLimiter>()
   const schedulers = new Map<string, FairScheduler>()
-  const observer = new Observer(config, store, limiters, logger)
+  const observer = new Observer(config, store, limiters, logger, { schedulers })
 
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id)

@@ -23,6 +23,11 @@ export interface ObserverOptions {
   heartbeatMs?: number
   /** An instance whose heartbeat is older than this is gone, ms. Default 5000. */
   instanceTtlMs?: number
+  /**
+   * Queues in front of the limiters (fair-scheduler.ts), by route: a request held there waits too.
+   * Read lazily, so the map may be filled after the observer is made.
+   */
+  schedulers?: Map<string, { queueDepth: (bucket: string) => number }>
 }
 
 /** Buckets (one per credential with key: header:…) idle this long are forgotten, ms. */
@@ -47,6 +52,7 @@ export class Observer {
   readonly events = new EventHub()
   private readonly heartbeatMs: number
   private readonly instanceTtlMs: number
+  private readonly schedulers: Map<string, { queueDepth: (bucket: string) => number }>
   private readonly startedAt = new Date().toISOString()
   private timer: NodeJS.Timeout | undefined
   private ticking = false
@@ -61,6 +67,7 @@ export class Observer {
     this.logger = logger
     this.heartbeatMs = options.heartbeatMs ?? 1000
     this.instanceTtlMs = options.instanceTtlMs ?? 5000
+    this.schedulers = options.schedulers ?? new Map()
     for (const r of config.routes) this.routes.set(r.name, r)
     this.metrics = new SluiceMetrics(config.routes.map((r) => ({ name: r.name, limit: r.limit.count, windowS: r.limit.windowMs / 1000 })), {
       buckets: () => this.bucketFigures(),
@@ -271,13 +278,20 @@ export class Observer {
     for (const [bucket, act] of this.activity) {
       buckets[bucket] = {
         r: act.route,
-        q: this.limiters.get(act.route)?.queueDepth(bucket) ?? 0,
+        q: this.queueDepth(act.route, bucket),
         f: act.inFlight,
         u: act.forwardedInWindow(now),
         s: act.series(now)
       }
     }
     return { v: 1, id: this.id, host: hostname(), pid: process.pid, startedAt: this.startedAt, store: this.store.kind, buckets }
+  }
+
+  /** Requests of this instance waiting in a bucket: in the fair queue or for their slot (shadow: would be). */
+  private queueDepth (route: string, bucket: string): number {
+    const limited = this.limiters.get(route)?.queueDepth(bucket) ?? 0
+    if (this.routes.get(route)?.mode === 'shadow') return limited
+    return Math.max(limited, this.schedulers.get(route)?.queueDepth(bucket) ?? 0)
   }
 
   private routeOf (bucket: string, snapshots: InstanceSnapshot[]): RouteConfig | undefined {
@@ -304,7 +318,7 @@ export class Observer {
     let idlest: BucketActivity | undefined
     for (const act of this.activity.values()) {
       if (act.route === act.bucket) continue // a route's own budget stays
-      if (act.inFlight > 0 || (this.limiters.get(act.route)?.queueDepth(act.bucket) ?? 0) > 0) continue
+      if (act.inFlight > 0 || this.queueDepth(act.route, act.bucket) > 0) continue
       if (now - act.lastSeenMs > BUCKET_IDLE_MS) this.activity.delete(act.bucket)
       else if (idlest === undefined || act.lastSeenMs < idlest.lastSeenMs) idlest = act
     }
@@ -317,7 +331,7 @@ export class Observer {
       yield {
         route: act.route,
         bucket: act.bucket,
-        queueDepth: this.limiters.get(act.route)?.queueDepth(act.bucket) ?? 0,
+        queueDepth: this.queueDepth(act.route, act.bucket),
         pauseRemainingS: Math.max(0, act.pausedUntilMs - now) / 1000,
         tokensRemaining: act.tokensRemaining
       }
