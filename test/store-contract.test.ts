@@ -52,7 +52,9 @@ t.test('contract', async (t) => {
             if (r.waitMs === 0) first++
             starts.push(r.startMs as number)
           }
-          t.equal(first, algo === 'token-bucket' ? 4 : 10, 'the bucket lets exactly its burst start at once')
+          // At least the burst starts without waiting (more only when the calls themselves took longer
+          // than an emission interval, which a loaded machine can make happen); the window check bounds it.
+          t.ok(first >= (algo === 'token-bucket' ? 4 : 10), `the bucket lets its burst start at once (${first} without waiting)`)
           t.ok(maxInWindow(starts, 200) <= 10, `max in any 200 ms window is ${maxInWindow(starts, 200)} <= 10`)
           // token-bucket: 4 at once, then one every 210 / (10 - 4 + 1) = 30 ms; sliding-window: 10 per 210 ms.
           const expected = algo === 'token-bucket' ? (35 - 4) * 30 : Math.floor((35 - 1) / 10) * 210

@@ -25,12 +25,6 @@ export const BACKOFF_CAP_MS = 5_000
 export const MAX_PUSHBACK_RETRIES = 20
 /** A waiting request re-queues behind a pause this often at most before it is sent anyway. */
 const MAX_PAUSE_CHECKS = 5
-/**
- * How often an instance with requests waiting on a bucket reads the bucket's pause from the shared
- * store (ms). A pause set by another instance is then known here within this time plus a round trip,
- * without a store round trip between a request's slot and its departure.
- */
-export const PAUSE_POLL_MS = 40
 const TRANSIENT_STATUSES: ReadonlySet<number> = new Set([502, 503, 504])
 // Failures before the request reached the upstream: safe to send again whatever the method.
 const NEVER_SENT: ReadonlySet<string> = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN'])
@@ -90,18 +84,11 @@ export function createForwarder (opts: ForwarderOptions): Handler {
     logger.info({ route: route.name, bucket, pauseMs: Math.round(delayMs), why }, 'bucket paused')
   }
 
-  /** ms until a pause set by any instance ends; 0 when none (or when the store cannot say). */
-  async function pausedForMs (bucket: string): Promise<number> {
-    try {
-      return await opts.checkStore.pause(bucket, 0)
-    } catch {
-      return 0
-    }
-  }
-
-  /** Pauses known to this instance, epoch ms per bucket: its own, and others' read by the watch below. */
+  /** Pauses known to this instance, epoch ms per bucket: its own, and others' announced by the store. */
   const knownPause = new Map<string, number>()
-  const watched = new Set<string>()
+  // Every pause any instance sets is announced (one pub/sub message per pause, no polling), so a
+  // request that slept for its slot knows, without a store round trip, whether it must queue again.
+  if (!shadow) opts.checkStore.onPause((bucket, delayMs) => notePause(bucket, Date.now() + delayMs))
 
   function notePause (bucket: string, untilMs: number): void {
     if (untilMs > (knownPause.get(bucket) ?? 0)) knownPause.set(bucket, untilMs)
@@ -113,24 +100,6 @@ export function createForwarder (opts: ForwarderOptions): Handler {
     if (until > Date.now()) return true
     knownPause.delete(bucket)
     return false
-  }
-
-  /** Reads the bucket's pause from the store while requests of this instance wait on it. */
-  function watch (bucket: string): void {
-    if (shadow || watched.has(bucket)) return
-    watched.add(bucket)
-    const tick = (): void => {
-      if (limiter.queueDepth(bucket) === 0) {
-        watched.delete(bucket)
-        pausedHere(bucket) // forgets an expired pause: per-credential buckets come and go
-        return
-      }
-      void pausedForMs(bucket).then((ms) => {
-        if (ms > 0) notePause(bucket, Date.now() + ms)
-        setTimeout(tick, PAUSE_POLL_MS).unref()
-      })
-    }
-    setTimeout(tick, PAUSE_POLL_MS).unref()
   }
 
   /** Steer by the upstream's own numbers: an exhausted budget pauses, a lower limit is adopted. */
@@ -187,7 +156,6 @@ export function createForwarder (opts: ForwarderOptions): Handler {
     // signal, so a retry keeps the slot the request holds instead of waiting for a second one.
     const controller = state.controller ?? new AbortController()
     reply.raw.once('close', () => { if (!reply.raw.writableEnded) controller.abort() })
-    watch(bucket)
     let retries = 0
     let pushbackRetries = 0
     let transientRetries = 0

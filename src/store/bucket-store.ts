@@ -50,6 +50,8 @@ export interface BucketStore {
   renewLeases (bucket: string, leaseIds: string[], ttlMs: number): Promise<void>
   /** `listener(bucket)` runs whenever any instance gives a lease of `bucket` back. */
   onLeaseFreed (listener: (bucket: string) => void): void
+  /** `listener(bucket, delayMs)` runs whenever any instance sets a new or longer pause. */
+  onPause (listener: (bucket: string, delayMs: number) => void): void
   /** Resolves when the store is reachable. */
   ping (): Promise<void>
   /** False while the store is known to be unreachable (no round trip: a cheap check per request). */

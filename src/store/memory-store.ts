@@ -109,8 +109,11 @@ export class MemoryStore implements BucketStore, TeamBoard {
     const now = nowUs()
     const b = this.bucket(name)
     const untilUs = now + Math.round(delayMs * 1000)
-    if (b.pausedUntil < untilUs) b.pausedUntil = untilUs
-    return (b.pausedUntil - now) / 1000
+    if (b.pausedUntil < untilUs && delayMs > 0) {
+      b.pausedUntil = untilUs
+      this.freed.emit('paused', name, delayMs)
+    }
+    return Math.max(0, b.pausedUntil - now) / 1000
   }
 
   async peek (name: string, policy: BucketPolicy): Promise<BucketPeek> {
@@ -178,6 +181,11 @@ export class MemoryStore implements BucketStore, TeamBoard {
     const held = this.leases.get(bucket)
     if (held === undefined) return
     for (const id of leaseIds) if (held.has(id)) held.set(id, Date.now() + ttlMs)
+  }
+
+  onPause (listener: (bucket: string, delayMs: number) => void): void {
+    this.freed.setMaxListeners(0)
+    this.freed.on('paused', listener)
   }
 
   onLeaseFreed (listener: (bucket: string) => void): void {

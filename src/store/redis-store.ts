@@ -14,7 +14,7 @@ interface SluiceCommands {
   sluiceReserveSlidingWindow (starts: string, pause: string, limit: number, windowUs: number, cost: number, maxWaitUs: number, keep: number): Promise<Reply>
   sluiceReleaseTokenBucket (state: string, ticket: string, backUs: number): Promise<number>
   sluiceReleaseSlidingWindow (starts: string, ticket: string, cost: number): Promise<number>
-  sluicePause (pause: string, delayUs: number): Promise<number>
+  sluicePause (pause: string, delayUs: number, channel: string, bucket: string): Promise<number>
   sluiceAcquireLease (leases: string, limit: number, leaseId: string, ttlMs: number): Promise<[number, number]>
   sluiceReleaseLease (leases: string, leaseId: string, channel: string, bucket: string): Promise<number>
   sluiceRenewLeases (leases: string, ttlMs: number, ...leaseIds: string[]): Promise<number>
@@ -112,7 +112,7 @@ export class RedisStore implements BucketStore, TeamBoard {
   }
 
   async pause (bucket: string, delayMs: number): Promise<number> {
-    const us = await this.client.sluicePause(this.key(bucket, 'pause'), Math.round(delayMs * 1000))
+    const us = await this.client.sluicePause(this.key(bucket, 'pause'), Math.round(delayMs * 1000), this.pauseChannel(), bucket)
     return us / 1000
   }
 
@@ -188,19 +188,42 @@ export class RedisStore implements BucketStore, TeamBoard {
   private subscriber: Redis | undefined
   private readonly leaseListeners: Array<(bucket: string) => void> = []
 
+  private readonly pauseListeners: Array<(bucket: string, delayMs: number) => void> = []
+
   private leaseChannel (): string {
     return `${this.prefix}lease-freed`
   }
 
-  onLeaseFreed (listener: (bucket: string) => void): void {
-    this.leaseListeners.push(listener)
+  private pauseChannel (): string {
+    return `${this.prefix}paused`
+  }
+
+  /** One subscriber connection per instance, for both channels; ioredis subscribes again after a reconnect. */
+  private subscribe (): void {
     if (this.subscriber !== undefined) return
-    // One subscriber connection per instance; ioredis subscribes again after a reconnect.
     const sub = this.client.duplicate({ lazyConnect: false, enableOfflineQueue: true, commandTimeout: undefined })
     sub.on('error', () => {})
-    sub.on('message', (_channel: string, bucket: string) => { for (const l of this.leaseListeners) l(bucket) })
-    sub.subscribe(this.leaseChannel()).catch(() => {})
+    sub.on('message', (channel: string, message: string) => {
+      if (channel === this.leaseChannel()) {
+        for (const l of this.leaseListeners) l(message)
+        return
+      }
+      const bar = message.lastIndexOf('|')
+      const delayMs = Number(message.slice(bar + 1)) / 1000
+      if (bar > 0 && Number.isFinite(delayMs)) for (const l of this.pauseListeners) l(message.slice(0, bar), delayMs)
+    })
+    sub.subscribe(this.leaseChannel(), this.pauseChannel()).catch(() => {})
     this.subscriber = sub
+  }
+
+  onLeaseFreed (listener: (bucket: string) => void): void {
+    this.leaseListeners.push(listener)
+    this.subscribe()
+  }
+
+  onPause (listener: (bucket: string, delayMs: number) => void): void {
+    this.pauseListeners.push(listener)
+    this.subscribe()
   }
 
   async ping (): Promise<void> {
