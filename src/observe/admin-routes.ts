@@ -46,8 +46,10 @@ export function registerObserveRoutes (app: FastifyInstance, observer: Observer,
     return await reply.header('cache-control', 'no-store').send(await observer.status())
   })
 
-  app.get('/_sluice/events', (request, reply) => {
+  app.get('/_sluice/events', async (request, reply) => {
     markAdmin(request)
+    // A fresh status first (the ticks skip reading the store while nobody watches), then the history.
+    await observer.status().catch(() => undefined)
     reply.hijack()
     if (!observer.events.open(reply.raw, observer.initialEvents())) {
       reply.raw.writeHead(429, { 'content-type': 'application/json', 'retry-after': '10' })

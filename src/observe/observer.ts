@@ -34,6 +34,11 @@ export interface ObserverOptions {
 const BUCKET_IDLE_MS = HISTORY_S * 1000
 /** At most this many buckets are tracked (labels, status rows); the idlest go first. */
 const MAX_BUCKETS = 500
+/**
+ * Buckets read from the store per status, the most recently used first (one read-only script each;
+ * with key: header:… there may be hundreds of buckets): the others show remaining as unknown (null).
+ */
+const MAX_PEEKS = 50
 /** Seconds of chart points each tick re-sends (a heartbeat that came late corrects them). */
 const TICK_POINTS_S = 15
 
@@ -189,8 +194,11 @@ export class Observer {
     if (isTeamBoard(this.store)) await this.store.leave(this.id).catch(() => {})
   }
 
-  /** The team-wide status, fresh: this instance's heartbeat first, then everyone's, then the store. */
-  async status (): Promise<SluiceStatus> {
+  /**
+   * The team-wide status, fresh: this instance's heartbeat first, then everyone's, then the store.
+   * `peek: false` skips reading the buckets from the store (the heartbeat alone, when nobody watches).
+   */
+  async status (options: { peek?: boolean } = {}): Promise<SluiceStatus> {
     const now = Date.now()
     this.forgetIdle(now)
     const own = this.snapshot(now)
@@ -214,10 +222,11 @@ export class Observer {
     const names = new Set<string>(this.activity.keys())
     for (const snap of snapshots) for (const [bucket, b] of Object.entries(snap.buckets)) if (this.routes.has(b.r)) names.add(bucket)
     const buckets = [...names].sort()
+    const peeked = new Set([...names].sort((a, b) => (this.activity.get(b)?.lastSeenMs ?? 0) - (this.activity.get(a)?.lastSeenMs ?? 0)).slice(0, MAX_PEEKS))
     const peeks = await Promise.all(buckets.map(async (bucket): Promise<BucketPeek | undefined> => {
       const route = this.routeOf(bucket, snapshots)
       const limiter = route === undefined ? undefined : this.limiters.get(route.name)
-      if (board === undefined || limiter === undefined || !reachable) return undefined
+      if (board === undefined || limiter === undefined || !reachable || options.peek === false || !peeked.has(bucket)) return undefined
       return await board.peek(bucket, limiter.policy).catch(() => undefined)
     }))
     const rows = []
@@ -264,7 +273,8 @@ export class Observer {
     if (this.ticking || this.closed) return
     this.ticking = true
     try {
-      const status = await this.status()
+      // Nobody watching: publish the heartbeat and keep the chart's history, read no bucket.
+      const status = await this.status({ peek: this.events.size > 0 })
       if (!this.closed) this.events.broadcast('status', this.payload(status, TICK_POINTS_S))
     } catch (err) {
       this.logger.debug({ err }, 'status tick failed')
