@@ -1,5 +1,6 @@
 // Scenario 4, the reference a user would otherwise pick: nginx limit_req in front of the same upstream,
 // with the overhead and precision measurements. Skipped, with a message, where nginx is not installed.
+import { spawnSync } from 'node:child_process'
 import autocannon from 'autocannon'
 import { maxInWindow } from '../src/emulator'
 import { burst } from './burst'
@@ -85,7 +86,8 @@ export async function nginxReference (): Promise<Record<string, unknown> | undef
       peak.map((p) => [p.target, p.requestsPerS, p.roundsRequestsPerS, p.ratioToNginxProxy, p.p50Ms, p.p99Ms, p.errors, p.non2xx]))
     printTable('nginx reference: precision (limit_req rate=50r/s burst=1000, 1000 requests at once)', ['max in 1 s', 'limit', '429s upstream', 'drain s', 'utilization', 'statuses'],
       [[precision.maxIn1s as number, 50, precision.upstreamLimited as number, round(Number(precision.drainMs) / 1000, 2), precision.utilization as number, JSON.stringify(precision.statuses)]])
-    return { scenario: 'nginx', nginx: bin, peak, precision }
+    const version = spawnSync(bin, ['-v'], { encoding: 'utf8' }).stderr.trim().replace(/^nginx version: /, '')
+    return { scenario: 'nginx', nginx: bin, nginxVersion: version, peak, precision }
   } finally {
     for (const c of children.reverse()) await c.stop()
   }

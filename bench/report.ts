@@ -109,7 +109,7 @@ function main (): void {
   if (nginx === undefined) {
     out.push('Not run: nginx was not installed on the machine (`npm run bench` skips it with a message).', '')
   } else {
-    out.push(`Machine: ${machineLine(nginx.machine)}. nginx ${nginx.nginx}, one worker process.`, '',
+    out.push(`Machine: ${machineLine(nginx.machine)}. ${nginx.nginxVersion ?? `nginx (${String(nginx.nginx)})`}, one worker process.`, '',
       table(['target', 'req/s', 'per round', 'ratio to nginx proxy_pass', 'p50 ms', 'p99 ms', 'errors', 'non-2xx'], nginx.peak.map((p: Json) => [p.target, p.requestsPerS, p.roundsRequestsPerS, p.ratioToNginxProxy, p.p50Ms, p.p99Ms, p.errors, p.non2xx])), '',
       table(['limit_req rate=50r/s burst=1000', 'max in any 1 s', 'limit', 'upstream 429s', 'drain s', 'utilization', 'client statuses'],
         [['1000 requests at once', nginx.precision.maxIn1s, nginx.precision.limit, nginx.precision.upstreamLimited, (nginx.precision.drainMs / 1000).toFixed(2), nginx.precision.utilization, JSON.stringify(nginx.precision.statuses).replace(/"/g, '')]]), '')
