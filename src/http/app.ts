@@ -20,8 +20,8 @@ import type { BucketStore } from '../store/bucket-store'
 import { createStore } from '../store/create-store'
 import { limitBody } from './body-limit'
 import { applyServerTimeouts, clientErrorHandler, refuseConnect, serverTimeouts, type ServerTimeouts } from './client-error'
-import { withoutHopByHop } from './hop-by-hop'
 import { REDACT_PATHS, redactUrl } from './redact'
+import { withoutHopByHop } from './hop-by-hop'
 import { requestGuard } from './request-guard'
 import { secretScrubber } from './secret-scrub'
 import { Drain, SHUTDOWN, shuttingDownError, type DrainResult } from './shutdown'
@@ -234,7 +234,9 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
     config,
     observer,
     listen: async () => {
-      const address = await app.listen({ host: config.host, port: config.port })
+      // A CI burst opens hundreds of connections at once: a deeper accept queue than Node's 511
+      // (capped by the kernel's somaxconn) keeps them from being dropped and retried a second later.
+      const address = await app.listen({ host: config.host, port: config.port, backlog: 4096 })
       return address
     },
     close: async () => {
