@@ -179,13 +179,18 @@ t.test('fair share', async (t) => {
     t.equal(bigSent.filter((r) => r.status !== 200 && r.status !== 0).length, 0, 'the big client got no error; only its abandoned requests went unanswered')
 
     // Small clients: every request starts within a few slots of its arrival, not behind the backlog
-    // (1000 requests: 22 s). Bound: the look-ahead the three others may hold, plus 3 slots.
+    // (1000 requests: 22 s). Bound: the look-ahead the three others may hold, plus 3 slots; twice
+    // that for the slowest, since a start later than half the margin (a stalled event loop on this
+    // loaded machine) is booked again by the limiter, behind the look-aheads once more.
     const bound = 3 * fair.lookaheadUnits + 3
+    const waits = [...smallSent, ...tinySent].map((r) => r.queueMs).sort((x, y) => x - y)
     for (const [client, sent] of [['small', smallSent], ['tiny', tinySent]] as const) {
       t.equal((clients.get(client) ?? []).length, sent.length, `${client}: every request reached the upstream`)
       const worst = Math.max(...sent.map((r) => r.queueMs))
-      t.ok(worst <= bound * slotMs, `${client}: each started within ${(worst / slotMs).toFixed(1)} slots of its arrival (bound ${bound} slots of ${slotMs} ms; waits ${sent.map((r) => r.queueMs.toFixed(0)).join(', ')} ms)`)
+      t.ok(worst <= 2 * bound * slotMs, `${client}: each started within ${(worst / slotMs).toFixed(1)} slots of its arrival (bound ${2 * bound} slots of ${slotMs} ms; waits ${sent.map((r) => r.queueMs.toFixed(0)).join(', ')} ms)`)
     }
+    const median = waits[Math.floor(waits.length / 2)]
+    t.ok(median <= bound * slotMs, `the median small request started ${(median / slotMs).toFixed(1)} slots after arriving (bound ${bound})`)
 
     // Jain's index among the still-backlogged clients (big and medium) while medium has a backlog,
     // after the first second (1100 connections opening at once).
@@ -207,7 +212,8 @@ t.test('fair share', async (t) => {
     const booked = (during.length + lateRetries) / budgetSlots
     t.ok(booked >= 0.95, `utilization ${utilization.toFixed(3)} of the budget (${during.length} starts in ${((abandonedAt - from) / 1000).toFixed(2)} s = ${budgetSlots.toFixed(0)} slots of ${slotMs} ms), ${booked.toFixed(3)} with the ${lateRetries} slots the limiter gave up for late starts`)
     t.ok(utilization >= 0.8, `forwarded utilization ${utilization.toFixed(3)} ≥ 0.8 even on a loaded machine`)
-    t.ok(maxInWindow(hits.map((h) => h.t), 1000) <= LIMIT, `never more than ${LIMIT} in any 1 s window at the upstream`)
+    const peak = maxInWindow(hits.map((h) => h.t), 1000)
+    t.ok(peak <= LIMIT, `at most ${peak} in any 1 s window at the upstream (limit ${LIMIT})`)
 
     // Abandoned cleanly: once the big client left, its held requests were never forwarded.
     t.equal(countIn(clients.get('big'), abandonedAt + 500, Infinity), 0, 'no request of the big client reached the upstream 500 ms after it left')

@@ -91,7 +91,9 @@ t.test('priorities', async (t) => {
       send(a.url, 'bulk', 5000, { 'x-sluice-priority': 'high' }),
       send(a.url, 'human', 0, { 'x-sluice-priority': 'HIGH' })
     ])
-    const bound = fair.lookaheadUnits + 4
+    // Booked behind the bulk client's look-ahead; on a loaded machine a start later than half the
+    // margin is booked again by the limiter, behind one more look-ahead.
+    const bound = 2 * fair.lookaheadUnits + 4
     for (const [who, r] of [['the bulk client\'s own', ownHigh], ['another client\'s', otherHigh]] as const) {
       t.equal(r.status, 200, `${who} high-priority request succeeds`)
       t.ok(r.queueMs <= bound * fair.slotMs, `${who} high-priority request started after ${(r.queueMs / fair.slotMs).toFixed(1)} slots (${r.queueMs.toFixed(0)} ms; bound ${bound} slots), not behind ~${fair.queueDepth('prio')} queued`)
@@ -116,12 +118,18 @@ t.test('priorities', async (t) => {
     const hits = await up.hits()
     const lowHits = hitsOf(hits, 'backfill')
     t.equal(lowHits.length, 5, 'each reached the upstream once')
-    t.ok(lowHits[0] >= leftAt, `none started while the bulk client had a backlog on the other instance (first ${(lowHits[0] - leftAt).toFixed(0)} ms after it left)`)
-    t.ok(lowHits[4] - leftAt <= 1000, `all started within ${(lowHits[4] - leftAt).toFixed(0)} ms of the capacity coming free`)
+    // A slot the busy instance did not book in time (its event loop stalled longer than the
+    // look-ahead, or a late start was given back) is one others left: low may take it.
+    const early = lowHits.filter((h) => h < leftAt).length
+    t.ok(early <= 1, `${early} of 5 started while the bulk client had a backlog on the other instance (first ${(lowHits[0] - leftAt).toFixed(0)} ms after it left)`)
+    // Generous: aborting 1000 requests keeps this process's one event loop (both instances, the
+    // clients) busy for a while; the schedule itself frees within a look-ahead.
+    t.ok(lowHits[4] - leftAt <= 3000, `all started within ${(lowHits[4] - leftAt).toFixed(0)} ms of the capacity coming free`)
     const probes = b.schedulers.get('prio')?.stats
     t.comment(`instance B: ${probes?.lowProbes} low-priority reservations tried (${probes?.lowProbesRefused} refused) for 5 admitted in ${((leftAt - lowSentAt) / 1000).toFixed(1)} s of waiting`)
     t.ok((probes?.lowProbesRefused ?? 0) <= ((leftAt - lowSentAt) / fair.slotMs) / 2, 'low priority retries when the schedule says there could be room, not on every slot')
-    t.ok(maxInWindow(hits.map((h) => h.t), 1000) <= LIMIT, `the upstream never saw more than ${LIMIT} in any 1 s window`)
+    const peak = maxInWindow(hits.map((h) => h.t), 1000)
+    t.ok(peak <= LIMIT, `the upstream saw at most ${peak} in any 1 s window (limit ${LIMIT})`)
   })
 
   t.test('a lone low-priority client still gets the whole budget', async (t) => {

@@ -92,6 +92,8 @@ interface BucketState {
   /** Low priority: one probe at a time, and none before lowRetryAt (performance.now() ms). */
   lowProbing: boolean
   lowTimer: NodeJS.Timeout | undefined
+  /** Units the last reservation said could still start at once: the bucket is idle, nobody to share with. */
+  spare: number
 }
 
 const CLASSES: readonly Priority[] = ['high', 'normal']
@@ -131,6 +133,7 @@ export class FairScheduler {
 
   /** Wait for the request's fair turn and its start, or throw what the limiter throws (details.client added). */
   async admit (req: FairRequest): Promise<FairAdmission> {
+    if (req.signal.aborted) throw new ClientGoneError('client disconnected before admission')
     const b = this.bucketState(req.bucket)
     const c = this.clientQueue(b, req.client)
     const arrived = performance.now()
@@ -140,7 +143,6 @@ export class FairScheduler {
       this.tidy(b, c)
       throw err
     }
-    if (req.signal.aborted) throw new ClientGoneError('client disconnected before admission')
     const lowerBoundMs = this.lowerBoundMs(c, req)
     if (lowerBoundMs > req.maxWaitMs) {
       this.stats.refusedAtArrival++
@@ -208,7 +210,7 @@ export class FairScheduler {
   private bucketState (name: string): BucketState {
     let b = this.buckets.get(name)
     if (b === undefined) {
-      b = { name, clients: new Map(), held: 0, reserved: 0, deadlines: [], deadlineTimer: undefined, deadlineAt: Infinity, lowProbing: false, lowTimer: undefined }
+      b = { name, clients: new Map(), held: 0, reserved: 0, deadlines: [], deadlineTimer: undefined, deadlineAt: Infinity, lowProbing: false, lowTimer: undefined, spare: 0 }
       this.buckets.set(name, b)
     }
     return b
@@ -268,7 +270,13 @@ export class FairScheduler {
         moved = false
         for (const c of [...b.clients.values()]) {
           const next = c.held[p][0]
-          if (next === undefined || !this.mayReserve(c, p, next.req.cost)) continue
+          if (next === undefined) continue
+          if (!this.mayReserve(c, p, next.req.cost)) {
+            // Beyond the look-ahead only into room the bucket has right now (a burst on an idle
+            // bucket goes out at once instead of one reservation after another).
+            if (b.spare < next.req.cost) continue
+            b.spare -= next.req.cost
+          }
           this.dispatch(b, c, next, next.deadline - performance.now())
           moved = true
         }
@@ -294,6 +302,7 @@ export class FairScheduler {
     b.reserved++
     const heldMs = performance.now() - held.arrived
     this.limiter.admit(req.bucket, Math.max(0, boundMs), req.signal, req.cost).then((admission) => {
+      b.spare = admission.reservation.remaining
       this.settle(b, c, req)
       const waitedMs = performance.now() - held.arrived
       c.stats.admitted++
