@@ -9,7 +9,7 @@ async function main (): Promise<void> {
   const app = Fastify({ logger: false })
   await app.register(proxy, { upstream, undici: { connections: 128, pipelining: 1 } } as never)
   const url = await app.listen({ host: '127.0.0.1', port: 0 })
-  serveCalls(url, {})
+  serveCalls(url, { cpu: () => process.cpuUsage() })
 }
 
 void main()

@@ -112,7 +112,8 @@ async function main (): Promise<void> {
       reservations,
       waited
     }),
-    starts: () => starts
+    starts: () => starts,
+    cpu: () => process.cpuUsage()
   })
   process.on('SIGTERM', () => { sluice.close().finally(() => process.exit(0)) })
 }

@@ -34,7 +34,7 @@ async function main (): Promise<void> {
     })
     server.keepAliveTimeout = 65_000
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-    serveCalls(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, {})
+    serveCalls(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, { cpu: () => process.cpuUsage() })
     return
   }
   const emulator = await startEmulator({ profile: 'generic', limit: options.limit, windowMs: options.windowMs })

@@ -22,7 +22,10 @@ export const OVERHEAD_DEFAULTS: OverheadOptions = { rounds: 3, roundS: 3, halfLo
 // 1,000,000 per second with a burst of 100,000: no request of the run can wait.
 const NO_WAIT_ROUTE = { name: 'bench', limit: '1000000/s', burst: 100_000, maxWait: '1s' }
 
-interface Target { name: string, url: string, sluice?: Child }
+/** `process` is the process that serves the target: its CPU time per request is the cost of the hop. */
+interface Target { name: string, url: string, process: Child, sluice?: Child }
+
+type CpuUsage = { user: number, system: number }
 
 function median (values: number[]): number {
   return percentile(values, 50)
@@ -41,20 +44,23 @@ export async function overhead (options: OverheadOptions = OVERHEAD_DEFAULTS): P
     const viaRedis = await startChild('child-sluice', { route: { ...NO_WAIT_ROUTE, upstream: upstream.url }, redis: redis.url, keyPrefix: 'bench:' })
     children.push(viaRedis)
     const targets: Target[] = [
-      { name: 'direct upstream', url: upstream.url },
-      { name: 'bare @fastify/http-proxy', url: bare.url },
-      { name: 'Sluice, memory store', url: memory.url, sluice: memory },
-      { name: 'Sluice, Redis store', url: viaRedis.url, sluice: viaRedis }
+      { name: 'direct upstream', url: upstream.url, process: upstream },
+      { name: 'bare @fastify/http-proxy', url: bare.url, process: bare },
+      { name: 'Sluice, memory store', url: memory.url, process: memory, sluice: memory },
+      { name: 'Sluice, Redis store', url: viaRedis.url, process: viaRedis, sluice: viaRedis }
     ]
 
     for (const target of targets) await autocannon({ url: `${target.url}/items/1`, connections: options.connections, duration: 2 }) // warm-up, discarded
     for (const target of targets) await target.sluice?.call('resetStats')
     await redis.client.config('RESETSTAT')
-    const rounds = targets.map(() => [] as Array<{ rps: number, p50: number, p99: number, errors: number, non2xx: number, total: number }>)
+    const rounds = targets.map(() => [] as Array<{ rps: number, p50: number, p99: number, errors: number, non2xx: number, total: number, cpuUs: number }>)
     for (let r = 0; r < options.rounds; r++) {
       for (const [i, target] of targets.entries()) {
+        const before = await target.process.call<CpuUsage>('cpu')
         const res = await autocannon({ url: `${target.url}/items/1`, connections: options.connections, duration: options.roundS })
-        rounds[i].push({ rps: res.requests.average, p50: res.latency.p50, p99: res.latency.p99, errors: res.errors + res.timeouts, non2xx: res.non2xx, total: res.requests.total })
+        const after = await target.process.call<CpuUsage>('cpu')
+        const cpuUs = after.user + after.system - before.user - before.system
+        rounds[i].push({ rps: res.requests.average, p50: res.latency.p50, p99: res.latency.p99, errors: res.errors + res.timeouts, non2xx: res.non2xx, total: res.requests.total, cpuUs })
       }
     }
     const redisCommands = await commandStats(redis.client)
@@ -70,8 +76,12 @@ export async function overhead (options: OverheadOptions = OVERHEAD_DEFAULTS): P
       total: rounds[i].reduce((a, x) => a + x.total, 0),
       waited: stats[i]?.waited ?? 0,
       // Ratio to the bare proxy within each round, then the median: robust to load that changed between rounds.
-      ratioToBare: round(median(rounds[i].map((x, r) => x.rps / rounds[1][r].rps)), 3)
+      ratioToBare: round(median(rounds[i].map((x, r) => x.rps / rounds[1][r].rps)), 3),
+      // CPU time of the serving process per request (µs): hardly moved by other work on the machine,
+      // it gives the throughput ratio a CPU-bound single-threaded proxy would reach on an idle core.
+      cpuUsPerRequest: round(rounds[i].reduce((a, x) => a + x.cpuUs, 0) / rounds[i].reduce((a, x) => a + x.total, 0), 1)
     }))
+    for (const row of peak) Object.assign(row, { cpuRatioToBare: round(peak[1].cpuUsPerRequest / row.cpuUsPerRequest, 3) })
 
     // Latency at half the bare proxy's peak: what a moderately loaded Sluice adds, in microseconds.
     const rate = Math.round(peak[1].requestsPerS / 2)
@@ -108,14 +118,16 @@ export async function overhead (options: OverheadOptions = OVERHEAD_DEFAULTS): P
         memoryRatioTarget: 0.9,
         redisRatio: peak[3].ratioToBare,
         redisRatioTarget: 0.8,
+        memoryCpuRatio: (peak[2] as { cpuRatioToBare?: number }).cpuRatioToBare,
+        redisCpuRatio: (peak[3] as { cpuRatioToBare?: number }).cpuRatioToBare,
         memoryAddedP99Ms: halfRows[1].addedP99Ms,
         redisAddedP99Ms: halfRows[2].addedP99Ms,
         addedP99TargetMs: 1
       }
     }
     printTable(`Overhead: peak throughput (autocannon, ${options.connections} connections, median of ${options.rounds} interleaved rounds of ${options.roundS} s)`,
-      ['target', 'req/s', 'rounds req/s', 'ratio to bare', 'p50 ms', 'p99 ms', 'errors', 'non-2xx', 'waited'],
-      peak.map((p) => [p.target, p.requestsPerS, p.roundsRequestsPerS.join(' / '), p.ratioToBare, p.p50Ms, p.p99Ms, p.errors, p.non2xx, p.waited]))
+      ['target', 'req/s', 'rounds req/s', 'ratio to bare', 'CPU µs/req', 'bare CPU / CPU', 'p50 ms', 'p99 ms', 'errors', 'non-2xx', 'waited'],
+      peak.map((p) => [p.target, p.requestsPerS, p.roundsRequestsPerS.join(' / '), p.ratioToBare, p.cpuUsPerRequest, (p as { cpuRatioToBare?: number }).cpuRatioToBare ?? '', p.p50Ms, p.p99Ms, p.errors, p.non2xx, p.waited]))
     printTable(`Overhead: latency at half the bare proxy's peak (${rate} req/s, median of ${options.rounds} rounds of ${options.halfLoadRoundS} s)`,
       ['target', 'sent', 'errors', 'p50 ms', 'p99 ms', 'rounds p99 ms', 'p99 added ms'],
       halfRows.map((h) => [h.target, h.sent, h.errors, h.p50Ms, h.p99Ms, h.roundsP99Ms.join(' / '), h.addedP99Ms]))
