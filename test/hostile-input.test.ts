@@ -125,8 +125,11 @@ t.test('oversized headers and URLs, known but unforwarded methods, protocol upgr
   // No 'upgrade' listener: an Upgrade offer is an ordinary request (curl offers h2c), forwarded like any.
   const up = await raw(port, 'GET /testrail/up HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n', { untilResponse: true })
   t.equal(up.status, 200, 'an Upgrade offer is answered as a plain request')
+  // curl sends Expect: 100-continue with large uploads: Node answers the 100, the body is forwarded.
+  const expect = await raw(port, ['POST /testrail/upload HTTP/1.1\r\nHost: a\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n', 'hello'], { gapMs: 100 })
+  t.match(expect.text, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 /, 'Expect: 100-continue: the interim 100, then the upstream\'s answer')
   t.same(zulip.hits, [])
-  t.same(testrail.hits.map((h) => h.url), ['/api/v2/up'])
+  t.same(testrail.hits.map((h) => `${h.url} ${h.body}`), ['/api/v2/up ', '/api/v2/upload hello'])
   t.equal(testrail.hits[0]?.headers.upgrade, undefined, 'the Upgrade header is not forwarded (hop-by-hop)')
 })
 

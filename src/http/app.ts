@@ -21,7 +21,7 @@ import { createStore } from '../store/create-store'
 import { limitBody } from './body-limit'
 import { applyServerTimeouts, clientErrorHandler, refuseConnect, serverTimeouts, type ServerTimeouts } from './client-error'
 import { REDACT_PATHS, redactUrl } from './redact'
-import { withoutHopByHop } from './hop-by-hop'
+import { forwardedRequestHeaders, withoutHopByHop } from './hop-by-hop'
 import { requestGuard } from './request-guard'
 import { secretScrubber } from './secret-scrub'
 import { Drain, SHUTDOWN, shuttingDownError, type DrainResult } from './shutdown'
@@ -366,7 +366,7 @@ async function registerRoute (scope: FastifyInstance, route: RouteConfig, limite
       // retries (GET on 503, up to 10 times) are turned off. reply-from reads this per call, from
       // the reply options: as a plugin option it was ignored.
       retryDelay: () => null,
-      rewriteRequestHeaders: (request: FastifyRequest, headers: Record<string, unknown>) => ({ ...headers, 'x-request-id': request.id }),
+      rewriteRequestHeaders: (request: FastifyRequest, headers: Record<string, unknown>) => ({ ...forwardedRequestHeaders(headers), 'x-request-id': request.id }),
       rewriteHeaders: (headers: Record<string, unknown>, request: FastifyRequest | undefined) => {
         const state = request?.sluice
         if (request === undefined || state?.view === undefined) return withoutHopByHop(headers)

@@ -9,3 +9,14 @@ export function withoutHopByHop<T extends Record<string, unknown>> (headers: T):
   for (const name of [...HOP_BY_HOP, ...named]) delete out[name]
   return out as T
 }
+
+/**
+ * Request headers as they go upstream. `Expect: 100-continue` was already answered by Node (it sends
+ * the interim 100 itself); undici refuses to send the header, which made every such request (curl
+ * sends it for large uploads) a 502.
+ */
+export function forwardedRequestHeaders<T extends Record<string, unknown>> (headers: T): T {
+  const out: Record<string, unknown> = { ...headers }
+  delete out.expect
+  return out as T
+}

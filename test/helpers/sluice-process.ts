@@ -3,10 +3,12 @@
 // not checked: `npm run typecheck` does that), so the child starts in a second and its memory holds
 // Sluice, not a TypeScript compiler. dist/ is not used: another test file may be rebuilding it.
 import { spawn, type ChildProcess } from 'node:child_process'
+import { get } from 'node:http'
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, extname, join, relative } from 'node:path'
 import ts from 'typescript'
+import { freePort } from './redis'
 
 const ROOT = join(__dirname, '..', '..')
 let built: string | undefined
@@ -56,7 +58,9 @@ export interface SluiceProcess {
 }
 
 export async function startSluiceProcess (args: string[], env: Record<string, string> = {}): Promise<SluiceProcess> {
-  const child = spawn(process.execPath, [transpiledCli(), '--port', '0', '--host', '127.0.0.1', ...args], {
+  // A port chosen here rather than 0: the address is then known whatever the log level.
+  const port = await freePort()
+  const child = spawn(process.execPath, [transpiledCli(), '--port', String(port), '--host', '127.0.0.1', ...args], {
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
     stdio: ['ignore', 'pipe', 'pipe']
   })
@@ -64,6 +68,7 @@ export async function startSluiceProcess (args: string[], env: Record<string, st
   let stderr = ''
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
   let buffered = ''
+  let poll: NodeJS.Timeout | undefined
   const url = await new Promise<string>((resolve, reject) => {
     child.stdout?.on('data', (chunk: Buffer) => {
       buffered += chunk.toString()
@@ -79,8 +84,15 @@ export async function startSluiceProcess (args: string[], env: Record<string, st
       }
     })
     child.stderr?.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
+    // Below log level info the address is never logged: ask the health route instead.
+    poll = setInterval(() => {
+      get({ host: '127.0.0.1', port, path: '/_sluice/health', agent: false }, (res) => {
+        res.resume()
+        if (res.statusCode === 200) resolve(`http://127.0.0.1:${port}`)
+      }).on('error', () => {})
+    }, 100)
     void exited.then((code) => reject(new Error(`sluice exited with ${code} before listening: ${stderr}`)))
-  })
+  }).finally(() => clearInterval(poll))
   const memory = (): { rssKb: number, hwmKb: number } => {
     const status = readFileSync(`/proc/${child.pid}/status`, 'utf8')
     return { rssKb: Number(/VmRSS:\s+(\d+)/.exec(status)?.[1]), hwmKb: Number(/VmHWM:\s+(\d+)/.exec(status)?.[1]) }
