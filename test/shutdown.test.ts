@@ -2,7 +2,11 @@
 // proceed until the drain timeout, the rest are answered 503 SHUTTING_DOWN with Retry-After and their
 // reservations go back to Redis; in-flight ones finish; nothing is dropped; the process exits 0.
 import t from 'tap'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { request as httpRequest } from 'node:http'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { loadConfig } from '../src/config/load'
 import { startRedis } from './helpers/redis'
 import { startSluiceProcess, type SluiceProcess } from './helpers/sluice-process'
 import { startUpstream } from './helpers/upstream'
@@ -135,4 +139,22 @@ t.test('a second signal ends the drain at once', async (t) => {
   t.same(all.slice(1).map((a) => a.json?.error?.code), Array(5).fill('SHUTTING_DOWN'), 'the five still waiting are answered 503 SHUTTING_DOWN')
   t.ok(Math.max(...all.map((a) => a.at)) - secondAt < 1000, 'right after the second signal')
   t.equal(up.hits.length, 1)
+})
+
+t.test('drainTimeout and adminRoutes: flag, environment, file, and a bad value names its field', async (t) => {
+  const base = ['--upstream', 'http://127.0.0.1:9', '--limit', '1/s']
+  t.equal(loadConfig(base, {}).drainTimeoutMs, 30_000, 'default 30 s')
+  t.equal(loadConfig([...base, '--drain-timeout', '5s'], {}).drainTimeoutMs, 5000)
+  t.equal(loadConfig(base, { SLUICE_DRAIN_TIMEOUT: '1500ms' }).drainTimeoutMs, 1500, 'SLUICE_DRAIN_TIMEOUT')
+  t.equal(loadConfig([...base, '--drain-timeout', '2s'], { SLUICE_DRAIN_TIMEOUT: '9s' }).drainTimeoutMs, 2000, 'the flag wins')
+  t.throws(() => loadConfig([...base, '--drain-timeout', 'soon'], {}), /config error: drainTimeout: expected a duration/)
+  t.equal(loadConfig(base, {}).adminRoutes, 'all')
+  t.equal(loadConfig([...base, '--admin-routes', 'essential'], {}).adminRoutes, 'essential')
+  t.throws(() => loadConfig(base, { SLUICE_ADMIN_ROUTES: 'none' }), /config error: adminRoutes: expected all .* or essential/)
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-cfg-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const file = join(dir, 'sluice.yaml')
+  writeFileSync(file, 'drainTimeout: 45s\nadminRoutes: essential\nroutes:\n  - { upstream: "http://127.0.0.1:9", limit: 1/s }\n')
+  const fromFile = loadConfig(['--config', file], {})
+  t.same([fromFile.drainTimeoutMs, fromFile.adminRoutes], [45_000, 'essential'], 'from a config file')
 })
