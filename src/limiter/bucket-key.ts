@@ -3,8 +3,19 @@
 import { createHmac } from 'node:crypto'
 import type { RouteConfig } from '../config/schema'
 
+/** Identities seen recently, so a busy client is not hashed again on every request. */
+const recent = new Map<string, string>()
+const RECENT_MAX = 4096
+
 export function hashIdentity (secret: string, value: string): string {
-  return createHmac('sha256', secret).update(value).digest('base64url').slice(0, 22)
+  const cacheKey = `${secret}\u0000${value}`
+  const known = recent.get(cacheKey)
+  if (known !== undefined) return known
+  const hash = createHmac('sha256', secret).update(value).digest('base64url').slice(0, 22)
+  // Bounded: forget everything at once rather than keep an LRU order on the hot path.
+  if (recent.size >= RECENT_MAX) recent.clear()
+  recent.set(cacheKey, hash)
+  return hash
 }
 
 /** The bucket name for a request; undefined when the keyed header is missing. */
