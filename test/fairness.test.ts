@@ -278,3 +278,40 @@ t.test('fair share', async (t) => {
     t.equal(a.schedulers.get('fair')?.clients()[0]?.weight, 3, 'the weight was matched to the hashed client id')
   })
 })
+
+t.test('the fair queues keep the wait bound and maxQueue, and every refusal names the client', async (t) => {
+  const up = await startUpstreamProcess()
+  // Memory store, 5/s: one slot is 220 ms (margin 100 ms), and a client books 2 ahead.
+  const s = await startSluice([{ name: 'q', upstream: up.url, limit: '5/s', maxQueue: 6 }])
+  t.teardown(async () => {
+    for (const agent of agents.values()) await agent.destroy()
+    agents.clear()
+    await s.close()
+    await up.close()
+  })
+  const me = clientId('test-secret', 'q')
+  await Promise.all([warm(s.url, 'q', 7), warm(s.url, 'r', 8)])
+  let began = now()
+  const one = async (client: string, i: number, headers: Record<string, string>): Promise<{ status: number, code?: string, client?: unknown, ms: number }> => {
+    await sleep(i * 20) // in order
+    const res = await request(`${s.url}/c/${client}/${i}`, { headers: { 'x-sluice-client': client, ...headers }, dispatcher: agents.get(client) })
+    const text = await res.body.text()
+    const error = res.statusCode === 200 ? undefined : (JSON.parse(text) as { error: { code: string, details: Record<string, unknown> } }).error
+    return { status: res.statusCode, code: error?.code, client: error?.details.client, ms: now() - began - i * 20 }
+  }
+  const q = await Promise.all(Array.from({ length: 7 }, async (_, i) => await one('q', i, { prefer: 'wait=1' })))
+  began = now()
+  const r = await Promise.all(Array.from({ length: 8 }, async (_, i) => await one('r', i, {})))
+  t.comment([...q, ...r].map((b, i) => `${i}: ${b.status} ${b.code ?? ''} ${b.ms.toFixed(0)} ms`).join('; '))
+  // q0 and q1 are booked at once (slots 0 and 220 ms), q2-q4 wait here (440-880 ms). q6 could not
+  // start within 1 s even with the whole budget (5 units ahead of it × 220 ms): refused at once. q5's
+  // slot (1100 ms) is past its bound too, but only by less than a slot: refused when its turn comes.
+  t.same(q.map((b) => b.status), [200, 200, 200, 200, 200, 429, 429], 'five start within the bound, two are refused')
+  t.ok(q[5].code === 'RATE_LIMITED' && q[5].ms < 1000, `q5 as RATE_LIMITED within its bound (${q[5].ms.toFixed(0)} ms: at once, or when its turn showed its slot too late)`)
+  t.ok(q[6].code === 'RATE_LIMITED' && q[6].ms < 200, `q6 at once, as RATE_LIMITED (${q[6].ms.toFixed(0)} ms)`)
+  // maxQueue 6 counts held and reserved requests: r0 and r1 are booked, r2-r5 wait here, r6 and r7
+  // find the queue full.
+  t.same(r.map((b) => b.code ?? b.status), [200, 200, 200, 200, 200, 200, 'QUEUE_FULL', 'QUEUE_FULL'], 'the queue (maxQueue 6) is full for the seventh request that would wait')
+  t.ok(q.filter((b) => b.status !== 200).every((b) => b.client === me), 'every refusal carries details.client, the hashed id')
+  t.ok(r.filter((b) => b.status !== 200).every((b) => b.client === clientId('test-secret', 'r')), 'QUEUE_FULL too')
+})

@@ -92,8 +92,6 @@ interface BucketState {
   /** Low priority: one probe at a time, and none before lowRetryAt (performance.now() ms). */
   lowProbing: boolean
   lowTimer: NodeJS.Timeout | undefined
-  /** Units the last reservation said could still start at once: the bucket is idle, nobody to share with. */
-  spare: number
 }
 
 const CLASSES: readonly Priority[] = ['high', 'normal']
@@ -147,7 +145,7 @@ export class FairScheduler {
     if (lowerBoundMs > req.maxWaitMs) {
       this.stats.refusedAtArrival++
       const ms = Math.ceil(lowerBoundMs)
-      refuse(new SluiceError('RATE_LIMITED', 429, `client ${req.client} already has ${this.unitsAhead(c, req.priority)} units queued in ${this.route.name}; this one could not start within the wait bound of ${Math.round(req.maxWaitMs)} ms`,
+      refuse(new SluiceError('RATE_LIMITED', 429, `client ${req.client} already has ${this.unitsAhead(c, req.priority)} units waiting in ${this.route.name}; this one could not start within the wait bound of ${Math.round(req.maxWaitMs)} ms`,
         this.details(b, { retry_after_ms: ms, max_wait_ms: Math.round(req.maxWaitMs) }), retryAfterSeconds(ms)))
     }
     return await new Promise<FairAdmission>((resolve, reject) => {
@@ -189,10 +187,11 @@ export class FairScheduler {
     return { upstream: this.route.name, bucket: b.name, limit: this.route.limit.count, window_s: this.route.limit.windowMs / 1000, ...extra }
   }
 
-  /** Units queued here ahead of a new request of `priority` from this client. */
+  /** Units of this client ahead of a new request of `priority`: queued here, or reserved and not started. */
   private unitsAhead (c: ClientQueue, priority: Priority): number {
     let units = 0
     for (const p of ['high', 'normal', 'low'] as const) {
+      units += c.reserved[p]
       for (const h of c.held[p]) units += h.req.cost
       if (p === priority) break
     }
@@ -210,7 +209,7 @@ export class FairScheduler {
   private bucketState (name: string): BucketState {
     let b = this.buckets.get(name)
     if (b === undefined) {
-      b = { name, clients: new Map(), held: 0, reserved: 0, deadlines: [], deadlineTimer: undefined, deadlineAt: Infinity, lowProbing: false, lowTimer: undefined, spare: 0 }
+      b = { name, clients: new Map(), held: 0, reserved: 0, deadlines: [], deadlineTimer: undefined, deadlineAt: Infinity, lowProbing: false, lowTimer: undefined }
       this.buckets.set(name, b)
     }
     return b
@@ -263,6 +262,11 @@ export class FairScheduler {
   /**
    * Hand held requests to the limiter: high before normal, round-robin over clients, each client up
    * to its look-ahead; low only when nothing of higher priority is held in this instance.
+   * Never more, even into room an idle bucket reports: a client's next reservation is made when its
+   * previous one leaves, so what the store records follows what this process really sends. Booking a
+   * whole burst at once records one instant for starts a loaded event loop spreads over 100 ms and
+   * more, and the next window's burst then meets the tail of this one at the upstream (measured:
+   * 88 and 95 points in a 1 s window of a 50-point budget).
    */
   private pump (b: BucketState): void {
     for (const p of CLASSES) {
@@ -270,13 +274,7 @@ export class FairScheduler {
         moved = false
         for (const c of [...b.clients.values()]) {
           const next = c.held[p][0]
-          if (next === undefined) continue
-          if (!this.mayReserve(c, p, next.req.cost)) {
-            // Beyond the look-ahead only into room the bucket has right now (a burst on an idle
-            // bucket goes out at once instead of one reservation after another).
-            if (b.spare < next.req.cost) continue
-            b.spare -= next.req.cost
-          }
+          if (next === undefined || !this.mayReserve(c, p, next.req.cost)) continue
           this.dispatch(b, c, next, next.deadline - performance.now())
           moved = true
         }
@@ -302,7 +300,6 @@ export class FairScheduler {
     b.reserved++
     const heldMs = performance.now() - held.arrived
     this.limiter.admit(req.bucket, Math.max(0, boundMs), req.signal, req.cost).then((admission) => {
-      b.spare = admission.reservation.remaining
       this.settle(b, c, req)
       const waitedMs = performance.now() - held.arrived
       c.stats.admitted++
