@@ -1,8 +1,8 @@
 // Fair share of one budget across clients, instances and priorities, in front of RouteLimiter.admit.
 //
 // Each request still makes ONE reservation in the store, but a client may only have a few units of
-// the budget reserved ahead at a time (its look-ahead: LOOKAHEAD_UNITS × weight, per instance); the
-// rest waits here, in per-client FIFO queues, and is handed to the limiter when one of the client's
+// the budget reserved ahead at a time (its look-ahead, per instance: max(2 units, 100 ms of budget,
+// the largest cost) × weight); the rest waits here, in per-client FIFO queues, and is handed to the limiter when one of the client's
 // reservations starts. The store's schedule is FIFO, so every backlogged client keeps exactly its
 // look-ahead booked and gets look-ahead / (sum of look-aheads) of the budget — on every instance
 // alike, because the shares are made in the shared schedule, not by dividing it between instances.
