@@ -141,6 +141,34 @@ t.test('a second signal ends the drain at once', async (t) => {
   t.equal(up.hits.length, 1)
 })
 
+t.test('a request waiting to be sent again after upstream pushback is answered at the drain timeout too', async (t) => {
+  let pushedBack = false
+  const up = await startUpstream((req, res) => {
+    res.setHeader('content-type', 'application/json')
+    if (!pushedBack) {
+      pushedBack = true
+      res.statusCode = 429
+      res.setHeader('retry-after', '20')
+      res.end('{"error":"slow down"}')
+      return
+    }
+    res.end('{"ok":true}')
+  })
+  const p = await startSluiceProcess(['--upstream', up.url, '--limit', '10/s', '--max-wait', '60s', '--drain-timeout', '1s'])
+  t.teardown(async () => { await p.kill(); await up.close() })
+  const answer = send(p.url, '/pushed-back')
+  while (up.hits.length < 1) await sleep(20)
+  await sleep(200)
+  const signalAt = performance.now()
+  p.child.kill('SIGTERM')
+  const a = await answer
+  t.equal(a.status, 503)
+  t.equal(a.json?.error?.code, 'SHUTTING_DOWN', 'not held for the 20 s pause, not dropped')
+  t.ok(a.at - signalAt < 2500, `answered at the 1 s drain timeout (${Math.round(a.at - signalAt)} ms)`)
+  t.equal(await p.exited, 0)
+  t.equal(up.hits.length, 1, 'not sent again')
+})
+
 t.test('drainTimeout and adminRoutes: flag, environment, file, and a bad value names its field', async (t) => {
   const base = ['--upstream', 'http://127.0.0.1:9', '--limit', '1/s']
   t.equal(loadConfig(base, {}).drainTimeoutMs, 30_000, 'default 30 s')

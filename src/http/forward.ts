@@ -14,6 +14,7 @@ import { MAX_ERROR_BODY_BYTES, normalizeUpstreamError, sluiceErrorFromTransport,
 import { clampDelayMs, parseRateLimitHeaders, type HeaderBag } from '../upstream/retry-after'
 import { sendError } from './app'
 import { replayBody } from './request-body'
+import { SHUTDOWN, shuttingDownError } from './shutdown'
 import { decodeBody, readHead, sendEnvelope, type UpstreamResponse } from './upstream-response'
 
 /** Methods that may be sent twice without doing twice what they do (RFC 9110 §9.2.2), TRACE aside. */
@@ -156,6 +157,8 @@ export function createForwarder (opts: ForwarderOptions): Handler {
     // signal, so a retry keeps the slot the request holds instead of waiting for a second one.
     const controller = state.controller ?? new AbortController()
     reply.raw.once('close', () => { if (!reply.raw.writableEnded) controller.abort() })
+    // A retry's wait is cut short by shutdown at the drain timeout, like the first wait (shutdown.ts).
+    reply.raw.once('close', request.server.drain.track(controller))
     let retries = 0
     let pushbackRetries = 0
     let transientRetries = 0
@@ -189,6 +192,7 @@ export function createForwarder (opts: ForwarderOptions): Handler {
     }
 
     const clientGone = (): void => {
+      if (controller.signal.reason === SHUTDOWN) return void sendError(reply, shuttingDownError({ upstream: route.name, bucket, retries }))
       state.outcome = 'cancelled'
       logger.info({ reqId: request.id, route: route.name, bucket, retries }, 'client left while a retry waited; not sent again')
       if (!reply.sent) reply.hijack()
