@@ -167,8 +167,8 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
 
   app.addHook('onResponse', async (request, reply) => {
     const s = request.sluice
+    // request.log already binds reqId.
     const line = {
-      reqId: request.id,
       method: request.method,
       url: redactUrl(request.url),
       status: reply.statusCode,
@@ -333,7 +333,7 @@ async function registerRoute (scope: FastifyInstance, route: RouteConfig, limite
       if (err instanceof ClientGoneError) {
         state.outcome = 'cancelled'
         request.server.observer.finished(state, 499)
-        request.log.info({ reqId: request.id, route: route.name, bucket, outcome: 'cancelled', url: redactUrl(request.url) }, 'client left while waiting; not forwarded')
+        request.log.info({ route: route.name, bucket, outcome: 'cancelled', url: redactUrl(request.url) }, 'client left while waiting; not forwarded')
         reply.hijack()
         return
       }

@@ -301,8 +301,10 @@ export class RouteLimiter {
         throw new SluiceError('QUEUE_TIMEOUT', 503, `the request waited ${Math.round(receivedAt - arrived)} ms, but Sluice could not start it on time within its wait bound`,
           this.details(bucket, { retry_after_ms: ms, max_wait_ms: Math.round(maxWaitMs), late_starts: attempt }), retryAfterSeconds(ms))
       }
-      // The slot in this process's clock: Redis ran the script somewhere between send and receipt.
-      const slot = (sentAt + receivedAt) / 2 + reservation.waitMs
+      // The slot in this process's clock. Redis ran the script somewhere between send and receipt;
+      // counting from receipt is never early (a busy event loop can delay the send by tens of ms),
+      // at the cost of starting up to one round trip late.
+      const slot = receivedAt + reservation.waitMs
       this.lastStart.set(bucket, Math.max(this.lastStart.get(bucket) ?? 0, Date.now() + (slot - receivedAt)))
       if (slot > receivedAt) {
         const started = await this.wait(bucket, slot - receivedAt, signal)
