@@ -201,7 +201,15 @@ export function createForwarder (opts: ForwarderOptions): Handler {
     const send = (): void => {
       state.retries = retries
       if (retries > 0 && request.sluiceBody !== undefined) request.body = replayBody(request.sluiceBody)
-      reply.from(dest, { ...options, onResponse, onError } as never)
+      try {
+        reply.from(dest, { ...options, onResponse, onError } as never)
+      } catch (err) {
+        // reply-from throws synchronously on a URL it will not build ("..", bad percent-encoding).
+        // request-guard.ts refuses those first; should one slip through, it must not become an
+        // unhandled rejection of start() (which ends the process), but an envelope.
+        logger.warn({ reqId: request.id, route: route.name, err }, 'the request URL could not be forwarded')
+        if (!reply.sent) sendError(reply, new SluiceError('BAD_REQUEST', 400, 'the request URL cannot be forwarded', { upstream: route.name }))
+      }
     }
 
     const start = async (): Promise<void> => {
