@@ -65,9 +65,12 @@ t.test('SIGTERM with requests queued: they proceed until the drain timeout, the 
   const queued = Array.from({ length: 11 }, (_, i) => send(p.url, `/q${i}`))
   while (up.hits.length < 2 && performance.now() - began < 5000) await sleep(10)
   await sleep(100)
+  // Nothing per waiting request lives in Redis: the bucket's keys, whatever the queue.
+  const keys = await redis.client().keys(`${prefix}*`)
   const signalAt = performance.now()
   const atSignal = up.hits.length
   t.ok(atSignal >= 2 && atSignal <= 6, `at the signal: ${atSignal} forwarded, the rest waiting`)
+  t.ok(keys.filter((k) => k.includes('{default}')).length <= 2, `${12 - atSignal} waiting, ${keys.length} keys in Redis: ${keys.join(' ')}`)
   p.child.kill('SIGTERM')
   await waitForLog(p, 'shutting down')
   const refused = await send(p.url, '/late').then(() => 'answered', (err: NodeJS.ErrnoException) => err.code)
