@@ -34,7 +34,8 @@ export function requestGuard (config: SluiceConfig) {
     try {
       decoded = decodeURIComponent(target)
     } catch {
-      throw new SluiceError('BAD_REQUEST', 400, 'the path is not valid percent-encoding')
+      // reply-from decodes path and query alike, and would throw on them later.
+      throw new SluiceError('BAD_REQUEST', 400, 'the request target (path or query) is not valid percent-encoding, e.g. a "%" not followed by two hex digits')
     }
     if (decoded.includes('/..') || decoded.includes('../')) {
       throw new SluiceError('BAD_REQUEST', 400, 'the path contains a segment starting or ending with "..", which Sluice does not forward')
