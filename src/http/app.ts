@@ -221,8 +221,9 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
   for (const route of config.routes) {
     const limiter = route.mode === 'shadow' ? new ShadowLimiter(route, limiterStore) : new RouteLimiter(route, limiterStore, (level, fields, message) => logger[level](fields, message))
     limiters.set(route.name, limiter)
-    const scheduler = new FairScheduler(route, limiter, hashedWeights(route, config.hashSecret))
+    const scheduler = new FairScheduler(route, limiter, hashedWeights(route, config.hashSecret), store)
     schedulers.set(route.name, scheduler)
+    app.addHook('onClose', async () => { scheduler.close() })
     await app.register(async (scope) => registerRoute(scope, route, limiter, { store: limiterStore, checkStore: store }, scheduler, config))
   }
 

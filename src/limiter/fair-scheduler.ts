@@ -9,9 +9,10 @@
 // A newcomer is booked behind at most the others' look-aheads, never behind their backlogs.
 // Nothing polls: the queues move when a reservation starts (the limiter's one timer per request),
 // and low priority retries when the schedule's answer says the bucket will have room.
+import { randomUUID } from 'node:crypto'
 import type { Priority, RouteConfig } from '../config/schema'
 import { SluiceError, retryAfterSeconds } from '../errors'
-import { slidingWindowParams, tokenBucketParams } from '../store/bucket-store'
+import { hasClientPresence, slidingWindowParams, tokenBucketParams, type BucketStore, type ClientPresence } from '../store/bucket-store'
 import { ClientGoneError, type Admission, type RouteLimiter } from './route-limiter'
 
 /** Units of the budget a client of weight 1 may have reserved ahead, per instance: at least 2, so the
@@ -21,6 +22,10 @@ export const LOOKAHEAD_UNITS = 2
  *  this (a burst of arrivals, a loaded machine) books the next slot before it passes, and none is lost.
  *  A sliding window's starts come in bursts of a whole window: 100 ms of them is 10% of a 1 s limit. */
 export const LOOKAHEAD_MIN_MS = 100
+
+/** How often each instance tells a shared store which clients it holds requests of (ms), and how long that stays true. */
+export const PRESENCE_EVERY_MS = 500
+const PRESENCE_TTL_MS = 2000
 
 /** Per-client statistics kept at most for this many clients per route (oldest dropped first). */
 const MAX_TRACKED_CLIENTS = 1000
@@ -92,6 +97,9 @@ interface BucketState {
   /** Low priority: one probe at a time, and none before lowRetryAt (performance.now() ms). */
   lowProbing: boolean
   lowTimer: NodeJS.Timeout | undefined
+  /** In how many instances each client is active (shared store only; missing: 1). */
+  instances: Map<string, number>
+  presenceBusy: boolean
 }
 
 const CLASSES: readonly Priority[] = ['high', 'normal']
@@ -107,15 +115,47 @@ export class FairScheduler {
   /** One slot of the budget, ms: the wait bound of a low-priority probe per unit of cost. */
   readonly slotMs: number
   readonly stats = { lowProbes: 0, lowProbesRefused: 0, heldTimeouts: 0, refusedAtArrival: 0 }
+  private readonly presence: (BucketStore & ClientPresence) | undefined
+  private readonly instanceId = randomUUID().replaceAll('-', '').slice(0, 16)
+  private presenceTimer: NodeJS.Timeout | undefined
 
-  constructor (route: RouteConfig, limiter: RouteLimiter, weights: Map<string, number> = new Map()) {
+  /** `store`: when shared (Redis), clients active in several instances book 1/n of their look-ahead in each. */
+  constructor (route: RouteConfig, limiter: RouteLimiter, weights: Map<string, number> = new Map(), store?: BucketStore) {
     this.route = route
     this.limiter = limiter
     this.weights = weights
+    this.presence = store !== undefined && store.kind === 'redis' && hasClientPresence(store) ? store : undefined
+    if (this.presence !== undefined) {
+      this.presenceTimer = setInterval(() => this.sharePresence(), PRESENCE_EVERY_MS)
+      this.presenceTimer.unref()
+    }
     this.slotMs = route.algorithm === 'token-bucket'
       ? tokenBucketParams(limiter.policy).intervalUs / 1000
       : slidingWindowParams(limiter.policy).windowUs / 1000 / route.limit.count
     this.lookaheadUnits = Math.max(LOOKAHEAD_UNITS, Math.ceil(LOOKAHEAD_MIN_MS / this.slotMs), ...route.cost.map((r) => r.cost))
+  }
+
+  close (): void {
+    if (this.presenceTimer !== undefined) clearInterval(this.presenceTimer)
+    this.presenceTimer = undefined
+  }
+
+  /** Tell the shared store which clients this instance holds requests of, and learn in how many instances each is. */
+  private sharePresence (): void {
+    const store = this.presence
+    if (store === undefined) return
+    for (const b of this.buckets.values()) {
+      const ids = [...b.clients.keys()]
+      if (ids.length === 0 || b.presenceBusy) continue
+      b.presenceBusy = true
+      store.clientPresence(b.name, this.instanceId, ids, PRESENCE_TTL_MS).then((counts) => {
+        b.instances.clear()
+        ids.forEach((id, i) => { if (counts[i] > 1) b.instances.set(id, counts[i]) })
+        this.pump(b)
+      }, () => {
+        // Unreachable store: keep the last counts; the limiter reports the outage on admission.
+      }).finally(() => { b.presenceBusy = false })
+    }
   }
 
   /** Held here plus reserved and not yet started, for one bucket (maxQueue counts both). */
@@ -209,7 +249,7 @@ export class FairScheduler {
   private bucketState (name: string): BucketState {
     let b = this.buckets.get(name)
     if (b === undefined) {
-      b = { name, clients: new Map(), held: 0, reserved: 0, deadlines: [], deadlineTimer: undefined, deadlineAt: Infinity, lowProbing: false, lowTimer: undefined }
+      b = { name, clients: new Map(), held: 0, reserved: 0, deadlines: [], deadlineTimer: undefined, deadlineAt: Infinity, lowProbing: false, lowTimer: undefined, instances: new Map(), presenceBusy: false }
       this.buckets.set(name, b)
     }
     return b
@@ -255,8 +295,13 @@ export class FairScheduler {
     }
   }
 
-  private mayReserve (c: ClientQueue, p: Priority, cost: number): boolean {
-    return c.reserved[p] === 0 || c.reserved[p] + cost <= this.lookaheadUnits * c.weight
+  /** A client's look-ahead in this instance: its share of it when it is active in several. */
+  private lookahead (b: BucketState, c: ClientQueue): number {
+    return Math.max(1, Math.round(this.lookaheadUnits * c.weight / (b.instances.get(c.id) ?? 1)))
+  }
+
+  private mayReserve (b: BucketState, c: ClientQueue, p: Priority, cost: number): boolean {
+    return c.reserved[p] === 0 || c.reserved[p] + cost <= this.lookahead(b, c)
   }
 
   /**
@@ -274,7 +319,7 @@ export class FairScheduler {
         moved = false
         for (const c of [...b.clients.values()]) {
           const next = c.held[p][0]
-          if (next === undefined || !this.mayReserve(c, p, next.req.cost)) continue
+          if (next === undefined || !this.mayReserve(b, c, p, next.req.cost)) continue
           this.dispatch(b, c, next, next.deadline - performance.now())
           moved = true
         }

@@ -101,6 +101,16 @@ export interface TeamBoard {
   leave (id: string): Promise<void>
 }
 
+/** Stores shared by instances (Redis) tell fair share in how many instances a client is active. */
+export interface ClientPresence {
+  /** Say `clients` of `bucket` are active in `instance` for `ttlMs`; resolves to, per client, its number of instances (≥ 1). */
+  clientPresence (bucket: string, instance: string, clients: string[], ttlMs: number): Promise<number[]>
+}
+
+export function hasClientPresence (store: BucketStore): store is BucketStore & ClientPresence {
+  return typeof (store as Partial<ClientPresence>).clientPresence === 'function'
+}
+
 export function isTeamBoard (store: BucketStore): store is BucketStore & TeamBoard {
   const s = store as Partial<TeamBoard>
   return typeof s.peek === 'function' && typeof s.heartbeat === 'function' && typeof s.liveInstances === 'function'

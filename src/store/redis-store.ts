@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import Redis, { type RedisOptions } from 'ioredis'
 import { admittedFromUs, refusalFromUs } from './memory-store'
-import { slidingWindowParams, tokenBucketParams, type BucketPeek, type BucketPolicy, type BucketStore, type Reservation, type TeamBoard } from './bucket-store'
+import { slidingWindowParams, tokenBucketParams, type BucketPeek, type BucketPolicy, type BucketStore, type Reservation, type TeamBoard, type ClientPresence } from './bucket-store'
 
 type Reply = [number, number, number, number, number, number]
 
@@ -22,6 +22,7 @@ interface SluiceCommands {
   sluicePeekSlidingWindow (starts: string, pause: string, limit: number, windowUs: number): Promise<[number, number, number, number]>
   sluiceHeartbeat (live: string, snapshots: string, id: string, snapshot: string, ttlMs: number): Promise<number>
   sluiceLiveInstances (live: string, snapshots: string): Promise<Array<string | null>>
+  sluiceClientPresence (presence: string, instance: string, ttlMs: number, ...clients: string[]): Promise<number[]>
 }
 
 const SCRIPTS: Array<[keyof SluiceCommands, string, number]> = [
@@ -36,7 +37,8 @@ const SCRIPTS: Array<[keyof SluiceCommands, string, number]> = [
   ['sluicePeekTokenBucket', 'peek-token-bucket-2.lua', 2],
   ['sluicePeekSlidingWindow', 'peek-sliding-window-2.lua', 2],
   ['sluiceHeartbeat', 'heartbeat-2.lua', 2],
-  ['sluiceLiveInstances', 'live-instances-2.lua', 2]
+  ['sluiceLiveInstances', 'live-instances-2.lua', 2],
+  ['sluiceClientPresence', 'client-presence-1.lua', 1]
 ]
 
 /** How long a higher live-instance count outlives a lower one (ms). */
@@ -50,7 +52,7 @@ export interface RedisStoreOptions {
   commandTimeoutMs?: number
 }
 
-export class RedisStore implements BucketStore, TeamBoard {
+export class RedisStore implements BucketStore, TeamBoard, ClientPresence {
   readonly kind = 'redis' as const
   readonly client: Redis & SluiceCommands
   private readonly prefix: string
@@ -166,6 +168,11 @@ export class RedisStore implements BucketStore, TeamBoard {
       if (id !== null && snapshot !== null) live.set(id, snapshot)
     }
     return live
+  }
+
+  async clientPresence (bucket: string, instance: string, clients: string[], ttlMs: number): Promise<number[]> {
+    if (clients.length === 0) return []
+    return await this.client.sluiceClientPresence(this.key(bucket, 'presence'), instance, Math.max(1, Math.round(ttlMs)), ...clients)
   }
 
   async leave (id: string): Promise<void> {
