@@ -215,7 +215,9 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
     }
   })
 
-  registerObserveRoutes(app, observer)
+  // adminRoutes: essential leaves the observer's routes unmounted; request-guard.ts answers their paths
+  // with 404 (so a route mounted at / cannot proxy them either).
+  registerObserveRoutes(app, observer, { routes: config.adminRoutes !== 'essential' })
 
   const limiterStore = observer.timed(store)
   for (const route of config.routes) {
