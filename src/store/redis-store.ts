@@ -41,6 +41,51 @@ const SCRIPTS: Array<[keyof SluiceCommands, string, number]> = [
   ['sluiceClientPresence', 'client-presence-1.lua', 1]
 ]
 
+/**
+ * The command timeout on the admission path (ms). ioredis's own commandTimeout is a plain timer: on
+ * an event loop blocked for longer (a burst of thousands of arrivals) it fires before the reply that
+ * already sits in the socket is read, and the route falls back to local shaping for nothing.
+ */
+const COMMAND_TIMEOUT_MS = 500
+/** ioredis's own timeout stays as a backstop for commands off the admission path (ms). */
+const BACKSTOP_TIMEOUT_MS = 5000
+
+export class StoreTimeoutError extends Error {
+  override readonly name = 'StoreTimeoutError'
+}
+
+/**
+ * Reject when `promise` has not settled `ms` after the call, unless the timer itself fired late (the
+ * loop was blocked): then the reply may be waiting unread, so the poll phase gets one more turn
+ * (setImmediate runs after it) before the command counts as timed out.
+ */
+export async function withLagAwareTimeout<T> (promise: Promise<T>, ms: number): Promise<T> {
+  return await new Promise<T>((resolve, reject) => {
+    let settled = false
+    const armedAt = performance.now()
+    const fail = (): void => {
+      if (settled) return
+      settled = true
+      reject(new StoreTimeoutError(`Redis did not answer within ${ms} ms`))
+    }
+    const timer = setTimeout(() => {
+      if (performance.now() - armedAt > ms * 1.5) setImmediate(fail)
+      else fail()
+    }, ms)
+    promise.then((value) => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      resolve(value)
+    }, (err: unknown) => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      reject(err)
+    })
+  })
+}
+
 /** How long a higher live-instance count outlives a lower one (ms). */
 const INSTANCE_COUNT_HOLD_MS = 10_000
 
@@ -56,13 +101,14 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence {
   readonly kind = 'redis' as const
   readonly client: Redis & SluiceCommands
   private readonly prefix: string
+  private readonly commandTimeoutMs: number
 
   constructor (options: RedisStoreOptions) {
     const redisOptions: RedisOptions = {
       lazyConnect: true,
       // Many concurrent reservations share round trips without changing their semantics.
       enableAutoPipelining: true,
-      commandTimeout: options.commandTimeoutMs ?? 500,
+      commandTimeout: BACKSTOP_TIMEOUT_MS,
       // Fail at once while disconnected instead of queueing requests behind a dead Redis.
       enableOfflineQueue: false,
       maxRetriesPerRequest: 1,
@@ -76,6 +122,7 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence {
       this.client.defineCommand(name, { numberOfKeys, lua: readFileSync(join(__dirname, 'lua', file), 'utf8') })
     }
     this.prefix = options.keyPrefix
+    this.commandTimeoutMs = options.commandTimeoutMs ?? COMMAND_TIMEOUT_MS
   }
 
   private connecting: Promise<void> | undefined
@@ -96,10 +143,10 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence {
     let reply: Reply
     if (policy.algorithm === 'token-bucket') {
       const { intervalUs, tauUs } = tokenBucketParams(policy)
-      reply = await this.client.sluiceReserveTokenBucket(this.key(bucket, 'tb'), this.key(bucket, 'pause'), intervalUs, tauUs, cost, maxWaitUs)
+      reply = await withLagAwareTimeout(this.client.sluiceReserveTokenBucket(this.key(bucket, 'tb'), this.key(bucket, 'pause'), intervalUs, tauUs, cost, maxWaitUs), this.commandTimeoutMs)
     } else {
       const { windowUs, keep } = slidingWindowParams(policy)
-      reply = await this.client.sluiceReserveSlidingWindow(this.key(bucket, 'sw'), this.key(bucket, 'pause'), policy.limit, windowUs, cost, maxWaitUs, keep)
+      reply = await withLagAwareTimeout(this.client.sluiceReserveSlidingWindow(this.key(bucket, 'sw'), this.key(bucket, 'pause'), policy.limit, windowUs, cost, maxWaitUs, keep), this.commandTimeoutMs)
     }
     const [ok, waitUs, remaining, resetUs, ticket, startUs] = reply
     return ok === 1 ? admittedFromUs(waitUs, remaining, resetUs, ticket, startUs) : refusalFromUs(waitUs, resetUs, startUs)
@@ -180,7 +227,7 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence {
   }
 
   async acquireLease (bucket: string, limit: number, leaseId: string, ttlMs: number): Promise<{ acquired: boolean, retryInMs: number }> {
-    const [ok, retryInMs] = await this.client.sluiceAcquireLease(this.key(bucket, 'leases'), limit, leaseId, Math.round(ttlMs))
+    const [ok, retryInMs] = await withLagAwareTimeout(this.client.sluiceAcquireLease(this.key(bucket, 'leases'), limit, leaseId, Math.round(ttlMs)), this.commandTimeoutMs)
     return { acquired: ok === 1, retryInMs }
   }
 
