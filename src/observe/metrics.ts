@@ -30,6 +30,8 @@ export class SluiceMetrics {
   readonly pauses: Counter<'route'>
   readonly storeCommand: Histogram<'store' | 'command'>
   readonly storeErrors: Counter<'store' | 'command'>
+  readonly clientRequests: Counter<'route' | 'client' | 'outcome'>
+  readonly clientWait: Counter<'route' | 'client'>
 
   constructor (routes: Array<{ name: string, limit: number, windowS: number }>, collectors: Collectors) {
     const registers = [this.registry]
@@ -63,6 +65,19 @@ export class SluiceMetrics {
       name: 'sluice_upstream_responses_total',
       help: 'Responses from the upstream by status class (1xx..5xx)',
       labelNames: ['route', 'class'],
+      registers
+    })
+    // Fair share made visible: per client (an HMAC of its identity, never the identity itself).
+    this.clientRequests = new Counter({
+      name: 'sluice_client_requests_total',
+      help: 'Requests per fair-share client (hashed id), by outcome: forwarded, rejected or cancelled',
+      labelNames: ['route', 'client', 'outcome'],
+      registers
+    })
+    this.clientWait = new Counter({
+      name: 'sluice_client_wait_seconds_total',
+      help: 'Seconds forwarded requests of each fair-share client (hashed id) waited in Sluice; divide by the forwarded count for the mean',
+      labelNames: ['route', 'client'],
       registers
     })
     this.retries = new Counter({

@@ -123,6 +123,7 @@ export class Observer {
     act.tokensRemaining = admission.reservation.remaining
     act.count('forwarded')
     this.metrics.wait.observe({ route: route.name }, admission.waitedMs / 1000)
+    if (state.client !== undefined) this.metrics.clientWait.inc({ route: route.name, client: state.client }, admission.waitedMs / 1000)
     act.recordWait(admission.waitedMs)
     if (isShadowAdmission(admission)) {
       const v = admission.shadow
@@ -148,6 +149,10 @@ export class Observer {
     if (this.countedStates.has(state)) return
     this.countedStates.add(state)
     const route = state.route.name
+    if (state.client !== undefined) {
+      const outcome = this.admittedStates.has(state) ? 'forwarded' : state.outcome === 'cancelled' ? 'cancelled' : 'rejected'
+      this.metrics.clientRequests.inc({ route, client: state.client, outcome })
+    }
     if (this.admittedStates.has(state)) {
       this.metrics.requests.inc({ route, outcome: 'forwarded', code: state.code ?? '' })
     } else if (state.outcome === 'cancelled') {
