@@ -29,3 +29,14 @@ t.test('per-client requests and waits in the metrics', async (t) => {
   t.same([...byClient.values()].sort((a, b) => (b.forwarded ?? 0) - (a.forwarded ?? 0)), [{ forwarded: 3 }, { forwarded: 1, rejected: 1 }], 'counts per client and outcome')
   t.match(metrics, /sluice_client_wait_seconds_total\{route="api",client="[A-Za-z0-9_-]{22}"\} [\d.e-]+/, 'waits per client')
 })
+
+t.test('per-client usage in /_sluice/status', async (t) => {
+  const up = await startUpstream()
+  const s = await startSluice([{ name: 'api', upstream: up.url, limit: '100/s' }])
+  t.teardown(async () => { await s.close(); await up.close() })
+  for (const client of ['job-a', 'job-a', 'job-b']) await (await request(`${s.url}/x`, { headers: { 'x-sluice-client': client } })).body.text()
+  const status = await (await request(`${s.url}/_sluice/status`)).body.json() as { clients: Array<{ route: string, client: string, admitted: number, meanWaitMs: number }> }
+  t.same(status.clients.map((c) => c.admitted).sort(), [1, 2], 'one row per client with its admitted count')
+  t.ok(status.clients.every((c) => c.route === 'api' && /^[A-Za-z0-9_-]{22}$/.test(c.client) && c.meanWaitMs >= 0), 'hashed ids, with mean waits')
+  t.notMatch(JSON.stringify(status), /job-a|job-b/)
+})

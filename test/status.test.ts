@@ -195,7 +195,7 @@ t.test('sluice status --watch redraws until stopped', async (t) => {
   t.ok(frames.length >= 2, `redrawn (${frames.length} frames)`)
   t.ok(frames.every((f) => f.startsWith('\x1b[2J\x1b[H')), 'each frame clears the screen first')
   t.ok(frames.some((f) => /^w\s+enforce\s+10\/s\s+\S+\s+\S+\s+1\s/m.test(f)), 'a later frame shows the new request')
-  t.match(formatStatus({ generatedAt: new Date().toISOString(), instance: { id: 'x', store: 'redis', storeReachable: false }, instances: [], buckets: [] }, 'http://h'), /UNREACHABLE.*\n\n.*\n\(no buckets yet\)/s)
+  t.match(formatStatus({ generatedAt: new Date().toISOString(), instance: { id: 'x', store: 'redis', storeReachable: false }, instances: [], buckets: [], clients: [] }, 'http://h'), /UNREACHABLE.*\n\n.*\n\(no buckets yet\)/s)
 })
 
 t.test('Redis down: status still answers, from this instance alone, and the store mode says so', async (t) => {

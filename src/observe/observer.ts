@@ -3,6 +3,7 @@
 // wrapped to time its commands and notice pauses; a one-second heartbeat publishes this instance's
 // figures to the shared store and reads everyone else's. Nothing here is on the admission path
 // except a few counter increments.
+import type { ClientStats } from '../limiter/fair-scheduler'
 import { randomUUID } from 'node:crypto'
 import { hostname } from 'node:os'
 import type { FastifyReply } from 'fastify'
@@ -27,7 +28,7 @@ export interface ObserverOptions {
    * Queues in front of the limiters (fair-scheduler.ts), by route: a request held there waits too.
    * Read lazily, so the map may be filled after the observer is made.
    */
-  schedulers?: Map<string, { queueDepth: (bucket: string) => number }>
+  schedulers?: Map<string, { queueDepth: (bucket: string) => number, clients?: () => ClientStats[] }>
 }
 
 /** Buckets (one per credential with key: header:…) idle this long are forgotten, ms. */
@@ -57,7 +58,7 @@ export class Observer {
   readonly events = new EventHub()
   private readonly heartbeatMs: number
   private readonly instanceTtlMs: number
-  private readonly schedulers: Map<string, { queueDepth: (bucket: string) => number }>
+  private readonly schedulers: Map<string, { queueDepth: (bucket: string) => number, clients?: () => ClientStats[] }>
   private readonly startedAt = new Date().toISOString()
   private timer: NodeJS.Timeout | undefined
   private ticking = false
@@ -255,7 +256,20 @@ export class Observer {
       generatedAt: new Date(now).toISOString(),
       instance: { id: this.id, store: this.store.kind, storeReachable: reachable },
       instances: snapshots.map((s) => ({ id: s.id, host: s.host, pid: s.pid, startedAt: s.startedAt })),
-      buckets: rows
+      buckets: rows,
+      clients: [...this.schedulers].flatMap(([route, s]) => (s.clients?.() ?? []).map((c) => ({
+        route,
+        bucket: c.bucket,
+        client: c.client,
+        weight: c.weight,
+        admitted: c.admitted,
+        units: c.units,
+        rejected: c.rejected,
+        cancelled: c.cancelled,
+        meanWaitMs: c.admitted === 0 ? 0 : Math.round(c.waitedMsTotal / c.admitted),
+        maxWaitMs: Math.round(c.waitedMsMax),
+        waiting: c.held + c.reserved
+      })))
     }
     this.last = status
     return status

@@ -67,6 +67,23 @@ export interface SluiceStatus {
   instance: { id: string, store: string, storeReachable: boolean }
   instances: Array<{ id: string, host: string, pid: number, startedAt: string }>
   buckets: BucketStatus[]
+  /** Fair-share clients seen by this instance (hashed ids): usage and waits. */
+  clients: ClientUsage[]
+}
+
+export interface ClientUsage {
+  route: string
+  bucket: string
+  client: string
+  weight: number
+  admitted: number
+  units: number
+  rejected: number
+  cancelled: number
+  meanWaitMs: number
+  maxWaitMs: number
+  /** held in the fair queue or reserved and not yet started */
+  waiting: number
 }
 
 export interface LocalBucket {
