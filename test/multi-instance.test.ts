@@ -38,6 +38,11 @@ t.test('three instances share one budget through one Redis', async (t) => {
         for (const s of instances) await s.close()
         await up.close()
       })
+      // Open each instance's connections to the upstream first (16 each, within the budget), then let
+      // the window pass: this test is about the shared schedule. A cold start's first burst is
+      // spread by connection set-up; README "Cold starts" states what that costs.
+      await Promise.all(Array.from({ length: 48 }, async (_, i) => { await (await request(`${instances[i % 3].url}/warm/${i}`)).body.text() }))
+      await new Promise((resolve) => setTimeout(resolve, 1300))
       const began = performance.timeOrigin + performance.now()
       const results = await Promise.all(Array.from({ length: c.requests }, async (_, i) => {
         const res = await request(`${instances[i % 3].url}/r/${i}`)
@@ -46,7 +51,7 @@ t.test('three instances share one budget through one Redis', async (t) => {
         return res.statusCode
       }))
       const elapsedMs = performance.timeOrigin + performance.now() - began
-      const hits = await up.hits()
+      const hits = (await up.hits()).filter((h) => h.t >= began)
       t.equal(results.filter((s) => s === 200).length, c.requests, 'every request succeeds')
       t.equal(hits.length, c.requests, 'each reached the upstream once')
       const peak = maxInWindow(hits.map((h) => h.t), 1000)
@@ -56,7 +61,7 @@ t.test('three instances share one budget through one Redis', async (t) => {
       // Tolerant on purpose: on a loaded 2-core machine late starts are re-reserved (correct, but slower).
       // bench/ measures utilization precisely.
       t.ok(firstToLast <= c.minimumMs * 1.35 + 300, `and the budget was used: ${(c.minimumMs / firstToLast).toFixed(3)} utilization (${elapsedMs.toFixed(0)} ms in all)`)
-      const perInstance = instances.map((s) => s.logs.filter((l) => l.msg === 'request' && l.status === 200).length)
+      const perInstance = instances.map((s) => s.logs.filter((l) => l.msg === 'request' && l.status === 200 && String(l.url).startsWith('/r/')).length)
       // Request i went to instance i % 3: 250 → 84, 83, 83, each logged once by the instance that served it.
       t.same(perInstance, [0, 1, 2].map((k) => Math.floor((c.requests - 1 - k) / 3) + 1), `each instance served and logged its share (${perInstance.join(', ')})`)
     })
