@@ -114,6 +114,10 @@ t.test('the dashboard shows every bucket and moves with the load', { skip }, asy
   t.ok(movedChart, 'the charts drew the new requests')
   t.ok(Number(await text('testrail', 'perMin')) >= 16, `requests per minute counted (${await text('testrail', 'perMin')})`)
   t.match(await text('testrail', 'wait'), /ms|s/, 'wait percentiles shown')
+  // Fair-share clients (the load has no X-Sluice-Client: one client per route, by remote address).
+  t.ok(await page.isVisible('#clients'), 'the clients table is shown')
+  const clientRoutes = await page.$$eval('#client-rows tr', (rows) => rows.map((r) => [r.children[0].textContent, r.getAttribute('data-client')]))
+  t.ok(clientRoutes.some(([route, id]) => route === 'testrail' && /^[A-Za-z0-9_-]{22}$/.test(id ?? '')), `a testrail client row with a hashed id (${JSON.stringify(clientRoutes)})`)
   t.match(await page.textContent('#conn'), /^live · 1 instance · store memory/)
   t.match(await page.getAttribute('[data-bucket="testrail"] canvas', 'aria-label'), /^Requests per second over the last 10 minutes: average [\d.]+ per second against a limit of 8\.0 per second$/)
   const pct = await page.textContent('[data-bucket="testrail"] .pct')
