@@ -1,21 +1,11 @@
 // Three Sluice instances, one Redis, one budget: the upstream never sees more than the limit in
 // any window, every request succeeds, and the budget is used (close to the theoretical minimum time).
 import t from 'tap'
+import { maxInWindow } from '../src/emulator'
 import { request } from 'undici'
 import { startRedis } from './helpers/redis'
 import { startSluice, type TestSluice } from './helpers/sluice'
 import { startUpstreamProcess } from './helpers/upstream-process'
-
-function maxInWindow (times: number[], windowMs: number): number {
-  const s = [...times].sort((a, b) => a - b)
-  let best = 0
-  let j = 0
-  for (let i = 0; i < s.length; i++) {
-    while (s[i] - s[j] >= windowMs) j++
-    best = Math.max(best, i - j + 1)
-  }
-  return best
-}
 
 const CASES = [
   // 250 requests at 50/s in exact sliding windows: 5 windows of 1 s (+100 ms margin) → 4 waits.

@@ -1,5 +1,6 @@
 // The proxy end to end: a real Sluice in front of a real loopback origin, memory store.
 import t from 'tap'
+import { maxInWindow } from '../src/emulator'
 import { request as httpRequest } from 'node:http'
 import { request } from 'undici'
 import { startSluice } from './helpers/sluice'
@@ -24,17 +25,6 @@ async function get (url: string, headers: Record<string, string> = {}, signal?: 
     req.on('error', reject)
     req.end()
   })
-}
-
-function maxInWindow (times: number[], windowMs: number): number {
-  const s = [...times].sort((a, b) => a - b)
-  let best = 0
-  let j = 0
-  for (let i = 0; i < s.length; i++) {
-    while (s[i] - s[j] >= windowMs) j++
-    best = Math.max(best, i - j + 1)
-  }
-  return best
 }
 
 t.test('forwards to the upstream and reports the budget', async (t) => {

@@ -1,5 +1,6 @@
 // One contract, both stores, both algorithms: what a reservation promises.
 import t from 'tap'
+import { maxInWindow } from '../src/emulator'
 import { MemoryStore } from '../src/store/memory-store'
 import { RedisStore } from '../src/store/redis-store'
 import type { BucketPolicy, BucketStore } from '../src/store/bucket-store'
@@ -9,18 +10,6 @@ const ALGOS = ['token-bucket', 'sliding-window'] as const
 
 function policy (algorithm: BucketPolicy['algorithm'], limit: number, windowMs: number, burst = 1): BucketPolicy {
   return { algorithm, limit, windowMs, burst: algorithm === 'token-bucket' ? burst : 1, marginMs: 10 }
-}
-
-/** Largest number of starts (ms, the store's clock) inside any half-open window [s, s + windowMs). */
-function maxInWindow (starts: number[], windowMs: number): number {
-  const s = [...starts].sort((a, b) => a - b)
-  let best = 0
-  let j = 0
-  for (let i = 0; i < s.length; i++) {
-    while (s[i] - s[j] >= windowMs) j++
-    best = Math.max(best, i - j + 1)
-  }
-  return best
 }
 
 t.test('contract', async (t) => {

@@ -2,23 +2,13 @@
 // upstream stays within the budget (each instance shapes its share locally meanwhile), and shaping
 // returns to Redis as soon as it answers again.
 import t from 'tap'
+import { maxInWindow } from '../src/emulator'
 import { request } from 'undici'
 import Redis from 'ioredis'
 import { startRedis } from './helpers/redis'
 import { startSluice, type TestSluice } from './helpers/sluice'
 import { startUpstreamProcess } from './helpers/upstream-process'
 import { startUpstream } from './helpers/upstream'
-
-function maxInWindow (times: number[], windowMs: number): number {
-  const s = [...times].sort((a, b) => a - b)
-  let best = 0
-  let j = 0
-  for (let i = 0; i < s.length; i++) {
-    while (s[i] - s[j] >= windowMs) j++
-    best = Math.max(best, i - j + 1)
-  }
-  return best
-}
 
 const sleep = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }
 

@@ -8,7 +8,7 @@ import { Readable } from 'node:stream'
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify'
 import type { RouteConfig } from '../config/schema'
 import { SluiceError, retryAfterSeconds } from '../errors'
-import { ClientGoneError, type RouteLimiter } from '../limiter/route-limiter'
+import { ClientGoneError, sleep, type RouteLimiter } from '../limiter/route-limiter'
 import type { BucketStore } from '../store/bucket-store'
 import { MAX_ERROR_BODY_BYTES, normalizeUpstreamError, sluiceErrorFromTransport, type NormalizedError } from '../upstream/normalize'
 import { clampDelayMs, parseRateLimitHeaders, type HeaderBag } from '../upstream/retry-after'
@@ -384,19 +384,4 @@ async function * concatRest (head: Buffer, rest: Readable): AsyncGenerator<Buffe
   yield head
   rest.resume()
   for await (const chunk of rest) yield chunk as Buffer
-}
-
-function sleep (ms: number, signal: AbortSignal): Promise<boolean> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve(false)
-    const onAbort = (): void => {
-      clearTimeout(timer)
-      resolve(false)
-    }
-    const timer = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort)
-      resolve(true)
-    }, ms)
-    signal.addEventListener('abort', onAbort, { once: true })
-  })
 }

@@ -25,7 +25,7 @@ export interface Admission {
 }
 
 /** Resolves true when the delay passed, false when `signal` fired first (the client left). */
-function sleep (ms: number, signal: AbortSignal): Promise<boolean> {
+export function sleep (ms: number, signal: AbortSignal): Promise<boolean> {
   return new Promise((resolve) => {
     if (signal.aborted) return resolve(false)
     const onAbort = (): void => {
