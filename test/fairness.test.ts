@@ -234,7 +234,7 @@ t.test('fair share', async (t) => {
     // other reservation is one admitted request, or one of the few the big client held when it left.
     const reserves = (calls.get('reserve') ?? 0) - late
     t.ok(reserves >= admitted && reserves <= admitted + fair.lookaheadUnits + 2, `${reserves} reservations for ${admitted} admitted requests besides the limiter's late-start retries; all in all ${(admission / admitted).toFixed(3)} admission round trips (reserve + release) per admitted request`)
-    t.comment(`Redis ran ${scripts} scripts in all, ${(scripts / admitted).toFixed(3)} per admitted request, status, heartbeats and the forwarder's pause checks included (${storeCalls} store calls)`)
+    t.comment(`Redis ran ${scripts} scripts in all, ${(scripts / admitted).toFixed(3)} per admitted request, status heartbeats and the presence script included (${storeCalls} store calls)`)
   })
 
   t.test('three backlogged clients, two on one instance and one on the other, get a third each', async (t) => {
