@@ -28,7 +28,6 @@ import { Drain, SHUTDOWN, shuttingDownError, type DrainResult } from './shutdown
 import { rateLimitHeaders, type BudgetView } from './rate-limit-headers'
 import { requestBodyParser } from './request-body'
 import { createForwarder } from './forward'
-import { handleTransportError, handleUpstreamResponse } from './upstream-response'
 
 export interface RequestState {
   route: RouteConfig
@@ -264,14 +263,6 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
   }
 }
 
-/** A SluiceError that is `err` or in its cause chain (undici wraps a failed request body's error). */
-function sluiceErrorIn (err: unknown): SluiceError | undefined {
-  for (let e = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
-    if (e instanceof SluiceError) return e
-  }
-  return undefined
-}
-
 function markAdmin (request: FastifyRequest): void {
   request.sluice = { route: undefined as unknown as RouteConfig, bucket: undefined, waitedMs: 0, view: undefined, outcome: 'admin' }
 }
@@ -374,18 +365,6 @@ async function registerRoute (scope: FastifyInstance, route: RouteConfig, limite
         const state = request?.sluice
         if (request === undefined || state?.view === undefined) return withoutHopByHop(headers)
         return { ...withoutHopByHop(headers), ...rateLimitHeaders(route, state.view, state.waitedMs), 'x-request-id': request.id }
-      },
-      onResponse: (request: FastifyRequest, reply: FastifyReply, res: unknown) => handleUpstreamResponse(request, reply, res as never, route),
-      onError: (reply: FastifyReply, { error }: { error: Error }) => {
-        // A chunked body that passed bodyLimit while streaming (body-limit.ts): 413, and the rest of it
-        // is not read (the connection closes).
-        const own = sluiceErrorIn(error)
-        if (own !== undefined && !reply.sent) {
-          reply.header('connection', 'close')
-          sendError(reply, own)
-          return
-        }
-        handleTransportError(reply, error, route)
       }
     }
   } as never)

@@ -151,7 +151,9 @@ export function createForwarder (opts: ForwarderOptions): Handler {
   return function forward (request, reply, dest, options) {
     const state = request.sluice
     const bucket = state?.bucket
-    if (state === undefined || bucket === undefined) return reply.from(dest, options)
+    // admit() (the route's preHandler) sets both or refuses the request: forwarding without them would
+    // bypass the budget, so it is Sluice's own error.
+    if (state === undefined || bucket === undefined) throw new SluiceError('INTERNAL_ERROR', 500, 'Sluice failed to handle this request; see its log for the request id')
     const method = request.method.toUpperCase()
     // The admission's own controller where there is one: the limiter keys a concurrency slot by its
     // signal, so a retry keeps the slot the request holds instead of waiting for a second one.

@@ -1,12 +1,11 @@
-// What comes back from the upstream: success streams through untouched; errors become the envelope
-// (or pass through untouched on a route with `errors: upstream`); failures to get an answer at all
-// become the envelope too.
+// The pieces forward.ts answers an upstream's error with: read a bounded head of the error body,
+// decode it (gzip, deflate, br, bounded), and send the envelope in place of the upstream's answer.
 import type { Readable, Transform } from 'node:stream'
 import { constants as zlibConstants, createBrotliDecompress, createGunzip, createInflate, createInflateRaw } from 'node:zlib'
-import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyReply } from 'fastify'
 import type { RouteConfig } from '../config/schema'
 import type { Envelope } from '../errors'
-import { MAX_ERROR_BODY_BYTES, normalizeUpstreamError, sluiceErrorFromTransport, type NormalizedError } from '../upstream/normalize'
+import { MAX_ERROR_BODY_BYTES, type NormalizedError } from '../upstream/normalize'
 import { rateLimitHeaders } from './rate-limit-headers'
 
 export interface UpstreamResponse {
@@ -18,30 +17,6 @@ export interface UpstreamResponse {
 // Headers that describe the upstream's body (or its delay); an envelope replaces that body.
 const BODY_HEADERS = ['content-length', 'content-encoding', 'content-type', 'content-range', 'content-md5', 'content-disposition',
   'content-language', 'content-location', 'digest', 'etag', 'last-modified', 'transfer-encoding', 'retry-after']
-
-export function handleUpstreamResponse (request: FastifyRequest, reply: FastifyReply, res: UpstreamResponse, route: RouteConfig): void {
-  if (request.sluice !== undefined) request.sluice.upstreamStatus = res.statusCode
-  if (res.statusCode < 400 || route.errors === 'upstream') {
-    reply.send(res.stream)
-    return
-  }
-  void readErrorBody(res.stream, res.headers['content-encoding']).then((body) => {
-    const normalized = normalizeUpstreamError({
-      status: res.statusCode,
-      headers: res.headers,
-      body,
-      route: route.name,
-      profile: route.profile,
-      requestId: request.id
-    })
-    sendEnvelope(reply, route, normalized)
-  })
-}
-
-export function handleTransportError (reply: FastifyReply, error: Error, route: RouteConfig): void {
-  if (reply.sent) return
-  sendEnvelope(reply, route, sluiceErrorFromTransport(error, route.name, reply.request.id))
-}
 
 /**
  * Send an envelope in place of whatever the upstream answered: its body headers go, Sluice's
@@ -57,17 +32,6 @@ export function sendEnvelope (reply: FastifyReply, route: RouteConfig, normalize
   if (state?.view !== undefined) reply.headers(rateLimitHeaders(route, state.view, state.waitedMs))
   if (normalized.retryAfterS !== undefined) reply.header('retry-after', String(normalized.retryAfterS))
   reply.code(normalized.status).type('application/json').send(body)
-}
-
-/**
- * At most MAX_ERROR_BODY_BYTES of an upstream error body, decoded (gzip, deflate, br) with the
- * decoded size bounded too. The rest is not read: the stream is destroyed (so is its connection).
- * Never rejects: a body that breaks off, or does not decode, yields what was read.
- */
-export async function readErrorBody (stream: Readable, contentEncoding: string | string[] | undefined, limit = MAX_ERROR_BODY_BYTES): Promise<Buffer> {
-  const head = await readHead(stream, limit)
-  if (!head.complete) stream.destroy()
-  return await decodeBody(head.bytes, contentEncoding, limit)
 }
 
 export interface BodyHead {
