@@ -346,11 +346,7 @@ export class FairScheduler {
     const heldMs = performance.now() - held.arrived
     this.limiter.admit(req.bucket, Math.max(0, boundMs), req.signal, req.cost).then((admission) => {
       this.settle(b, c, req)
-      const waitedMs = performance.now() - held.arrived
-      c.stats.admitted++
-      c.stats.units += req.cost
-      c.stats.waitedMsTotal += waitedMs
-      c.stats.waitedMsMax = Math.max(c.stats.waitedMsMax, waitedMs)
+      const waitedMs = this.recordAdmitted(c, held)
       this.tidy(b, c)
       held.resolve({ ...admission, waitedMs, heldMs })
     }, (err: unknown) => {
@@ -358,6 +354,16 @@ export class FairScheduler {
       this.fail(c, held, err)
       this.tidy(b, c)
     })
+  }
+
+  /** Count a started request in its client's stats; returns its whole wait (held here plus the limiter's), ms. */
+  private recordAdmitted (c: ClientQueue, held: Held): number {
+    const waitedMs = performance.now() - held.arrived
+    c.stats.admitted++
+    c.stats.units += held.req.cost
+    c.stats.waitedMsTotal += waitedMs
+    c.stats.waitedMsMax = Math.max(c.stats.waitedMsMax, waitedMs)
+    return waitedMs
   }
 
   private settle (b: BucketState, c: ClientQueue, req: FairRequest): void {
@@ -393,11 +399,7 @@ export class FairScheduler {
     }
     this.limiter.admit(req.bucket, Math.max(0, probeMs), req.signal, req.cost).then((admission) => {
       finish()
-      const waitedMs = performance.now() - held.arrived
-      c.stats.admitted++
-      c.stats.units += req.cost
-      c.stats.waitedMsTotal += waitedMs
-      c.stats.waitedMsMax = Math.max(c.stats.waitedMsMax, waitedMs)
+      const waitedMs = this.recordAdmitted(c, held)
       this.tidy(b, c)
       held.resolve({ ...admission, waitedMs, heldMs: waitedMs - admission.waitedMs })
       this.pump(b)
