@@ -107,10 +107,20 @@ export class RouteLimiter {
 
   /** This instance's share of the budget while the shared store is unreachable. */
   private localPolicy (): BucketPolicy {
-    const n = Math.max(1, this.store.instanceCount())
-    const limit = Math.max(1, Math.floor(this.policy.limit / n))
-    const burst = Math.max(1, Math.min(limit, Math.floor(this.policy.burst / n)))
+    const limit = this.share(this.policy.limit)
+    const burst = Math.min(limit, this.share(this.policy.burst))
     return { ...this.policy, limit, burst }
+  }
+
+  /** This instance's part of `amount` among the team's live instances, at least 1. */
+  private share (amount: number): number {
+    return Math.max(1, Math.floor(amount / Math.max(1, this.store.instanceCount())))
+  }
+
+  /** The answer while the store is unreachable on a route with onStoreError: closed. */
+  private storeClosed (bucket: string, err: unknown): SluiceError {
+    return new SluiceError('STORE_UNAVAILABLE', 503, 'the budget store is unreachable, so the request was not forwarded (onStoreError: closed)',
+      this.details(bucket, { store: this.store.kind, store_mode: 'closed' }), 1, { cause: err })
   }
 
   private local (): MemoryStore {
@@ -143,10 +153,7 @@ export class RouteLimiter {
   private async fallback (bucket: string, cost: number, maxWaitMs: number, err: unknown): Promise<Reservation> {
     const mode = this.route.onStoreError
     this.setMode(mode, err)
-    if (mode === 'closed') {
-      throw new SluiceError('STORE_UNAVAILABLE', 503, 'the budget store is unreachable, so the request was not forwarded (onStoreError: closed)',
-        this.details(bucket, { store: this.store.kind, store_mode: mode }), 1, { cause: err })
-    }
+    if (mode === 'closed') throw this.storeClosed(bucket, err)
     if (mode === 'open') return { admitted: true, waitMs: 0, remaining: 0, resetMs: 0, ticket: undefined }
     const policy = this.localPolicy()
     if (!this.seeded.has(bucket)) {
@@ -199,24 +206,21 @@ export class RouteLimiter {
         throw err
       }
     }
+    let fault: unknown
     if (this.store.kind === 'memory' || this.store.available()) {
       this.gate ??= new ConcurrencyGate(this.store)
       try {
         return await fromGate(this.gate, limit)
       } catch (err) {
         if (err instanceof SluiceError || err instanceof ClientGoneError || this.store.kind === 'memory') throw err
-        this.setMode(this.route.onStoreError, err)
+        fault = err
       }
-    } else {
-      this.setMode(this.route.onStoreError)
     }
+    this.setMode(this.route.onStoreError, fault)
     if (this.route.onStoreError === 'open') return undefined
-    if (this.route.onStoreError === 'closed') {
-      throw new SluiceError('STORE_UNAVAILABLE', 503, 'the budget store is unreachable, so the request was not forwarded (onStoreError: closed)',
-        this.details(bucket, { store: this.store.kind, store_mode: 'closed' }), 1)
-    }
+    if (this.route.onStoreError === 'closed') throw this.storeClosed(bucket, fault)
     this.localGate ??= new ConcurrencyGate(this.local())
-    return await fromGate(this.localGate, Math.max(1, Math.floor(limit / Math.max(1, this.store.instanceCount()))))
+    return await fromGate(this.localGate, this.share(limit))
   }
 
   totalWaiting (): number {
