@@ -296,7 +296,15 @@ export class RouteLimiter {
         throw new SluiceError('STORE_UNAVAILABLE', 503, 'the budget store is unreachable, so the request was not forwarded', this.details(bucket, { store: this.store.kind }), 1, { cause: err })
       }
       const receivedAt = performance.now()
-      if (!reservation.admitted) {
+      // The slot in this process's clock. Redis ran the script somewhere between send and receipt;
+      // counting from receipt is never early (a busy event loop can delay the send by tens of ms),
+      // at the cost of starting up to one round trip late.
+      const slot = receivedAt + reservation.waitMs
+      // The store checked the bound against the time it ran; counted from receipt, a slow round trip
+      // can put a waiting request's slot past the client's bound: then it could not start in time.
+      const pastBound = reservation.admitted && reservation.waitMs > 0 && slot > deadline
+      if (pastBound) await this.giveBack(bucket, reservation, cost)
+      if (!reservation.admitted || pastBound) {
         const ms = Math.ceil(reservation.waitMs)
         if (attempt === 0) {
           throw new SluiceError('RATE_LIMITED', 429, `the budget of ${this.route.name} has no room within the wait bound of ${Math.round(maxWaitMs)} ms; retry after ${retryAfterSeconds(ms)} s`,
@@ -305,10 +313,6 @@ export class RouteLimiter {
         throw new SluiceError('QUEUE_TIMEOUT', 503, `the request waited ${Math.round(receivedAt - arrived)} ms, but Sluice could not start it on time within its wait bound`,
           this.details(bucket, { retry_after_ms: ms, max_wait_ms: Math.round(maxWaitMs), late_starts: attempt }), retryAfterSeconds(ms))
       }
-      // The slot in this process's clock. Redis ran the script somewhere between send and receipt;
-      // counting from receipt is never early (a busy event loop can delay the send by tens of ms),
-      // at the cost of starting up to one round trip late.
-      const slot = receivedAt + reservation.waitMs
       this.lastStart.set(bucket, Math.max(this.lastStart.get(bucket) ?? 0, Date.now() + (slot - receivedAt)))
       if (slot > receivedAt) {
         const started = await this.wait(bucket, slot - receivedAt, signal)
