@@ -1,6 +1,7 @@
 // Fair share of one budget across clients and instances: two Sluice instances, one Redis, a real
 // origin in its own process. Backlogged clients get equal (or weighted) shares, small clients start
 // within a few slots of arriving, the budget stays used, and each admission is one Redis round trip.
+import { setMaxListeners } from 'node:events'
 import t, { type Test } from 'tap'
 import { Agent, request } from 'undici'
 import { clientId } from '../src/limiter/client-identity'
@@ -241,6 +242,7 @@ t.test('fair share', async (t) => {
     const { a, b, up } = await twoInstances(t, redis)
     await Promise.all([warm(a.url, 'x', 200), warm(a.url, 'y', 200), warm(b.url, 'z', 200)])
     const stop = new AbortController()
+    setMaxListeners(1000, stop.signal) // one signal ends hundreds of senders
     const load = [
       ...Array.from({ length: 200 }, async (_, i) => await send(a.url, 'x', i, stop.signal)),
       ...Array.from({ length: 200 }, async (_, i) => await send(a.url, 'y', i, stop.signal)),
@@ -262,6 +264,7 @@ t.test('fair share', async (t) => {
     const { a, b, up } = await twoInstances(t, redis)
     await Promise.all([warm(a.url, 'both', 150), warm(b.url, 'both', 150), warm(a.url, 'one', 300)])
     const stop = new AbortController()
+    setMaxListeners(1000, stop.signal) // one signal ends hundreds of senders
     const load = [
       ...Array.from({ length: 300 }, async (_, i) => await send(i % 2 === 0 ? a.url : b.url, 'both', i, stop.signal)),
       ...Array.from({ length: 300 }, async (_, i) => await send(a.url, 'one', i, stop.signal))
@@ -281,6 +284,7 @@ t.test('fair share', async (t) => {
     const { a, b, up } = await twoInstances(t, redis, { weights: { heavy: 3 } })
     await Promise.all([warm(a.url, 'heavy', 300), warm(b.url, 'light', 300)])
     const stop = new AbortController()
+    setMaxListeners(1000, stop.signal) // one signal ends hundreds of senders
     const load = [
       ...Array.from({ length: 300 }, async (_, i) => await send(a.url, 'heavy', i, stop.signal)),
       ...Array.from({ length: 300 }, async (_, i) => await send(b.url, 'light', i, stop.signal))
@@ -318,15 +322,17 @@ t.test('the fair queues keep the wait bound and maxQueue, and every refusal name
     const error = res.statusCode === 200 ? undefined : (JSON.parse(text) as { error: { code: string, details: Record<string, unknown> } }).error
     return { status: res.statusCode, code: error?.code, client: error?.details.client, ms: now() - began - i * 20 }
   }
-  const q = await Promise.all(Array.from({ length: 7 }, async (_, i) => await one('q', i, { prefer: 'wait=1' })))
+  // A 0.9 s bound puts every q's deadline half a slot (100 ms) from its slot, on one side or the other.
+  const q = await Promise.all(Array.from({ length: 7 }, async (_, i) => await one('q', i, { prefer: 'wait=0.9' })))
   began = now()
   const r = await Promise.all(Array.from({ length: 8 }, async (_, i) => await one('r', i, {})))
   t.comment([...q, ...r].map((b, i) => `${i}: ${b.status} ${b.code ?? ''} ${b.ms.toFixed(0)} ms`).join('; '))
-  // q0 and q1 are booked at once (slots 0 and 220 ms), q2-q4 wait here (440-880 ms). q6 could not
-  // start within 1 s even with the whole budget (5 units ahead of it × 220 ms): refused at once. q5's
-  // slot (1100 ms) is past its bound too, but only by less than a slot: refused when its turn comes.
+  // q0 and q1 are booked at once (slots 0 and 220 ms), q2-q4 wait here (440-880 ms; qi arrives at
+  // 20i ms, so q4's deadline is 980 ms). q6 could not start within 0.9 s even with the whole budget
+  // (5 units ahead of it × 220 ms): refused at once. q5's slot (1100 ms) is past its bound (1000 ms)
+  // too, but only by less than a slot: refused when its turn comes.
   t.same(q.map((b) => b.status), [200, 200, 200, 200, 200, 429, 429], 'five start within the bound, two are refused')
-  t.ok(q[5].code === 'RATE_LIMITED' && q[5].ms < 1000, `q5 as RATE_LIMITED within its bound (${q[5].ms.toFixed(0)} ms: at once, or when its turn showed its slot too late)`)
+  t.ok(q[5].code === 'RATE_LIMITED' && q[5].ms < 900, `q5 as RATE_LIMITED within its bound (${q[5].ms.toFixed(0)} ms: at once, or when its turn showed its slot too late)`)
   t.ok(q[6].code === 'RATE_LIMITED' && q[6].ms < 200, `q6 at once, as RATE_LIMITED (${q[6].ms.toFixed(0)} ms)`)
   // maxQueue 6 counts held and reserved requests: r0 and r1 are booked, r2-r5 wait here, r6 and r7
   // find the queue full.
