@@ -152,19 +152,28 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
   const schedulers = new Map<string, FairScheduler>()
   const observer = new Observer(config, store, limiters, logger, { schedulers })
 
-  app.addHook('onRequest', async (request, reply) => {
-    reply.header('x-request-id', request.id)
-    // Dot segments (also percent-encoded) could walk out of a route's mount or its upstream's base
-    // path; no API needs them, so they are refused before routing.
-    if (DOT_SEGMENT.test(request.raw.url ?? '')) {
-      throw new SluiceError('BAD_REQUEST', 400, 'the path contains "." or ".." segments, which Sluice does not forward')
+  const guard = requestGuard(config)
+  const scrub = secretScrubber(config.routes)
+  // Callback-style hooks: one onRequest instead of three, and no promise per hook and request.
+  app.addHook('onRequest', (request, reply, done) => {
+    try {
+      reply.header('x-request-id', request.id)
+      // Dot segments (also percent-encoded) could walk out of a route's mount or its upstream's base
+      // path; no API needs them, so they are refused before routing.
+      if (DOT_SEGMENT.test(request.raw.url ?? '')) {
+        throw new SluiceError('BAD_REQUEST', 400, 'the path contains "." or ".." segments, which Sluice does not forward')
+      }
+      guard(request, reply)
+      drain.onRequest(request, reply)
+    } catch (err) {
+      done(err as Error)
+      return
     }
+    done()
   })
-  app.addHook('onRequest', requestGuard(config))
-  app.addHook('onRequest', drain.onRequest)
-  app.addHook('onSend', secretScrubber(config.routes))
+  app.addHook('onSend', (request, reply, payload, done) => { done(null, scrub(request, reply, payload)) })
 
-  app.addHook('onResponse', async (request, reply) => {
+  app.addHook('onResponse', (request, reply, done) => {
     const s = request.sluice
     // request.log already binds reqId.
     const line = {
@@ -182,8 +191,8 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
       code: s?.code
     }
     observer.finished(s, reply.statusCode)
-    if (s?.outcome === 'admin') return
-    request.log.info(line, 'request')
+    if (s?.outcome !== 'admin') request.log.info(line, 'request')
+    done()
   })
 
   app.setErrorHandler((err: FastifyError, request, reply) => {
@@ -306,9 +315,13 @@ async function registerRoute (scope: FastifyInstance, route: RouteConfig, limite
     state.maxWaitMs = maxWaitMs
     const controller = new AbortController()
     state.controller = controller
-    const onClose = (): void => { if (!reply.raw.writableEnded) controller.abort() }
-    reply.raw.once('close', onClose)
+    // For the whole exchange, retries included (forward.ts): a client that leaves aborts its wait, and
+    // shutdown may cut a wait short (shutdown.ts) until the response is over.
     const untrack = request.server.drain.track(controller)
+    reply.raw.once('close', () => {
+      if (!reply.raw.writableEnded) controller.abort()
+      untrack()
+    })
     try {
       // Shadow routes only measure, so they skip the fair queues (which would hold requests back).
       const admission = route.mode === 'shadow'
@@ -335,9 +348,6 @@ async function registerRoute (scope: FastifyInstance, route: RouteConfig, limite
         reply.headers(rateLimitHeaders(route, { remaining: 0, resetMs: Number(err.details.retry_after_ms ?? 0) }, 0))
       }
       throw err
-    } finally {
-      untrack()
-      reply.raw.removeListener('close', onClose)
     }
   }
 
@@ -360,11 +370,19 @@ async function registerRoute (scope: FastifyInstance, route: RouteConfig, limite
       // retries (GET on 503, up to 10 times) are turned off. reply-from reads this per call, from
       // the reply options: as a plugin option it was ignored.
       retryDelay: () => null,
-      rewriteRequestHeaders: (request: FastifyRequest, headers: Record<string, unknown>) => ({ ...forwardedRequestHeaders(headers), 'x-request-id': request.id }),
+      rewriteRequestHeaders: (request: FastifyRequest, headers: Record<string, unknown>) => {
+        const out = forwardedRequestHeaders(headers)
+        out['x-request-id'] = request.id
+        return out
+      },
       rewriteHeaders: (headers: Record<string, unknown>, request: FastifyRequest | undefined) => {
+        // A copy: forward.ts still reads the upstream's own rate-limit headers from the original.
+        const out = withoutHopByHop(headers)
         const state = request?.sluice
-        if (request === undefined || state?.view === undefined) return withoutHopByHop(headers)
-        return { ...withoutHopByHop(headers), ...rateLimitHeaders(route, state.view, state.waitedMs), 'x-request-id': request.id }
+        if (request === undefined || state?.view === undefined) return out
+        rateLimitHeaders(route, state.view, state.waitedMs, out)
+        out['x-request-id'] = request.id
+        return out
       }
     }
   } as never)

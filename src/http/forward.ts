@@ -157,10 +157,14 @@ export function createForwarder (opts: ForwarderOptions): Handler {
     const method = request.method.toUpperCase()
     // The admission's own controller where there is one: the limiter keys a concurrency slot by its
     // signal, so a retry keeps the slot the request holds instead of waiting for a second one.
-    const controller = state.controller ?? new AbortController()
-    reply.raw.once('close', () => { if (!reply.raw.writableEnded) controller.abort() })
-    // A retry's wait is cut short by shutdown at the drain timeout, like the first wait (shutdown.ts).
-    reply.raw.once('close', request.server.drain.track(controller))
+    // admit() aborts it when the client leaves, and lets shutdown cut a wait short (shutdown.ts), until
+    // the exchange is over: a retry's wait is covered like the first.
+    let controller = state.controller
+    if (controller === undefined) {
+      const own = controller = new AbortController()
+      reply.raw.once('close', () => { if (!reply.raw.writableEnded) own.abort() })
+      reply.raw.once('close', request.server.drain.track(own))
+    }
     let retries = 0
     let pushbackRetries = 0
     let transientRetries = 0
@@ -364,7 +368,9 @@ export function createForwarder (opts: ForwarderOptions): Handler {
       })
     }
 
-    void start()
+    // Straight out unless the slot it slept for may have fallen into a pause.
+    if (slept && !shadow && pausedHere(bucket)) void start()
+    else send()
     return reply
   }
 }

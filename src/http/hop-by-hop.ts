@@ -1,12 +1,17 @@
 // Hop-by-hop headers (RFC 9110 7.6.1) describe one connection, not the message: the upstream's
 // "Connection: keep-alive" must not reach the client (it would override the client's own
 // "Connection: close", and Node would keep a socket open that the client meant to end).
-const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade']
+const HOP_BY_HOP: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade'])
 
+/** A copy of `headers` without the hop-by-hop ones and those the Connection header names. One pass, on every response. */
 export function withoutHopByHop<T extends Record<string, unknown>> (headers: T): T {
-  const named = typeof headers.connection === 'string' ? headers.connection.toLowerCase().split(',').map((s) => s.trim()).filter((s) => s !== '') : []
-  const out: Record<string, unknown> = { ...headers }
-  for (const name of [...HOP_BY_HOP, ...named]) delete out[name]
+  const connection = headers.connection
+  const named = typeof connection === 'string' ? connection.toLowerCase().split(',').map((s) => s.trim()) : undefined
+  const out: Record<string, unknown> = {}
+  for (const name in headers) {
+    if (HOP_BY_HOP.has(name) || named?.includes(name) === true) continue
+    out[name] = headers[name]
+  }
   return out as T
 }
 
@@ -16,7 +21,7 @@ export function withoutHopByHop<T extends Record<string, unknown>> (headers: T):
  * sends it for large uploads) a 502.
  */
 export function forwardedRequestHeaders<T extends Record<string, unknown>> (headers: T): T {
-  const out: Record<string, unknown> = { ...headers }
-  delete out.expect
-  return out as T
+  // reply-from hands over its own copy of the request's headers: changed in place, not copied again.
+  delete headers.expect
+  return headers
 }

@@ -9,16 +9,15 @@ export interface BudgetView {
   resetMs: number
 }
 
-export function rateLimitHeaders (route: RouteConfig, view: BudgetView, waitedMs: number): Record<string, string> {
+export function rateLimitHeaders (route: RouteConfig, view: BudgetView, waitedMs: number, into: Record<string, unknown> = {}): Record<string, string> {
   const windowS = Math.max(1, Math.ceil(route.limit.windowMs / 1000))
   const resetS = Math.max(0, Math.ceil(view.resetMs / 1000))
   const remaining = Math.max(0, Math.floor(view.remaining))
-  return {
-    'ratelimit-policy': `"${route.name}";q=${route.limit.count};w=${windowS}`,
-    ratelimit: `"${route.name}";r=${remaining};t=${resetS}`,
-    'x-ratelimit-limit': String(route.limit.count),
-    'x-ratelimit-remaining': String(remaining),
-    'x-ratelimit-reset': String(Math.ceil((Date.now() + view.resetMs) / 1000)),
-    'server-timing': `queue;dur=${waitedMs.toFixed(1)}`
-  }
+  into['ratelimit-policy'] = `"${route.name}";q=${route.limit.count};w=${windowS}`
+  into.ratelimit = `"${route.name}";r=${remaining};t=${resetS}`
+  into['x-ratelimit-limit'] = String(route.limit.count)
+  into['x-ratelimit-remaining'] = String(remaining)
+  into['x-ratelimit-reset'] = String(Math.ceil((Date.now() + view.resetMs) / 1000))
+  into['server-timing'] = `queue;dur=${waitedMs.toFixed(1)}`
+  return into as Record<string, string>
 }

@@ -16,7 +16,7 @@ const ESSENTIAL = new Set(['/_sluice/health', '/_sluice/ready'])
 
 export function requestGuard (config: SluiceConfig) {
   const essentialOnly = config.adminRoutes === 'essential'
-  return async function guard (request: FastifyRequest, reply: FastifyReply): Promise<void> {
+  return function guard (request: FastifyRequest, reply: FastifyReply): void {
     const target = request.raw.url ?? ''
     // HTTP/1.1 needs exactly one Host (RFC 9112 3.2); Node keeps the first of several silently.
     if (request.raw.httpVersion === '1.1') {

@@ -61,10 +61,10 @@ export function scrub (text: string, secrets: string[]): string {
   return out
 }
 
-/** onSend hook: error responses with a text body leave without the request's credentials. */
+/** For the onSend hook: error responses with a text body leave without the request's credentials. */
 export function secretScrubber (routes: RouteConfig[]) {
   const keyHeaders = routes.flatMap((r) => r.key.kind === 'header' ? [r.key.header] : [])
-  return async function onSend (request: FastifyRequest, reply: FastifyReply, payload: unknown): Promise<unknown> {
+  return function scrubPayload (request: FastifyRequest, reply: FastifyReply, payload: unknown): unknown {
     if (reply.statusCode < 400 || (typeof payload !== 'string' && !Buffer.isBuffer(payload))) return payload
     const secrets = requestSecrets(request, keyHeaders)
     if (secrets.length === 0) return payload

@@ -42,8 +42,8 @@ export class Drain {
     return this.inFlight
   }
 
-  /** onRequest hook: count requests; during a drain, refuse new ones. */
-  readonly onRequest = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+  /** From the onRequest hook: count requests; during a drain, refuse new ones (throws). */
+  readonly onRequest = (request: FastifyRequest, reply: FastifyReply): void => {
     const admin = (request.raw.url ?? '').startsWith('/_sluice/')
     if (this.draining) {
       reply.header('connection', 'close')

@@ -188,6 +188,12 @@ export class FairScheduler {
       refuse(new SluiceError('RATE_LIMITED', 429, `client ${req.client} already has ${this.unitsAhead(c, req.priority)} units waiting in ${this.route.name}; this one could not start within the wait bound of ${Math.round(req.maxWaitMs)} ms`,
         this.details(b, { retry_after_ms: ms, max_wait_ms: Math.round(req.maxWaitMs) }), retryAfterSeconds(ms)))
     }
+    if (req.priority !== 'low' && c.held[req.priority].length === 0 && this.mayReserve(b, c, req.priority, req.cost)) {
+      // Nothing of this client waits here and its look-ahead has room: pump() would hand this request
+      // to the limiter at once (every other client it would move is blocked by its own look-ahead,
+      // or it would have moved before), so it goes straight there, without a place in the queues.
+      return await this.direct(b, c, req, arrived)
+    }
     return await new Promise<FairAdmission>((resolve, reject) => {
       const held: Held = {
         req,
@@ -356,11 +362,36 @@ export class FairScheduler {
     })
   }
 
+  /** dispatch() for a request that was never held: the same bookkeeping, no queue entry, no abort listener. */
+  private async direct (b: BucketState, c: ClientQueue, req: FairRequest, arrived: number): Promise<FairAdmission> {
+    b.clients.delete(c.id)
+    b.clients.set(c.id, c)
+    c.reserved[req.priority] += req.cost
+    b.reserved++
+    let admission: Admission
+    try {
+      admission = await this.limiter.admit(req.bucket, req.maxWaitMs, req.signal, req.cost)
+    } catch (err) {
+      this.settle(b, c, req)
+      this.countFailure(c, err)
+      this.tidy(b, c)
+      throw err
+    }
+    this.settle(b, c, req)
+    const waitedMs = this.count(c, req.cost, arrived)
+    this.tidy(b, c)
+    return { ...admission, waitedMs, heldMs: 0 }
+  }
+
   /** Count a started request in its client's stats; returns its whole wait (held here plus the limiter's), ms. */
   private recordAdmitted (c: ClientQueue, held: Held): number {
-    const waitedMs = performance.now() - held.arrived
+    return this.count(c, held.req.cost, held.arrived)
+  }
+
+  private count (c: ClientQueue, cost: number, arrived: number): number {
+    const waitedMs = performance.now() - arrived
     c.stats.admitted++
-    c.stats.units += held.req.cost
+    c.stats.units += cost
     c.stats.waitedMsTotal += waitedMs
     c.stats.waitedMsMax = Math.max(c.stats.waitedMsMax, waitedMs)
     return waitedMs
@@ -374,10 +405,14 @@ export class FairScheduler {
   }
 
   private fail (c: ClientQueue, held: Held, err: unknown): void {
+    this.countFailure(c, err)
+    held.reject(err)
+  }
+
+  private countFailure (c: ClientQueue, err: unknown): void {
     if (err instanceof ClientGoneError) c.stats.cancelled++
     else c.stats.rejected++
     if (err instanceof SluiceError) err.details.client = c.id
-    held.reject(err)
   }
 
   private probeLow (b: BucketState, c: ClientQueue, held: Held): void {

@@ -82,6 +82,8 @@ export function parseResetHeader (value: string | undefined, nowMs: number): num
  */
 export function parseRateLimitHeaders (headers: HeaderBag, nowMs: number): RateLimitInfo {
   const info: RateLimitInfo = {}
+  // Most answers announce nothing: one look at the names instead of eight lookups.
+  if (!announcesBudget(headers)) return info
   const limit = nonNegativeNumber(headerValue(headers, 'x-ratelimit-limit') ?? headerValue(headers, 'ratelimit-limit'))
   const remaining = nonNegativeNumber(headerValue(headers, 'x-ratelimit-remaining') ?? headerValue(headers, 'ratelimit-remaining'))
   const resetMs = parseResetHeader(headerValue(headers, 'x-ratelimit-reset') ?? headerValue(headers, 'ratelimit-reset'), nowMs)
@@ -160,6 +162,12 @@ export function upstreamDelayMs (sources: DelaySources): number | undefined {
 }
 
 /** First value of a header, looked up case-insensitively (Node lowercases, fixtures may not). */
+function announcesBudget (headers: HeaderBag): boolean {
+  if (headers === null || typeof headers !== 'object') return false
+  for (const key in headers) if (key.toLowerCase().includes('ratelimit')) return true
+  return false
+}
+
 export function headerValue (headers: HeaderBag, name: string): string | undefined {
   const all = headerList(headers, name)
   return all.length > 0 ? all[0] : undefined
