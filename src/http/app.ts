@@ -93,7 +93,9 @@ export function createLogger (level: string): Logger {
     level,
     redact: { paths: REDACT_PATHS, remove: true },
     base: { name: 'sluice' }
-  })
+  // Asynchronous: one write per request line cost a blocking syscall on the request path; lines that
+  // come while a write is out go together in the next one, and pino flushes what is left on exit.
+  }, pino.destination({ dest: 1, sync: false }))
 }
 
 /** Send a Sluice error as the envelope, with Retry-After where it applies. */
