@@ -1,5 +1,5 @@
 // Child process: the loopback upstream. "plain" answers every request at once with a small JSON body
-// (the overhead baseline); "emulator" is Sluice's API emulator with its arrival log (precision).
+// (the overhead baseline); "emulator" is Sluice's API emulator with its arrival log (precision, fairness).
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { startEmulator } from '../src/emulator'
@@ -39,8 +39,9 @@ async function main (): Promise<void> {
   }
   const emulator = await startEmulator({ profile: 'generic', limit: options.limit, windowMs: options.windowMs })
   serveCalls(emulator.url, {
-    // Only what the analysis needs: arrival time (epoch ms), outcome and the request id Sluice forwarded.
-    arrivals: () => emulator.arrivals.map((a) => ({ t: a.t, outcome: a.outcome, id: a.headers['x-request-id'] })),
+    // Only what the analyses need: arrival time (epoch ms), outcome, the request id Sluice forwarded,
+    // and the path and x-sluice-client header as received (fairness tells clients apart by them).
+    arrivals: () => emulator.arrivals.map((a) => ({ t: a.t, outcome: a.outcome, id: a.headers['x-request-id'], path: a.path, client: a.headers['x-sluice-client'] })),
     reset: () => { emulator.reset() }
   })
 }

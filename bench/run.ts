@@ -1,6 +1,7 @@
 // `npm run bench [-- scenario…]`: runs the scenarios (all by default), prints a table for each and
 // writes bench/results/<scenario>.json with the machine it ran on. `npm run bench:report` renders them.
 import { loadavg } from 'node:os'
+import { fairness } from './fairness'
 import { machine } from './machine'
 import { nginxReference } from './nginx'
 import { overhead } from './overhead'
@@ -12,6 +13,7 @@ const SCENARIOS: Record<string, () => Promise<Record<string, unknown> | undefine
   overhead: async () => await overhead(),
   precision: async () => await precision(),
   scale: async () => await scale(),
+  fairness: async () => await fairness(),
   nginx: async () => await nginxReference()
 }
 
