@@ -1,7 +1,7 @@
 // Fair share of one budget across clients, instances and priorities, in front of RouteLimiter.admit.
 //
 // Each request still makes ONE reservation in the store, but a client may only have a few units of
-// the budget reserved ahead at a time (its look-ahead, per instance: max(2 units, 100 ms of budget,
+// the budget reserved ahead at a time (its look-ahead, per instance: max(1 unit, 40 ms of budget,
 // the largest cost) × weight); the rest waits here, in per-client FIFO queues, and is handed to the limiter when one of the client's
 // reservations starts. The store's schedule is FIFO, so every backlogged client keeps exactly its
 // look-ahead booked and gets look-ahead / (sum of look-aheads) of the budget — on every instance
@@ -15,13 +15,15 @@ import { SluiceError, retryAfterSeconds } from '../errors'
 import { hasClientPresence, slidingWindowParams, tokenBucketParams, type BucketStore, type ClientPresence } from '../store/bucket-store'
 import { ClientGoneError, type Admission, type RouteLimiter } from './route-limiter'
 
-/** Units of the budget a client of weight 1 may have reserved ahead, per instance: at least 2, so the
- *  next reservation is booked before the current one starts... */
-export const LOOKAHEAD_UNITS = 2
-/** ...and at least this much time of the budget (ms), so an event loop that stalls for less than
- *  this (a burst of arrivals, a loaded machine) books the next slot before it passes, and none is lost.
- *  A sliding window's starts come in bursts of a whole window: 100 ms of them is 10% of a 1 s limit. */
-export const LOOKAHEAD_MIN_MS = 100
+/** Units of the budget a client of weight 1 may have reserved ahead, per instance: at least one... */
+export const LOOKAHEAD_UNITS = 1
+/** ...and at least this much time of the budget (ms): the next reservation of a backlogged client is
+ *  booked when one of its reservations starts, and must be in the store before the slot after it
+ *  passes. 40 ms covers a Redis round trip and the event-loop stalls of a loaded CI machine; a
+ *  newcomer starts behind the others' look-aheads, so each unit more is a slot more of its wait
+ *  (measured at 50/s, slots of 22 ms, two backlogged clients: 100 ms floor, newcomer after 10.6 slots;
+ *  50 ms, 6.8 slots; utilization 1.00 with each). At 180/min one unit is a third of a second. */
+export const LOOKAHEAD_MIN_MS = 40
 
 /** How often each instance tells a shared store which clients it holds requests of (ms), and how long that stays true. */
 export const PRESENCE_EVERY_MS = 500
