@@ -9,6 +9,7 @@ import { Pool } from 'undici'
 import type { RouteConfig, SluiceConfig } from '../config/schema'
 import { SluiceError, envelope, type Envelope } from '../errors'
 import { bucketFor } from '../limiter/bucket-key'
+import { Cancel } from '../limiter/cancel'
 import { clientFor, hashedWeights, priorityFor } from '../limiter/client-identity'
 import { costOf, pathBelow } from '../limiter/cost-rules'
 import { FairScheduler } from '../limiter/fair-scheduler'
@@ -44,7 +45,7 @@ export interface RequestState {
   /** Attempts sent upstream after the first (forward.ts). */
   retries?: number
   /** The admission's abort controller: retries are admitted under the same one (forward.ts). */
-  controller?: AbortController
+  controller?: Cancel
 }
 
 declare module 'fastify' {
@@ -315,7 +316,7 @@ async function registerRoute (scope: FastifyInstance, route: RouteConfig, limite
       reply.header('preference-applied', `wait=${Math.round(maxWaitMs / 1000)}`)
     }
     state.maxWaitMs = maxWaitMs
-    const controller = new AbortController()
+    const controller = new Cancel()
     state.controller = controller
     // For the whole exchange, retries included (forward.ts): a client that leaves aborts its wait, and
     // shutdown may cut a wait short (shutdown.ts) until the response is over.

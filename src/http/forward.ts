@@ -7,6 +7,7 @@
 import { Readable } from 'node:stream'
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify'
 import type { RouteConfig } from '../config/schema'
+import { Cancel } from '../limiter/cancel'
 import { SluiceError, retryAfterSeconds } from '../errors'
 import { ClientGoneError, sleep, type RouteLimiter } from '../limiter/route-limiter'
 import type { BucketStore } from '../store/bucket-store'
@@ -161,7 +162,7 @@ export function createForwarder (opts: ForwarderOptions): Handler {
     // the exchange is over: a retry's wait is covered like the first.
     let controller = state.controller
     if (controller === undefined) {
-      const own = controller = new AbortController()
+      const own = controller = new Cancel()
       reply.raw.once('close', () => { if (!reply.raw.writableEnded) own.abort() })
       reply.raw.once('close', request.server.drain.track(own))
     }

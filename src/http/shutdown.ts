@@ -16,6 +16,9 @@ declare module 'fastify' {
 /** The abort reason of a wait cut short by shutdown (a client that leaves aborts with another). */
 export const SHUTDOWN = Symbol('sluice shutdown')
 
+/** What shutdown can cut short: a request's Cancel (or an AbortController). */
+export interface Cancellable { abort: (reason?: unknown) => void }
+
 export function shuttingDownError (details: Record<string, unknown> = {}): SluiceError {
   return new SluiceError('SHUTTING_DOWN', 503, 'this Sluice instance is shutting down and did not forward the request; send it again (to another instance, or after the restart)',
     details, 1)
@@ -34,7 +37,7 @@ export class Drain {
   draining = false
   private waitersAborted = false
   private inFlight = 0
-  private readonly waiters = new Set<AbortController>()
+  private readonly waiters = new Set<Cancellable>()
   private readonly idleListeners = new Set<() => void>()
 
   /** Non-admin requests being handled right now (from their first byte to their response's end). */
@@ -64,7 +67,7 @@ export class Drain {
    * Let shutdown abort a request's wait for its slot. Returns the function that stops tracking it.
    * After the drain timeout, a new wait is aborted at once.
    */
-  track (controller: AbortController): () => void {
+  track (controller: Cancellable): () => void {
     if (this.waitersAborted) {
       controller.abort(SHUTDOWN)
       return () => {}

@@ -5,6 +5,7 @@
 // the earliest lease's expiry: one store call per try, no polling.
 import { randomUUID } from 'node:crypto'
 import type { BucketStore } from '../store/bucket-store'
+import type { CancelSignal } from './cancel'
 
 /** A lease lives this long unless renewed (ms); renewed every third of it while held. */
 export const LEASE_TTL_MS = 15_000
@@ -54,7 +55,7 @@ export class ConcurrencyGate {
   }
 
   /** Wait until woken, `ms` passed, or `signal` fired; `front` keeps a woken waiter's place. */
-  private async park (bucket: string, ms: number, signal: AbortSignal, front: boolean): Promise<void> {
+  private async park (bucket: string, ms: number, signal: CancelSignal, front: boolean): Promise<void> {
     await new Promise<void>((resolve) => {
       let queue = this.waiters.get(bucket)
       if (queue === undefined) {
@@ -83,7 +84,7 @@ export class ConcurrencyGate {
    * A lease of one of `limit` slots, or LeaseTimeoutError when none frees up before `deadline`
    * (performance.now ms), or LeaseAbortedError when `signal` fires. Store errors propagate.
    */
-  async acquire (bucket: string, limit: number, deadline: number, signal: AbortSignal): Promise<string> {
+  async acquire (bucket: string, limit: number, deadline: number, signal: CancelSignal): Promise<string> {
     let woken = false
     for (;;) {
       if (signal.aborted) throw new LeaseAbortedError('client disconnected while waiting for a slot')

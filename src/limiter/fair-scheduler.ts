@@ -13,6 +13,7 @@ import { randomUUID } from 'node:crypto'
 import type { Priority, RouteConfig } from '../config/schema'
 import { SluiceError, retryAfterSeconds } from '../errors'
 import { hasClientPresence, slidingWindowParams, tokenBucketParams, type BucketStore, type ClientPresence } from '../store/bucket-store'
+import type { CancelSignal } from './cancel'
 import { ClientGoneError, type Admission, type RouteLimiter } from './route-limiter'
 
 /** Units of the budget a client of weight 1 may have reserved ahead, per instance: at least one... */
@@ -40,7 +41,7 @@ export interface FairRequest {
   /** Units of the budget (cost-rules.ts). */
   cost: number
   maxWaitMs: number
-  signal: AbortSignal
+  signal: CancelSignal
 }
 
 export interface FairAdmission extends Admission {

@@ -3,6 +3,7 @@
 import type { RouteConfig } from '../config/schema'
 import { SluiceError, retryAfterSeconds } from '../errors'
 import type { BucketPolicy, BucketStore, Reservation } from '../store/bucket-store'
+import type { CancelSignal } from './cancel'
 import { MemoryStore } from '../store/memory-store'
 import { ConcurrencyGate, LeaseAbortedError, LeaseTimeoutError } from './concurrency-gate'
 
@@ -25,7 +26,7 @@ export interface Admission {
 }
 
 /** Resolves true when the delay passed, false when `signal` fired first (the client left). */
-export function sleep (ms: number, signal: AbortSignal): Promise<boolean> {
+export function sleep (ms: number, signal: CancelSignal): Promise<boolean> {
   return new Promise((resolve) => {
     if (signal.aborted) return resolve(false)
     const onAbort = (): void => {
@@ -185,7 +186,7 @@ export class RouteLimiter {
    * A concurrency slot, taken before the rate reservation so that a slot wait never makes a booked
    * start late. While the store is unreachable, onStoreError decides, as for reservations.
    */
-  private async takeSlot (bucket: string, deadline: number, signal: AbortSignal): Promise<(() => void) | undefined> {
+  private async takeSlot (bucket: string, deadline: number, signal: CancelSignal): Promise<(() => void) | undefined> {
     const limit = this.route.concurrency
     if (limit <= 0) return undefined
     const fromGate = async (gate: ConcurrencyGate, slots: number): Promise<() => void> => {
@@ -237,7 +238,7 @@ export class RouteLimiter {
    * Wait for a start time, or throw a SluiceError (RATE_LIMITED, QUEUE_FULL, STORE_UNAVAILABLE) at once,
    * or ClientGoneError when `signal` fires while waiting (the reservation is then given back if possible).
    */
-  async admit (bucket: string, maxWaitMs: number, signal: AbortSignal, cost = 1): Promise<Admission> {
+  async admit (bucket: string, maxWaitMs: number, signal: CancelSignal, cost = 1): Promise<Admission> {
     const depth = this.queueDepth(bucket)
     if (depth >= this.route.maxQueue) {
       const aheadMs = Math.max(0, (this.lastStart.get(bucket) ?? Date.now()) - Date.now())
@@ -263,10 +264,10 @@ export class RouteLimiter {
   }
 
   /** The concurrency slot each in-progress request (by its abort signal) holds. */
-  private readonly slotBySignal = new WeakMap<AbortSignal, () => void>()
+  private readonly slotBySignal = new WeakMap<CancelSignal, () => void>()
 
   /** The rate part of admit(): reserve, wait, re-reserve a late start. */
-  private async scheduleStart (bucket: string, cost: number, maxWaitMs: number, arrived: number, deadline: number, signal: AbortSignal): Promise<Admission> {
+  private async scheduleStart (bucket: string, cost: number, maxWaitMs: number, arrived: number, deadline: number, signal: CancelSignal): Promise<Admission> {
     // A request may leave at most half the margin after its slot; the other half absorbs the network.
     const toleranceMs = this.route.marginMs > 0 ? this.route.marginMs / 2 : Infinity
     for (let attempt = 0; ; attempt++) {
@@ -334,7 +335,7 @@ export class RouteLimiter {
     }
   }
 
-  private async wait (bucket: string, ms: number, signal: AbortSignal): Promise<boolean> {
+  private async wait (bucket: string, ms: number, signal: CancelSignal): Promise<boolean> {
     this.waiting.set(bucket, (this.waiting.get(bucket) ?? 0) + 1)
     try {
       return await sleep(ms, signal)

@@ -2,6 +2,7 @@
 // enforced (so the store models the enforced world and the numbers are the ones enforcement would
 // see), but nothing waits and nothing is refused: the verdict is only reported (metrics, status).
 import type { BucketStore } from '../store/bucket-store'
+import type { CancelSignal } from './cancel'
 import type { Admission } from './route-limiter'
 import { RouteLimiter } from './route-limiter'
 import type { RouteConfig } from '../config/schema'
@@ -41,7 +42,7 @@ export class ShadowLimiter extends RouteLimiter {
     return n
   }
 
-  override async admit (bucket: string, maxWaitMs: number, _signal: AbortSignal, cost = 1): Promise<ShadowAdmission> {
+  override async admit (bucket: string, maxWaitMs: number, _signal: CancelSignal, cost = 1): Promise<ShadowAdmission> {
     const now = { admitted: true, waitMs: 0, remaining: 0, resetMs: 0, ticket: undefined }
     if (this.queueDepth(bucket) >= this.route.maxQueue) return { bucket, reservation: now, waitedMs: 0, shadow: { wouldWaitMs: 0, code: 'QUEUE_FULL' } }
     let reservation

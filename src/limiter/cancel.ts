@@ -1,0 +1,55 @@
+// A request's cancellation (the client left, or shutdown cut its wait short). It does for the limiter
+// what AbortController does, without building an EventTarget per request: that was the costliest
+// single step Sluice added to a request that waits for nothing (createAbortSignal, about 9 µs).
+// An AbortSignal fits CancelSignal too, so callers may pass either.
+
+export interface CancelSignal {
+  readonly aborted: boolean
+  readonly reason: unknown
+  addEventListener (type: 'abort', listener: () => void, options?: { once?: boolean }): void
+  removeEventListener (type: 'abort', listener: () => void): void
+}
+
+export class Cancel implements CancelSignal {
+  aborted = false
+  reason: unknown = undefined
+  private listeners: Array<() => void> | undefined
+
+  /** The signal to hand to waits: this object itself, as AbortController.signal would be. */
+  get signal (): CancelSignal {
+    return this
+  }
+
+  /** Fires the listeners once, in the order they were added (later calls do nothing). */
+  abort (reason: unknown = new Error('This operation was aborted')): void {
+    if (this.aborted) return
+    this.aborted = true
+    this.reason = reason
+    const listeners = this.listeners
+    this.listeners = undefined
+    if (listeners === undefined) return
+    let failure: { err: unknown } | undefined
+    for (const listener of listeners) {
+      try {
+        listener()
+      } catch (err) {
+        failure ??= { err }
+      }
+    }
+    // As an EventTarget would: every listener runs, and a listener's error is not swallowed.
+    if (failure !== undefined) throw failure.err
+  }
+
+  /** Listeners fire once in any case; none is added once aborted (as with an AbortSignal). */
+  addEventListener (_type: 'abort', listener: () => void): void {
+    if (this.aborted) return
+    ;(this.listeners ??= []).push(listener)
+  }
+
+  removeEventListener (_type: 'abort', listener: () => void): void {
+    const listeners = this.listeners
+    if (listeners === undefined) return
+    const i = listeners.indexOf(listener)
+    if (i !== -1) listeners.splice(i, 1)
+  }
+}
