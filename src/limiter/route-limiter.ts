@@ -43,6 +43,8 @@ export function sleep (ms: number, signal: CancelSignal): Promise<boolean> {
 
 /** Re-reservations a request may make after starting late, before it is forwarded late anyway. */
 const MAX_LATE_RETRIES = 5
+/** How long the store-clock estimate of the shortest round trip is kept before any newer one replaces it (ms). */
+const SKEW_KEEP_MS = 30_000
 
 export class ClientGoneError extends Error {
   override readonly name = 'ClientGoneError'
@@ -58,6 +60,11 @@ export class RouteLimiter {
   private readonly lastStart = new Map<string, number>()
   /** Starts that came later than half the margin after their slot (see admit). */
   readonly stats = { lateRetries: 0, lateForwarded: 0 }
+  /**
+   * The store's clock less this process's (ms), from the reservation with the shortest round trip
+   * lately: Redis TIME on another host may differ. Its error is at most half that round trip.
+   */
+  private skew = { ms: 0, rttMs: Infinity, atMs: 0 }
   private mode: StoreMode
   /** Until then (performance.now ms), reservations in Redis also take this instance's local share. */
   private transitionUntil = 0
@@ -297,6 +304,7 @@ export class RouteLimiter {
         throw new SluiceError('STORE_UNAVAILABLE', 503, 'the budget store is unreachable, so the request was not forwarded', this.details(bucket, { store: this.store.kind }), 1, { cause: err })
       }
       const receivedAt = performance.now()
+      this.learnSkew(reservation, receivedAt - sentAt)
       // The slot in this process's clock. Redis ran the script somewhere between send and receipt;
       // counting from receipt is never early (a busy event loop can delay the send by tens of ms),
       // at the cost of starting up to one round trip late.
@@ -322,7 +330,10 @@ export class RouteLimiter {
           throw new ClientGoneError('client disconnected while waiting')
         }
       }
-      const lateMs = performance.now() - slot
+      // Late against the slot counted from receipt, and against the start the store recorded: a reply
+      // read long after Redis sent it (an event loop busy with a burst of arrivals) makes a request
+      // that looks on time here leave long after the start the next window is counted from.
+      const lateMs = Math.max(performance.now() - slot, this.lateInStoreClock(reservation))
       // A start later than the tolerance (a busy event loop, a burst of arrivals being admitted) could
       // land in the next window at the upstream: give the slot up and reserve again, within the bound.
       if (lateMs <= toleranceMs || attempt >= MAX_LATE_RETRIES) {
@@ -333,6 +344,27 @@ export class RouteLimiter {
       await this.giveBack(bucket, reservation, cost)
       if (signal.aborted) throw new ClientGoneError('client disconnected while waiting')
     }
+  }
+
+  /** Learn the store's clock from a reservation that took `rttMs` there and back. */
+  private learnSkew (reservation: Reservation, rttMs: number): void {
+    if (!this.fromSharedStore(reservation)) return
+    const now = Date.now()
+    // A short round trip bounds the error; an old estimate gives way, as clocks drift.
+    if (rttMs > this.skew.rttMs && now - this.skew.atMs < SKEW_KEEP_MS) return
+    // The script ran at startMs − waitMs in the store's clock, about half the round trip ago here.
+    this.skew = { ms: reservation.startMs - reservation.waitMs - (now - rttMs / 2), rttMs, atMs: now }
+  }
+
+  /** How long after the start the store recorded this moment is (ms; negative when before it). */
+  private lateInStoreClock (reservation: Reservation): number {
+    if (!this.fromSharedStore(reservation)) return -Infinity
+    return Date.now() + this.skew.ms - reservation.startMs
+  }
+
+  /** Made by the route's store, with a start in its clock (not by the local fallback of an outage). */
+  private fromSharedStore (reservation: Reservation): reservation is Reservation & { startMs: number } {
+    return reservation.startMs !== undefined && (this.store.kind === 'memory' || this.made.get(reservation)?.store === this.store)
   }
 
   private async wait (bucket: string, ms: number, signal: CancelSignal): Promise<boolean> {

@@ -1,0 +1,43 @@
+// A reservation's answer read late — Redis decided at once, but this event loop was busy (a burst of
+// arrivals) — must not send the request long after the start Redis recorded: the next window is
+// counted from that start. The limiter measures lateness in the store's clock too, and books again.
+import t from 'tap'
+import { parseRoute } from '../src/config/schema'
+import { Cancel } from '../src/limiter/cancel'
+import { RouteLimiter } from '../src/limiter/route-limiter'
+import { RedisStore } from '../src/store/redis-store'
+import { startRedis } from './helpers/redis'
+
+function busy (ms: number): void {
+  const until = performance.now() + ms
+  while (performance.now() < until) { /* the event loop stays blocked, as under a burst */ }
+}
+
+t.test('an answer read 200 ms after Redis sent it is a late start: booked again, not sent late', async (t) => {
+  const redis = await startRedis()
+  const store = new RedisStore({ url: redis.url, keyPrefix: redis.prefix() })
+  t.teardown(async () => {
+    await store.close()
+    await redis.close()
+  })
+  // 20/s, margin 100 ms: a start may be at most 50 ms late (checked below with room for a loaded machine).
+  const route = parseRoute({ name: 'late', upstream: 'http://127.0.0.1:9', limit: '20/s', algorithm: 'sliding-window', maxWait: '5s' }, 'route')
+  const limiter = new RouteLimiter(route, store)
+  await store.connect()
+  // One reservation on an idle machine first: the limiter learns the store's clock from it.
+  await limiter.admit('late', 5000, new Cancel().signal)
+  t.equal(limiter.stats.lateRetries, 0, 'an answer read at once is on time')
+
+  // Redis answers within a millisecond; its answer to the next reservation waits here for 200 ms.
+  const reserve = store.reserve.bind(store)
+  let blocks = 1
+  store.reserve = async (...args) => {
+    const answer = reserve(...args)
+    if (blocks-- > 0) setImmediate(() => busy(200))
+    return await answer
+  }
+  const { reservation } = await limiter.admit('late', 5000, new Cancel().signal)
+  t.ok(limiter.stats.lateRetries >= 1, `the late start was given up and booked again (${limiter.stats.lateRetries} time(s))`)
+  t.ok(reservation.startMs !== undefined && Math.abs(Date.now() - reservation.startMs) < 75,
+    `the request leaves at the start Redis recorded for it (${(Date.now() - (reservation.startMs ?? 0)).toFixed(0)} ms after it)`)
+})
