@@ -57,11 +57,13 @@ export async function precision (options: PrecisionOptions = PRECISION_DEFAULTS)
         const first = times[0]
         const drainMs = times[times.length - 1] - first
         const minimumMs = (Math.ceil(options.requests / options.limit) - 1) * options.windowMs
-        // Each arrival against the start reserved for its request (joined by x-request-id). A request
-        // retried after an upstream 429 arrives twice; only its last arrival went out on that reservation.
-        const lastArrival = new Map<string, number>()
-        for (const a of arrivals) if (a.id !== undefined) lastArrival.set(a.id, a.t)
-        const late = [...lastArrival].filter(([id]) => starts[id] !== undefined).map(([id, t]) => t - starts[id])
+        // Each arrival against the start reserved for its request (joined by x-request-id). `starts`
+        // holds a request's first admission; one sent again after an upstream 429 went out on a later
+        // one, so only requests that arrived once are counted (one that slept into the pause a 429 set
+        // is admitted again too, and still counted: then "late" overstates).
+        const arrivalsById = new Map<string, number[]>()
+        for (const a of arrivals) if (a.id !== undefined) arrivalsById.set(a.id, [...(arrivalsById.get(a.id) ?? []), a.t])
+        const late = [...arrivalsById].filter(([id, ts]) => ts.length === 1 && starts[id] !== undefined).map(([id, ts]) => ts[0] - starts[id])
         runs.push({
           variant: variant.name,
           algorithm: variant.algorithm,
