@@ -256,7 +256,7 @@ export class RouteLimiter {
     const deadline = arrived + maxWaitMs
     // A retry of the same request (same signal) keeps the slot it holds instead of taking a second.
     const held = this.slotBySignal.get(signal)
-    const release = held ?? await this.takeSlot(bucket, deadline, signal)
+    const release = held ?? (this.route.concurrency > 0 ? await this.takeSlot(bucket, deadline, signal) : undefined)
     if (release !== undefined) this.slotBySignal.set(signal, release)
     try {
       const admission = await this.scheduleStart(bucket, cost, maxWaitMs, arrived, deadline, signal)
