@@ -39,6 +39,9 @@ Route options (quick start; each also reads SLUICE_<NAME>, e.g. SLUICE_MAX_WAIT)
   --profile NAME          generic, testrail, testmo, zulip or github (error formats)
   --timeout DURATION      wait for upstream response headers (default 30s)
   --mode enforce|shadow   shadow: measure what would be delayed or refused, delay nothing (default enforce)
+  --client header:NAME    who is a client for fair share (default header:x-sluice-client, then the
+                          credential, then the address); cost rules and weights are set in the config file
+  --priority high|normal|low  priority of requests without X-Sluice-Priority (default normal)
 
 Process options (override the config file):
   --host HOST             listen address (default 127.0.0.1)

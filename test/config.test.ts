@@ -65,6 +65,10 @@ t.test('quick start flags, environment and defaults', async (t) => {
   const flagWins = loadConfig(['--upstream', 'http://a', '--limit', '1/s', '--max-wait', '1s', '--redis', 'redis://b:1'], { SLUICE_MAX_WAIT: '9s', REDIS_URL: 'redis://c:2', SLUICE_REDIS: 'redis://d:3' })
   t.equal(flagWins.routes[0].maxWaitMs, 1000, 'a flag wins over its variable')
   t.equal(flagWins.redis, 'redis://b:1', '--redis wins over SLUICE_REDIS and REDIS_URL')
+
+  const fair = loadConfig(['--upstream', 'http://a', '--limit', '1/s', '--client', 'header:X-CI-Job'], { SLUICE_PRIORITY: 'low' })
+  t.same(fair.routes[0].client, { header: 'x-ci-job' }, '--client names the client header (lower-cased)')
+  t.equal(fair.routes[0].priority, 'low', 'SLUICE_PRIORITY sets the route default')
 })
 
 t.test('YAML config with several routes; global flags override the file', async (t) => {
@@ -110,7 +114,9 @@ const BAD: Array<[string, string[], Record<string, string>, RegExp]> = [
   ['bad redis', ['--upstream', 'http://a', '--limit', '3/s', '--redis', 'http://x'], {}, /^config error: redis: expected a redis:\/\/ or rediss:\/\/ URL/],
   ['unknown flag', ['--upstream', 'http://a', '--limt', '3/s'], {}, /^config error: --limt: Unknown option '--limt'/],
   ['env counts too', ['--upstream', 'http://a'], { SLUICE_LIMIT: '3/lightyear' }, /^config error: --limit: unknown rate unit/],
-  ['reserved prefix', ['--upstream', 'http://a', '--limit', '3/s', '--prefix', '/_sluice/x'], {}, /^config error: --prefix: \/_sluice is reserved/]
+  ['reserved prefix', ['--upstream', 'http://a', '--limit', '3/s', '--prefix', '/_sluice/x'], {}, /^config error: --prefix: \/_sluice is reserved/],
+  ['bad client', ['--upstream', 'http://a', '--limit', '3/s', '--client', 'bogus'], {}, /^config error: --client: expected "header:<name>"/],
+  ['bad priority', ['--upstream', 'http://a', '--limit', '3/s', '--priority', 'urgent'], {}, /^config error: --priority: expected one of high, normal, low, got "urgent"/]
 ]
 
 t.test('bad flags name the field', async (t) => {

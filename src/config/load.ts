@@ -31,7 +31,9 @@ const ROUTE_FLAGS = {
   'retry-methods': 'retryMethods',
   'connect-timeout': 'connectTimeout',
   'on-store-error': 'onStoreError',
-  concurrency: 'concurrency'
+  concurrency: 'concurrency',
+  client: 'client',
+  priority: 'priority'
 } as const
 
 /** Flags that apply to the whole process and override the config file. */
