@@ -28,16 +28,15 @@ export class Cancel implements CancelSignal {
     const listeners = this.listeners
     this.listeners = undefined
     if (listeners === undefined) return
-    let failure: { err: unknown } | undefined
     for (const listener of listeners) {
       try {
         listener()
       } catch (err) {
-        failure ??= { err }
+        // As an EventTarget does: every listener runs, abort() never throws, and a listener's error
+        // is not swallowed but reported as an uncaught exception.
+        queueMicrotask(() => { throw err })
       }
     }
-    // As an EventTarget would: every listener runs, and a listener's error is not swallowed.
-    if (failure !== undefined) throw failure.err
   }
 
   /** Listeners fire once in any case; none is added once aborted (as with an AbortSignal). */

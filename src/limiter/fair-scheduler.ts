@@ -211,6 +211,9 @@ export class FairScheduler {
           c.stats.cancelled++
           this.tidy(b, c)
           reject(new ClientGoneError('client disconnected while waiting'))
+          // What waited behind it may fit the client's look-ahead now (admit's fast path assumes
+          // nothing that fits is left held).
+          if (this.buckets.get(b.name) === b) this.pump(b)
         }
       }
       c.held[req.priority].push(held)
@@ -527,6 +530,8 @@ export class FairScheduler {
         this.details(b, { retry_after_ms: ms, max_wait_ms: Math.round(held.req.maxWaitMs) }), retryAfterSeconds(ms)))
       this.tidy(b, c)
     }
-    if (this.buckets.get(b.name) === b) this.armDeadlines(b)
+    if (this.buckets.get(b.name) !== b) return
+    this.armDeadlines(b)
+    this.pump(b)
   }
 }

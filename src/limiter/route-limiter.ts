@@ -3,6 +3,7 @@
 import type { RouteConfig } from '../config/schema'
 import { SluiceError, retryAfterSeconds } from '../errors'
 import type { BucketPolicy, BucketStore, Reservation } from '../store/bucket-store'
+import { nowUs } from '../store/clock'
 import type { CancelSignal } from './cancel'
 import { MemoryStore } from '../store/memory-store'
 import { ConcurrencyGate, LeaseAbortedError, LeaseTimeoutError } from './concurrency-gate'
@@ -43,6 +44,11 @@ export function sleep (ms: number, signal: CancelSignal): Promise<boolean> {
 
 /** Re-reservations a request may make after starting late, before it is forwarded late anyway. */
 const MAX_LATE_RETRIES = 5
+/** This process's clock as epoch ms, monotonic: a wall-clock step (NTP, a resumed VM) does not make every request look late. */
+function epochNow (): number {
+  return nowUs() / 1000
+}
+
 /** How long the store-clock estimate of the shortest round trip is kept before any newer one replaces it (ms). */
 const SKEW_KEEP_MS = 30_000
 
@@ -349,7 +355,7 @@ export class RouteLimiter {
   /** Learn the store's clock from a reservation that took `rttMs` there and back. */
   private learnSkew (reservation: Reservation, rttMs: number): void {
     if (!this.fromSharedStore(reservation)) return
-    const now = Date.now()
+    const now = epochNow()
     // A short round trip bounds the error; an old estimate gives way, as clocks drift.
     if (rttMs > this.skew.rttMs && now - this.skew.atMs < SKEW_KEEP_MS) return
     // The script ran at startMs − waitMs in the store's clock, about half the round trip ago here.
@@ -359,12 +365,17 @@ export class RouteLimiter {
   /** How long after the start the store recorded this moment is (ms; negative when before it). */
   private lateInStoreClock (reservation: Reservation): number {
     if (!this.fromSharedStore(reservation)) return -Infinity
-    return Date.now() + this.skew.ms - reservation.startMs
+    // Less the one-way time of the best round trip: a request leaves after it read the answer, so
+    // that much is no lateness (with a distant Redis, more than half the margin), only more is.
+    return epochNow() + this.skew.ms - reservation.startMs - this.skew.rttMs / 2
   }
 
-  /** Made by the route's store, with a start in its clock (not by the local fallback of an outage). */
+  /**
+   * Made by the route's Redis store, with a start in Redis's clock (not by the local fallback of an
+   * outage). The memory store's clock is this process's: the slot counted from receipt says it all.
+   */
   private fromSharedStore (reservation: Reservation): reservation is Reservation & { startMs: number } {
-    return reservation.startMs !== undefined && (this.store.kind === 'memory' || this.made.get(reservation)?.store === this.store)
+    return reservation.startMs !== undefined && this.store.kind === 'redis' && this.made.get(reservation)?.store === this.store
   }
 
   private async wait (bucket: string, ms: number, signal: CancelSignal): Promise<boolean> {

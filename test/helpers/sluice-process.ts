@@ -66,7 +66,8 @@ export async function startSluiceProcess (args: string[], env: Record<string, st
   })
   const logs: Array<Record<string, unknown>> = []
   let stderr = ''
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
+  // 'close', not 'exit': the child's last log lines are read by then.
+  const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)))
   let buffered = ''
   let poll: NodeJS.Timeout | undefined
   const url = await new Promise<string>((resolve, reject) => {
