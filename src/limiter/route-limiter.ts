@@ -2,8 +2,8 @@
 // could not start within the wait bound, and otherwise sleep on one local timer until the start.
 import type { RouteConfig } from '../config/schema'
 import { SluiceError, retryAfterSeconds } from '../errors'
-import type { BucketPolicy, BucketStore, Reservation } from '../store/bucket-store'
-import { nowUs } from '../store/clock'
+import { hasStoreClock, type BucketPolicy, type BucketStore, type Reservation } from '../store/bucket-store'
+import { nowMs } from '../store/clock'
 import type { CancelSignal } from './cancel'
 import { MemoryStore } from '../store/memory-store'
 import { ConcurrencyGate, LeaseAbortedError, LeaseTimeoutError } from './concurrency-gate'
@@ -46,7 +46,7 @@ export function sleep (ms: number, signal: CancelSignal): Promise<boolean> {
 const MAX_LATE_RETRIES = 5
 /** This process's clock as epoch ms, monotonic: a wall-clock step (NTP, a resumed VM) does not make every request look late. */
 function epochNow (): number {
-  return nowUs() / 1000
+  return nowMs()
 }
 
 /** How long the store-clock estimate of the shortest round trip is kept before any newer one replaces it (ms). */
@@ -358,16 +358,20 @@ export class RouteLimiter {
     const now = epochNow()
     // A short round trip bounds the error; an old estimate gives way, as clocks drift.
     if (rttMs > this.skew.rttMs && now - this.skew.atMs < SKEW_KEEP_MS) return
-    // The script ran at startMs − waitMs in the store's clock, about half the round trip ago here.
-    this.skew = { ms: reservation.startMs - reservation.waitMs - (now - rttMs / 2), rttMs, atMs: now }
+    // Redis ran the script at startMs − waitMs in its clock, at most a round trip before now here:
+    // taken as now, the offset is a lower bound, and lateness is never overstated (a distant Redis
+    // is not late), understated by at most that round trip.
+    this.skew = { ms: reservation.startMs - reservation.waitMs - now, rttMs, atMs: now }
   }
 
   /** How long after the start the store recorded this moment is (ms; negative when before it). */
   private lateInStoreClock (reservation: Reservation): number {
     if (!this.fromSharedStore(reservation)) return -Infinity
-    // Less the one-way time of the best round trip: a request leaves after it read the answer, so
-    // that much is no lateness (with a distant Redis, more than half the margin), only more is.
-    return epochNow() + this.skew.ms - reservation.startMs - this.skew.rttMs / 2
+    // The store's own measurement (TIME on connection, before any traffic) when it is the tighter one:
+    // the first reservations of a burst can take hundreds of ms there and back.
+    const measured = hasStoreClock(this.store) ? this.store.clockOffset() : undefined
+    const skewMs = measured !== undefined && measured.rttMs <= this.skew.rttMs ? measured.skewMs : this.skew.ms
+    return epochNow() + skewMs - reservation.startMs
   }
 
   /**

@@ -107,6 +107,19 @@ export interface ClientPresence {
   clientPresence (bucket: string, instance: string, clients: string[], ttlMs: number): Promise<number[]>
 }
 
+/** A store with a clock of its own (Redis TIME) tells how it differs from this process's (clock.ts). */
+export interface StoreClock {
+  /**
+   * The store's clock less this process's (ms), as a lower bound: the store read its clock at most
+   * `rttMs` before this process got the answer. From the fastest round trip since the last (re)connection.
+   */
+  clockOffset (): { skewMs: number, rttMs: number } | undefined
+}
+
+export function hasStoreClock (store: BucketStore): store is BucketStore & StoreClock {
+  return typeof (store as Partial<StoreClock>).clockOffset === 'function'
+}
+
 export function hasClientPresence (store: BucketStore): store is BucketStore & ClientPresence {
   return typeof (store as Partial<ClientPresence>).clientPresence === 'function'
 }

@@ -4,3 +4,8 @@ import { performance } from 'node:perf_hooks'
 export function nowUs (): number {
   return Math.round((performance.timeOrigin + performance.now()) * 1000)
 }
+
+/** The same clock in (fractional) epoch ms. */
+export function nowMs (): number {
+  return performance.timeOrigin + performance.now()
+}

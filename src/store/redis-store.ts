@@ -4,6 +4,7 @@
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import Redis, { type RedisOptions } from 'ioredis'
+import { nowMs } from './clock'
 import { admittedFromUs, refusalFromUs } from './memory-store'
 import { slidingWindowParams, tokenBucketParams, type BucketPeek, type BucketPolicy, type BucketStore, type Reservation, type TeamBoard, type ClientPresence } from './bucket-store'
 
@@ -49,6 +50,8 @@ const SCRIPTS: Array<[keyof SluiceCommands, string, number]> = [
 const COMMAND_TIMEOUT_MS = 500
 /** ioredis's own timeout stays as a backstop for commands off the admission path (ms). */
 const BACKSTOP_TIMEOUT_MS = 5000
+/** TIME round trips on each (re)connection to learn Redis's clock. */
+const CLOCK_SAMPLES = 3
 
 export class StoreTimeoutError extends Error {
   override readonly name = 'StoreTimeoutError'
@@ -118,6 +121,9 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence {
     this.client = new Redis(options.url, redisOptions) as Redis & SluiceCommands
     // Connection errors are reported through ping()/readiness; an unhandled 'error' event would crash.
     this.client.on('error', () => {})
+    // On every (re)connection, before traffic: how Redis's clock differs from ours (another host, or
+    // after a failover another server), for the limiter's lateness check.
+    this.client.on('ready', () => { void this.sampleClock() })
     for (const [name, file, numberOfKeys] of SCRIPTS) {
       this.client.defineCommand(name, { numberOfKeys, lua: readFileSync(join(__dirname, 'lua', file), 'utf8') })
     }
@@ -126,6 +132,27 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence {
   }
 
   private connecting: Promise<void> | undefined
+  private clock: { skewMs: number, rttMs: number } | undefined
+
+  clockOffset (): { skewMs: number, rttMs: number } | undefined {
+    return this.clock
+  }
+
+  /** A few TIME round trips; the fastest bounds the offset best. */
+  private async sampleClock (): Promise<void> {
+    this.clock = undefined
+    for (let i = 0; i < CLOCK_SAMPLES; i++) {
+      try {
+        const sentAt = nowMs()
+        const [s, us] = await this.client.time()
+        const receivedAt = nowMs()
+        const rttMs = receivedAt - sentAt
+        if (this.clock === undefined || rttMs < this.clock.rttMs) this.clock = { skewMs: Number(s) * 1000 + Number(us) / 1000 - receivedAt, rttMs }
+      } catch {
+        return
+      }
+    }
+  }
 
   /** The first connection; later calls share it. ioredis reconnects by itself afterwards. */
   async connect (): Promise<void> {
