@@ -68,3 +68,29 @@ t.test('a distant Redis (round trip longer than the margin) is not lateness: not
   t.equal(limiter.stats.lateRetries, 0, 'five requests, each admitted on its first reservation')
   t.equal(limiter.stats.lateForwarded, 0, 'and none counted as sent late')
 })
+
+t.test('a cold instance knows Redis\'s clock before its first reservation: the very first answer read late is caught', async (t) => {
+  const redis = await startRedis()
+  const store = new RedisStore({ url: redis.url, keyPrefix: redis.prefix() })
+  t.teardown(async () => {
+    await store.close()
+    await redis.close()
+  })
+  await store.connect()
+  // The TIME samples taken on connection (bounded wait: three round trips on loopback).
+  for (let i = 0; i < 100 && store.clockOffset() === undefined; i++) await new Promise((resolve) => setTimeout(resolve, 10))
+  const offset = store.clockOffset()
+  t.ok(offset !== undefined && offset.rttMs < 50, `Redis's clock was sampled on connection (round trip ${offset?.rttMs.toFixed(2)} ms)`)
+  const route = parseRoute({ name: 'cold', upstream: 'http://127.0.0.1:9', limit: '20/s', algorithm: 'sliding-window', maxWait: '5s' }, 'route')
+  const limiter = new RouteLimiter(route, store)
+  const reserve = store.reserve.bind(store)
+  let blocks = 1
+  store.reserve = async (...args) => {
+    const answer = reserve(...args)
+    if (blocks-- > 0) setImmediate(() => busy(200))
+    return await answer
+  }
+  // The first reservation of this limiter, its answer held 200 ms: no earlier reservation taught it the clock.
+  await limiter.admit('cold', 5000, new Cancel().signal)
+  t.ok(limiter.stats.lateRetries >= 1, `booked again (${limiter.stats.lateRetries} time(s)) instead of leaving 200 ms after its start`)
+})
