@@ -1,6 +1,6 @@
-// Scenario 4, fairness (issue #8): two Sluice instances share one Redis and one route. A big client
-// (600 requests at once through instance A) and a medium one (150 through B) hold backlogs; a second
-// later a small client (10 requests, one at a time) and a tiny one (2) arrive. Judged from the
+// Scenario 4, fairness (issue #8, with its demands): two Sluice instances share one Redis and one
+// route. A big client (2,000 requests at once through instance A) and a medium one (200 through B)
+// hold backlogs; a second later a small client (20 requests, one at a time) and a tiny one (2) arrive. Judged from the
 // upstream's arrival log (clients told apart by the x-sluice-client header Sluice forwards): the
 // backlogged clients' starts while both had a backlog (Jain's index), each newcomer request's wait in
 // slots, the share of the budget used while contended and once one client was left alone, the most
@@ -26,7 +26,7 @@ export interface FairnessOptions {
   backlogged: Array<{ client: string, requests: number, instance: number }>
   /** Newcomers: one request at a time, the first `afterMs` after the backlogs were sent, then every `everyMs` (later if the previous is still open). */
   newcomers: Array<{ client: string, requests: number, instance: number, afterMs: number, everyMs: number }>
-  /** Starts this long after the first arrival are left out of the shares (ms): 750 requests reach two instances at once. */
+  /** Starts this long after the first arrival are left out of the shares (ms): the backlogs (2,200 requests) reach two instances at once. */
   settleMs: number
   /** After the load, Redis commands are counted this long with nothing waiting (ms). */
   idleMs: number
@@ -42,11 +42,11 @@ export const FAIRNESS_DEFAULTS: FairnessOptions = {
   limit: 50,
   windowMs: 1000,
   backlogged: [
-    { client: 'big', requests: 600, instance: 0 },
-    { client: 'medium', requests: 150, instance: 1 }
+    { client: 'big', requests: 2000, instance: 0 },
+    { client: 'medium', requests: 200, instance: 1 }
   ],
   newcomers: [
-    { client: 'small', requests: 10, instance: 0, afterMs: 1000, everyMs: 300 },
+    { client: 'small', requests: 20, instance: 0, afterMs: 1000, everyMs: 300 },
     { client: 'tiny', requests: 2, instance: 1, afterMs: 1500, everyMs: 1000 }
   ],
   settleMs: 1000,
