@@ -13,7 +13,7 @@ import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { Agent, request } from 'undici'
 import { parseRoute } from '../src/config/schema'
-import { maxInWindow } from '../src/emulator'
+import { densestWindow } from '../src/emulator'
 import { LOOKAHEAD_MIN_MS, LOOKAHEAD_UNITS } from '../src/limiter/fair-scheduler'
 import { tokenBucketParams } from '../src/store/bucket-store'
 import { commandStats, startChild, startRedis, type BenchRedis, type Child } from './processes'
@@ -109,16 +109,6 @@ function scriptInternalCommands (): Set<string> {
     for (const m of readFileSync(join(dir, file), 'utf8').matchAll(/redis\.call\('([A-Za-z]+)'/g)) names.add(m[1].toLowerCase())
   }
   return names
-}
-
-/** The densest window of `windowMs`: where it begins and how many arrivals it holds. */
-function densestWindow (times: number[], windowMs: number): { from: number, count: number } {
-  let best = { from: times[0], count: 0 }
-  for (let i = 0, j = 0; i < times.length; i++) {
-    while (times[i] - times[j] >= windowMs) j++
-    if (i - j + 1 > best.count) best = { from: times[j], count: i - j + 1 }
-  }
-  return best
 }
 
 /** Starts in (from, to] as a share of the slots in that span. */
@@ -304,8 +294,8 @@ async function run (options: FairnessOptions, variant: FairnessOptions['variants
       upstreamLimited: arrivals.filter((a) => a.outcome !== 'ok').length,
       // The upstream refused these (path, s after the first arrival); each one pauses the bucket for its Retry-After.
       limited: arrivals.filter((a) => a.outcome !== 'ok').map((a) => ({ path: a.path, atS: round((a.t - first) / 1000, 3) })),
-      maxIn1s: maxInWindow(times, options.windowMs),
-      densestWindowFromS: round((densest.from - first) / 1000, 3),
+      maxIn1s: densest.count,
+      densestWindowFromS: round(((densest.from ?? first) - first) / 1000, 3),
       clients,
       contended: { fromS: round((contendedFrom - first) / 1000, 2), toS: round((contendedTo - first) / 1000, 2), shares, jain: round(jain(shares), 4) },
       utilization: {

@@ -2,7 +2,7 @@
 // log that other tests judge Sluice by. Windows are small (hundreds of ms) and assertions tolerate timing.
 import t from 'tap'
 import { Agent, request } from 'node:http'
-import { maxInWindow, startEmulator, type Emulator, type EmulatorOptions } from '../src/emulator'
+import { densestWindow, maxInWindow, startEmulator, type Emulator, type EmulatorOptions } from '../src/emulator'
 
 interface Answer { status: number, headers: Record<string, string>, text: string, json: any }
 
@@ -261,4 +261,6 @@ t.test('maxInWindow helper on hand-made lists (half-open windows, any order)', a
   t.equal(maxInWindow([14, 0, 30, 9, 19, 5, 10], 10), 4, 'unsorted input')
   t.equal(maxInWindow([3, 3, 3, 3], 1), 4, 'simultaneous arrivals')
   t.throws(() => maxInWindow([1], 0), /windowMs/)
+  t.same(densestWindow([14, 0, 30, 9, 19, 5, 10], 10), { from: 5, count: 4 }, 'densestWindow: the first window holding the most, and where it begins')
+  t.same(densestWindow([], 10), { from: undefined, count: 0 })
 })

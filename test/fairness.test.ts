@@ -4,6 +4,7 @@
 import { setMaxListeners } from 'node:events'
 import t, { type Test } from 'tap'
 import { Agent, request } from 'undici'
+import { maxInWindow } from '../src/emulator'
 import { clientId } from '../src/limiter/client-identity'
 import type { BucketStore } from '../src/store/bucket-store'
 import { RedisStore } from '../src/store/redis-store'
@@ -22,16 +23,6 @@ function jain (xs: number[]): number {
   const sum = xs.reduce((a, b) => a + b, 0)
   const squares = xs.reduce((a, b) => a + b * b, 0)
   return squares === 0 ? 1 : (sum * sum) / (xs.length * squares)
-}
-
-function maxInWindow (times: number[], windowMs: number): number {
-  const s = [...times].sort((a, b) => a - b)
-  let best = 0
-  for (let i = 0, j = 0; i < s.length; i++) {
-    while (s[i] - s[j] >= windowMs) j++
-    best = Math.max(best, i - j + 1)
-  }
-  return best
 }
 
 interface Setup {

@@ -3,6 +3,7 @@
 // upstream see more than the budget.
 import t, { type Test } from 'tap'
 import { Agent, request } from 'undici'
+import { maxInWindow } from '../src/emulator'
 import { parseRoute } from '../src/config/schema'
 import { clientId } from '../src/limiter/client-identity'
 import { startRedis, type TestRedis } from './helpers/redis'
@@ -12,16 +13,6 @@ import { startUpstreamProcess, type RemoteUpstream } from './helpers/upstream-pr
 const LIMIT = 50
 const now = (): number => performance.timeOrigin + performance.now()
 const sleep = async (ms: number): Promise<void> => await new Promise((resolve) => setTimeout(resolve, ms))
-
-function maxInWindow (times: number[], windowMs: number): number {
-  const s = [...times].sort((a, b) => a - b)
-  let best = 0
-  for (let i = 0, j = 0; i < s.length; i++) {
-    while (s[i] - s[j] >= windowMs) j++
-    best = Math.max(best, i - j + 1)
-  }
-  return best
-}
 
 const agents = new Map<string, Agent>()
 

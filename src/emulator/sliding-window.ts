@@ -52,9 +52,14 @@ export class SlidingWindowLog {
 /**
  * Largest number of `times` (ms) inside any half-open window of `windowMs` ms, in O(n) with two
  * pointers (plus a sort when `times` is not already ascending). Used on the emulator's own log and on
- * any time list a benchmark or the demo gathers.
+ * any time list a benchmark, a test or the demo gathers.
  */
 export function maxInWindow (times: readonly number[], windowMs: number): number {
+  return densestWindow(times, windowMs).count
+}
+
+/** The same, with where the densest window begins (its first time; undefined for no times). */
+export function densestWindow (times: readonly number[], windowMs: number): { from: number | undefined, count: number } {
   if (!(typeof windowMs === 'number' && windowMs > 0)) {
     throw new TypeError(`maxInWindow windowMs: expected a number of ms > 0, received ${String(windowMs)} (${typeof windowMs})`)
   }
@@ -66,10 +71,14 @@ export function maxInWindow (times: readonly number[], windowMs: number): number
     }
   }
   let best = 0
+  let from: number | undefined
   let lo = 0
   for (let hi = 0; hi < sorted.length; hi++) {
     while (sorted[lo]! <= sorted[hi]! - windowMs) lo++
-    best = Math.max(best, hi - lo + 1)
+    if (hi - lo + 1 > best) {
+      best = hi - lo + 1
+      from = sorted[lo]
+    }
   }
-  return best
+  return { from, count: best }
 }
