@@ -16,7 +16,7 @@ import { parseRoute } from '../src/config/schema'
 import { densestWindow } from '../src/emulator'
 import { LOOKAHEAD_MIN_MS, LOOKAHEAD_UNITS } from '../src/limiter/fair-scheduler'
 import { tokenBucketParams } from '../src/store/bucket-store'
-import { commandStats, startChild, startRedis, type BenchRedis, type Child } from './processes'
+import { commandStats, sluiceCommands, startChild, startRedis, type BenchRedis, type Child } from './processes'
 import { percentile, printTable, round } from './table'
 
 export interface FairnessOptions {
@@ -97,16 +97,6 @@ function scriptNames (): Map<string, string> {
     const name = file.replace(/\.lua$/, '')
     names.set(createHash('sha1').update(text).digest('hex'), name)
     names.set(scriptKey(text, false), name)
-  }
-  return names
-}
-
-/** Commands Redis counts that the scripts ran, not Sluice (INFO commandstats counts both). */
-function scriptInternalCommands (): Set<string> {
-  const dir = join(__dirname, '..', 'src', 'store', 'lua')
-  const names = new Set<string>()
-  for (const file of readdirSync(dir).filter((f) => f.endsWith('.lua'))) {
-    for (const m of readFileSync(join(dir, file), 'utf8').matchAll(/redis\.call\('([A-Za-z]+)'/g)) names.add(m[1].toLowerCase())
   }
   return names
 }
@@ -262,9 +252,7 @@ async function run (options: FairnessOptions, variant: FairnessOptions['variants
 
     // Redis: INFO commandstats (less what the scripts ran, and this benchmark's own commands) for the
     // total, MONITOR for which script each round trip ran.
-    const internal = scriptInternalCommands()
-    const ours = new Set(['info', 'config|resetstat', 'monitor', 'script|flush'])
-    const topLevel = Object.fromEntries(Object.entries(stats).filter(([name]) => !internal.has(name) && !ours.has(name)))
+    const topLevel = sluiceCommands(stats, ['info', 'config|resetstat', 'monitor', 'script|flush'])
     const roundTrips = Object.values(topLevel).reduce((a, b) => a + b, 0)
     const admitted = arrivals.length
     const loadS = (loadEnded - began) / 1000

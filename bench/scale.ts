@@ -1,10 +1,8 @@
 // Scenario 3, scale: 10,000 requests waiting at once in one Sluice instance with Redis. Peak RSS and
 // event-loop delay of the Sluice process, and Redis round trips per admitted request (INFO commandstats).
-import { readdirSync, readFileSync } from 'node:fs'
-import { join } from 'node:path'
 import { request } from 'undici'
 import { burst } from './burst'
-import { commandStats, startChild, startRedis, type Child } from './processes'
+import { commandStats, sluiceCommands, startChild, startRedis, type Child } from './processes'
 import { printTable, round } from './table'
 
 export interface ScaleOptions {
@@ -27,20 +25,6 @@ interface SluiceStats {
   waited: number
 }
 
-/**
- * Redis counts the commands a Lua script runs in INFO commandstats too. Sluice itself sends no command of
- * those names (only EVALSHA/EVAL, PING, and MULTI/ZREM/HDEL/EXEC on shutdown), so subtracting them leaves
- * the round trips Sluice made.
- */
-function scriptInternalCommands (): Set<string> {
-  const dir = join(__dirname, '..', 'src', 'store', 'lua')
-  const names = new Set<string>()
-  for (const file of readdirSync(dir).filter((f) => f.endsWith('.lua'))) {
-    for (const m of readFileSync(join(dir, file), 'utf8').matchAll(/redis\.call\('([A-Za-z]+)'/g)) names.add(m[1].toLowerCase())
-  }
-  return names
-}
-
 export async function scale (options: ScaleOptions = SCALE_DEFAULTS): Promise<Record<string, unknown>> {
   const redis = await startRedis()
   const children: Child[] = []
@@ -58,12 +42,10 @@ export async function scale (options: ScaleOptions = SCALE_DEFAULTS): Promise<Re
     await prime.body.dump()
     const result = await burst([sluice.url], options.requests, 's-', options.spreadMs)
     const stats = await sluice.call<SluiceStats>('stats')
-    const all = await commandStats(redis.client)
     // INFO and CONFIG are this benchmark's own.
-    delete all.info
-    delete all['config|resetstat']
-    const internal = scriptInternalCommands()
-    const topLevel = Object.fromEntries(Object.entries(all).filter(([name]) => !internal.has(name)))
+    const own = ['info', 'config|resetstat']
+    const all = await commandStats(redis.client)
+    const topLevel = sluiceCommands(all, own)
     const admitted = result.statuses['200'] ?? 0
     const roundTrips = Object.values(topLevel).reduce((a, b) => a + b, 0)
     const out = {
@@ -79,7 +61,7 @@ export async function scale (options: ScaleOptions = SCALE_DEFAULTS): Promise<Re
       // store.reserve calls (one EVALSHA each): above the admitted count when late starts were re-reserved.
       reservations: stats.reservations,
       redisCommandsTopLevel: topLevel,
-      redisCommandsInsideScripts: Object.fromEntries(Object.entries(all).filter(([name]) => internal.has(name))),
+      redisCommandsInsideScripts: Object.fromEntries(Object.entries(all).filter(([name]) => !(name in topLevel) && !own.includes(name))),
       roundTripsPerAdmitted: round(roundTrips / admitted, 4),
       reservationsPerAdmitted: round(stats.reservations / admitted, 4),
       targets: { roundTripsPerAdmitted: 1 }
