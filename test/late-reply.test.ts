@@ -1,96 +1,113 @@
 // A reservation's answer read late — Redis decided at once, but this event loop was busy (a burst of
 // arrivals) — must not send the request long after the start Redis recorded: the next window is
 // counted from that start. The limiter measures lateness in the store's clock too, and books again.
-import t from 'tap'
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net'
+import t, { type Test } from 'tap'
 import { parseRoute } from '../src/config/schema'
 import { Cancel } from '../src/limiter/cancel'
 import { RouteLimiter } from '../src/limiter/route-limiter'
 import { RedisStore } from '../src/store/redis-store'
-import { startRedis } from './helpers/redis'
+import { startRedis, type TestRedis } from './helpers/redis'
 
 function busy (ms: number): void {
   const until = performance.now() + ms
   while (performance.now() < until) { /* the event loop stays blocked, as under a burst */ }
 }
 
-t.test('an answer read 200 ms after Redis sent it is a late start: booked again, not sent late', async (t) => {
-  const redis = await startRedis()
+/** A store of its own (key prefix) on the file's Redis, closed with the test; not connected yet. */
+function storeFor (t: Test, redis: TestRedis): RedisStore {
   const store = new RedisStore({ url: redis.url, keyPrefix: redis.prefix() })
-  t.teardown(async () => {
-    await store.close()
-    await redis.close()
-  })
-  // 20/s, margin 100 ms: a start may be at most 50 ms late (checked below with room for a loaded machine).
-  const route = parseRoute({ name: 'late', upstream: 'http://127.0.0.1:9', limit: '20/s', algorithm: 'sliding-window', maxWait: '5s' }, 'route')
-  const limiter = new RouteLimiter(route, store)
-  await store.connect()
-  // One reservation on an idle machine first: the limiter learns the store's clock from it.
-  await limiter.admit('late', 5000, new Cancel().signal)
-  t.equal(limiter.stats.lateRetries, 0, 'an answer read at once is on time')
+  t.teardown(async () => { await store.close() })
+  return store
+}
 
-  // Redis answers within a millisecond; its answer to the next reservation waits here for 200 ms.
+/** Redis answers within a millisecond; its answer to the next reservation waits here for `ms`. */
+function holdNextAnswer (store: RedisStore, ms: number): void {
   const reserve = store.reserve.bind(store)
   let blocks = 1
   store.reserve = async (...args) => {
     const answer = reserve(...args)
-    if (blocks-- > 0) setImmediate(() => busy(200))
+    if (blocks-- > 0) setImmediate(() => busy(ms))
     return await answer
   }
-  const { reservation } = await limiter.admit('late', 5000, new Cancel().signal)
-  t.ok(limiter.stats.lateRetries >= 1, `the late start was given up and booked again (${limiter.stats.lateRetries} time(s))`)
-  t.ok(reservation.startMs !== undefined && Math.abs(Date.now() - reservation.startMs) < 75,
-    `the request leaves at the start Redis recorded for it (${(Date.now() - (reservation.startMs ?? 0)).toFixed(0)} ms after it)`)
-})
+}
 
-t.test('a distant Redis (round trip longer than the margin) is not lateness: nothing is booked twice', async (t) => {
-  const redis = await startRedis()
-  const store = new RedisStore({ url: redis.url, keyPrefix: redis.prefix() })
-  t.teardown(async () => {
-    await store.close()
-    await redis.close()
-  })
-  // 20 ms each way, as to a Redis in another region, for every command (the clock sample on
-  // connection too); a 20 ms margin allows 10 ms of lateness.
-  const away = async <T>(command: () => Promise<T>): Promise<T> => {
-    await new Promise((resolve) => setTimeout(resolve, 20))
-    const answer = await command()
-    await new Promise((resolve) => setTimeout(resolve, 20))
-    return answer
+/** A TCP relay on loopback to `target` that delays every chunk by `ms`, in each direction. */
+async function delayingRelay (target: URL, ms: number): Promise<{ url: string, close: () => Promise<void> }> {
+  const sockets = new Set<Socket>()
+  const relay = (from: Socket, to: Socket): void => {
+    from.on('data', (chunk) => { setTimeout(() => { if (!to.destroyed) to.write(chunk) }, ms) })
+    from.on('close', () => { setTimeout(() => to.destroy(), ms) })
+    from.on('error', () => from.destroy())
   }
-  const time = store.client.time.bind(store.client)
-  store.client.time = async () => await away(async () => await time())
-  const reserve = store.reserve.bind(store)
-  store.reserve = async (...args) => await away(async () => await reserve(...args))
-  await store.connect()
-  const route = parseRoute({ name: 'far', upstream: 'http://127.0.0.1:9', limit: '100/s', algorithm: 'sliding-window', margin: '20ms', maxWait: '5s' }, 'route')
-  const limiter = new RouteLimiter(route, store)
-  for (let i = 0; i < 5; i++) await limiter.admit('far', 5000, new Cancel().signal)
-  t.equal(limiter.stats.lateRetries, 0, 'five requests, each admitted on its first reservation')
-  t.equal(limiter.stats.lateForwarded, 0, 'and none counted as sent late')
-})
+  const server = createServer((client) => {
+    const upstream = connect(Number(target.port), target.hostname)
+    for (const s of [client, upstream]) sockets.add(s)
+    relay(client, upstream)
+    relay(upstream, client)
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as AddressInfo
+  const url = new URL(target)
+  url.hostname = '127.0.0.1'
+  url.port = String(port)
+  return {
+    url: url.toString(),
+    close: async () => {
+      for (const s of sockets) s.destroy()
+      await new Promise<void>((resolve) => server.close(() => resolve()))
+    }
+  }
+}
 
-t.test('a cold instance knows Redis\'s clock before its first reservation: the very first answer read late is caught', async (t) => {
+function slidingRoute (name: string, limit: string, margin?: string): ReturnType<typeof parseRoute> {
+  return parseRoute({ name, upstream: 'http://127.0.0.1:9', limit, algorithm: 'sliding-window', maxWait: '5s', ...(margin === undefined ? {} : { margin }) }, 'route')
+}
+
+t.test('late answers', async (t) => {
   const redis = await startRedis()
-  const store = new RedisStore({ url: redis.url, keyPrefix: redis.prefix() })
-  t.teardown(async () => {
-    await store.close()
-    await redis.close()
+  t.teardown(() => redis.close())
+
+  t.test('an answer read 200 ms after Redis sent it is a late start: booked again, not sent late', async (t) => {
+    const store = storeFor(t, redis)
+    // 20/s, margin 100 ms: a start may be at most 50 ms late (checked below with room for a loaded machine).
+    const limiter = new RouteLimiter(slidingRoute('late', '20/s'), store)
+    await store.connect()
+    await limiter.admit('late', 5000, new Cancel().signal)
+    t.equal(limiter.stats.lateRetries, 0, 'an answer read at once is on time')
+
+    holdNextAnswer(store, 200)
+    const { reservation } = await limiter.admit('late', 5000, new Cancel().signal)
+    t.ok(limiter.stats.lateRetries >= 1, `the late start was given up and booked again (${limiter.stats.lateRetries} time(s))`)
+    t.ok(reservation.startMs !== undefined && Math.abs(Date.now() - reservation.startMs) < 75,
+      `the request leaves at the start Redis recorded for it (${(Date.now() - (reservation.startMs ?? 0)).toFixed(0)} ms after it)`)
   })
-  await store.connect()
-  // The TIME samples taken on connection (bounded wait: three round trips on loopback).
-  for (let i = 0; i < 100 && store.clockOffset() === undefined; i++) await new Promise((resolve) => setTimeout(resolve, 10))
-  const offset = store.clockOffset()
-  t.ok(offset !== undefined && offset.rttMs < 50, `Redis's clock was sampled on connection (round trip ${offset?.rttMs.toFixed(2)} ms)`)
-  const route = parseRoute({ name: 'cold', upstream: 'http://127.0.0.1:9', limit: '20/s', algorithm: 'sliding-window', maxWait: '5s' }, 'route')
-  const limiter = new RouteLimiter(route, store)
-  const reserve = store.reserve.bind(store)
-  let blocks = 1
-  store.reserve = async (...args) => {
-    const answer = reserve(...args)
-    if (blocks-- > 0) setImmediate(() => busy(200))
-    return await answer
-  }
-  // The first reservation of this limiter, its answer held 200 ms: no earlier reservation taught it the clock.
-  await limiter.admit('cold', 5000, new Cancel().signal)
-  t.ok(limiter.stats.lateRetries >= 1, `booked again (${limiter.stats.lateRetries} time(s)) instead of leaving 200 ms after its start`)
+
+  t.test('a distant Redis (round trip longer than the margin) is not lateness: nothing is booked twice', async (t) => {
+    // 20 ms each way, as to a Redis in another region, for everything (the clock sample on connection
+    // too): a loopback relay that holds every chunk 20 ms. A 20 ms margin allows 10 ms of lateness.
+    const far = await delayingRelay(new URL(redis.url), 20)
+    t.teardown(far.close)
+    const store = new RedisStore({ url: far.url, keyPrefix: redis.prefix() })
+    t.teardown(async () => { await store.close() })
+    await store.connect()
+    const limiter = new RouteLimiter(slidingRoute('far', '100/s', '20ms'), store)
+    for (let i = 0; i < 5; i++) await limiter.admit('far', 5000, new Cancel().signal)
+    t.equal(limiter.stats.lateRetries, 0, 'five requests, each admitted on its first reservation')
+    t.equal(limiter.stats.lateForwarded, 0, 'and none counted as sent late')
+  })
+
+  t.test('a cold instance knows Redis\'s clock before its first reservation: the very first answer read late is caught', async (t) => {
+    const store = storeFor(t, redis)
+    await store.connect()
+    // The TIME samples taken on connection (bounded wait: three round trips on loopback).
+    for (let i = 0; i < 100 && store.clockOffset() === undefined; i++) await new Promise((resolve) => setTimeout(resolve, 10))
+    const offset = store.clockOffset()
+    t.ok(offset !== undefined && offset.rttMs < 50, `Redis's clock was sampled on connection (round trip ${offset?.rttMs.toFixed(2)} ms)`)
+    const limiter = new RouteLimiter(slidingRoute('cold', '20/s'), store)
+    // The first reservation of this limiter, its answer held 200 ms.
+    holdNextAnswer(store, 200)
+    await limiter.admit('cold', 5000, new Cancel().signal)
+    t.ok(limiter.stats.lateRetries >= 1, `booked again (${limiter.stats.lateRetries} time(s)) instead of leaving 200 ms after its start`)
+  })
 })

@@ -44,14 +44,6 @@ export function sleep (ms: number, signal: CancelSignal): Promise<boolean> {
 
 /** Re-reservations a request may make after starting late, before it is forwarded late anyway. */
 const MAX_LATE_RETRIES = 5
-/** This process's clock as epoch ms, monotonic: a wall-clock step (NTP, a resumed VM) does not make every request look late. */
-function epochNow (): number {
-  return nowMs()
-}
-
-/** How long the store-clock estimate of the shortest round trip is kept before any newer one replaces it (ms). */
-const SKEW_KEEP_MS = 30_000
-
 export class ClientGoneError extends Error {
   override readonly name = 'ClientGoneError'
 }
@@ -66,11 +58,6 @@ export class RouteLimiter {
   private readonly lastStart = new Map<string, number>()
   /** Starts that came later than half the margin after their slot (see admit). */
   readonly stats = { lateRetries: 0, lateForwarded: 0 }
-  /**
-   * The store's clock less this process's (ms), from the reservation with the shortest round trip
-   * lately: Redis TIME on another host may differ. Its error is at most half that round trip.
-   */
-  private skew = { ms: 0, rttMs: Infinity, atMs: 0 }
   private mode: StoreMode
   /** Until then (performance.now ms), reservations in Redis also take this instance's local share. */
   private transitionUntil = 0
@@ -310,7 +297,6 @@ export class RouteLimiter {
         throw new SluiceError('STORE_UNAVAILABLE', 503, 'the budget store is unreachable, so the request was not forwarded', this.details(bucket, { store: this.store.kind }), 1, { cause: err })
       }
       const receivedAt = performance.now()
-      this.learnSkew(reservation, receivedAt - sentAt)
       // The slot in this process's clock. Redis ran the script somewhere between send and receipt;
       // counting from receipt is never early (a busy event loop can delay the send by tens of ms),
       // at the cost of starting up to one round trip late.
@@ -352,26 +338,13 @@ export class RouteLimiter {
     }
   }
 
-  /** Learn the store's clock from a reservation that took `rttMs` there and back. */
-  private learnSkew (reservation: Reservation, rttMs: number): void {
-    if (!this.fromSharedStore(reservation)) return
-    const now = epochNow()
-    // A short round trip bounds the error; an old estimate gives way, as clocks drift.
-    if (rttMs > this.skew.rttMs && now - this.skew.atMs < SKEW_KEEP_MS) return
-    // Redis ran the script at startMs − waitMs in its clock, at most a round trip before now here:
-    // taken as now, the offset is a lower bound, and lateness is never overstated (a distant Redis
-    // is not late), understated by at most that round trip.
-    this.skew = { ms: reservation.startMs - reservation.waitMs - now, rttMs, atMs: now }
-  }
-
   /** How long after the start the store recorded this moment is (ms; negative when before it). */
   private lateInStoreClock (reservation: Reservation): number {
-    if (!this.fromSharedStore(reservation)) return -Infinity
-    // The store's own measurement (TIME on connection, before any traffic) when it is the tighter one:
-    // the first reservations of a burst can take hundreds of ms there and back.
-    const measured = hasStoreClock(this.store) ? this.store.clockOffset() : undefined
-    const skewMs = measured !== undefined && measured.rttMs <= this.skew.rttMs ? measured.skewMs : this.skew.ms
-    return epochNow() + skewMs - reservation.startMs
+    // The store knows how its clock differs from this process's (redis-store.ts: TIME on connection,
+    // before any traffic, then its fastest reservations); this process's clock is monotonic.
+    const clock = hasStoreClock(this.store) ? this.store.clockOffset() : undefined
+    if (clock === undefined || !this.fromSharedStore(reservation)) return -Infinity
+    return nowMs() + clock.skewMs - reservation.startMs
   }
 
   /**

@@ -111,7 +111,8 @@ export interface ClientPresence {
 export interface StoreClock {
   /**
    * The store's clock less this process's (ms), as a lower bound: the store read its clock at most
-   * `rttMs` before this process got the answer. From the fastest round trip since the last (re)connection.
+   * `rttMs` before this process got the answer. From the fastest round trip (TIME on each
+   * (re)connection, then reservations); one older than 30 s gives way to the next, as clocks drift.
    */
   clockOffset (): { skewMs: number, rttMs: number } | undefined
 }

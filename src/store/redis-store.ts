@@ -52,6 +52,8 @@ const COMMAND_TIMEOUT_MS = 500
 const BACKSTOP_TIMEOUT_MS = 5000
 /** TIME round trips on each (re)connection to learn Redis's clock. */
 const CLOCK_SAMPLES = 3
+/** How long the offset from the fastest round trip is kept before any later one replaces it (ms): clocks drift. */
+const CLOCK_KEEP_MS = 30_000
 
 export class StoreTimeoutError extends Error {
   override readonly name = 'StoreTimeoutError'
@@ -132,22 +134,32 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence {
   }
 
   private connecting: Promise<void> | undefined
-  private clock: { skewMs: number, rttMs: number } | undefined
+  private clock: { skewMs: number, rttMs: number, atMs: number } | undefined
 
   clockOffset (): { skewMs: number, rttMs: number } | undefined {
     return this.clock
   }
 
-  /** A few TIME round trips; the fastest bounds the offset best. */
+  /**
+   * Redis read its clock (`redisMs`) between `sentAt` and `receivedAt` here. Taken as `receivedAt`,
+   * the offset is a lower bound: lateness measured with it is never overstated (a distant Redis is
+   * not late) and understated by at most the round trip, so the fastest round trip is kept.
+   */
+  private noteClock (redisMs: number, sentAt: number, receivedAt: number): void {
+    const rttMs = receivedAt - sentAt
+    const c = this.clock
+    if (c !== undefined && rttMs > c.rttMs && receivedAt - c.atMs < CLOCK_KEEP_MS) return
+    this.clock = { skewMs: redisMs - receivedAt, rttMs, atMs: receivedAt }
+  }
+
+  /** A few TIME round trips, before traffic on a new connection (possibly to another server). */
   private async sampleClock (): Promise<void> {
     this.clock = undefined
     for (let i = 0; i < CLOCK_SAMPLES; i++) {
       try {
         const sentAt = nowMs()
         const [s, us] = await this.client.time()
-        const receivedAt = nowMs()
-        const rttMs = receivedAt - sentAt
-        if (this.clock === undefined || rttMs < this.clock.rttMs) this.clock = { skewMs: Number(s) * 1000 + Number(us) / 1000 - receivedAt, rttMs }
+        this.noteClock(Number(s) * 1000 + Number(us) / 1000, sentAt, nowMs())
       } catch {
         return
       }
@@ -167,6 +179,7 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence {
 
   async reserve (bucket: string, policy: BucketPolicy, cost: number, maxWaitMs: number): Promise<Reservation> {
     const maxWaitUs = Math.round(maxWaitMs * 1000)
+    const sentAt = nowMs()
     let reply: Reply
     if (policy.algorithm === 'token-bucket') {
       const { intervalUs, tauUs } = tokenBucketParams(policy)
@@ -176,6 +189,8 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence {
       reply = await withLagAwareTimeout(this.client.sluiceReserveSlidingWindow(this.key(bucket, 'sw'), this.key(bucket, 'pause'), policy.limit, windowUs, cost, maxWaitUs, keep), this.commandTimeoutMs)
     }
     const [ok, waitUs, remaining, resetUs, ticket, startUs] = reply
+    // The script read Redis's clock at the start less the wait.
+    this.noteClock((startUs - waitUs) / 1000, sentAt, nowMs())
     return ok === 1 ? admittedFromUs(waitUs, remaining, resetUs, ticket, startUs) : refusalFromUs(waitUs, resetUs, startUs)
   }
 
