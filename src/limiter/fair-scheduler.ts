@@ -195,7 +195,7 @@ export class FairScheduler {
       // Nothing of this client waits here and its look-ahead has room: pump() would hand this request
       // to the limiter at once (every other client it would move is blocked by its own look-ahead,
       // or it would have moved before), so it goes straight there, without a place in the queues.
-      return await this.direct(b, c, req, arrived)
+      return await this.reserveFor(b, c, req, arrived, 0, req.maxWaitMs)
     }
     return await new Promise<FairAdmission>((resolve, reject) => {
       const held: Held = {
@@ -349,34 +349,22 @@ export class FairScheduler {
   }
 
   private dispatch (b: BucketState, c: ClientQueue, held: Held, boundMs: number): void {
-    const { req } = held
     this.unhold(b, c, held)
-    b.clients.delete(c.id)
-    b.clients.set(c.id, c)
-    c.reserved[req.priority] += req.cost
-    b.reserved++
-    const heldMs = performance.now() - held.arrived
-    this.limiter.admit(req.bucket, Math.max(0, boundMs), req.signal, req.cost).then((admission) => {
-      this.settle(b, c, req)
-      const waitedMs = this.recordAdmitted(c, held)
-      this.tidy(b, c)
-      held.resolve({ ...admission, waitedMs, heldMs })
-    }, (err: unknown) => {
-      this.settle(b, c, req)
-      this.fail(c, held, err)
-      this.tidy(b, c)
-    })
+    this.reserveFor(b, c, held.req, held.arrived, performance.now() - held.arrived, boundMs).then(held.resolve, held.reject)
   }
 
-  /** dispatch() for a request that was never held: the same bookkeeping, no queue entry, no abort listener. */
-  private async direct (b: BucketState, c: ClientQueue, req: FairRequest, arrived: number): Promise<FairAdmission> {
+  /**
+   * Hand a request to the limiter: the client moves to the end of the round robin and its units count
+   * as reserved until the start (or the failure), which is counted in its stats.
+   */
+  private async reserveFor (b: BucketState, c: ClientQueue, req: FairRequest, arrived: number, heldMs: number, boundMs: number): Promise<FairAdmission> {
     b.clients.delete(c.id)
     b.clients.set(c.id, c)
     c.reserved[req.priority] += req.cost
     b.reserved++
     let admission: Admission
     try {
-      admission = await this.limiter.admit(req.bucket, req.maxWaitMs, req.signal, req.cost)
+      admission = await this.limiter.admit(req.bucket, Math.max(0, boundMs), req.signal, req.cost)
     } catch (err) {
       this.settle(b, c, req)
       this.countFailure(c, err)
@@ -384,17 +372,13 @@ export class FairScheduler {
       throw err
     }
     this.settle(b, c, req)
-    const waitedMs = this.count(c, req.cost, arrived)
+    const waitedMs = this.recordAdmitted(c, req.cost, arrived)
     this.tidy(b, c)
-    return { ...admission, waitedMs, heldMs: 0 }
+    return { ...admission, waitedMs, heldMs }
   }
 
   /** Count a started request in its client's stats; returns its whole wait (held here plus the limiter's), ms. */
-  private recordAdmitted (c: ClientQueue, held: Held): number {
-    return this.count(c, held.req.cost, held.arrived)
-  }
-
-  private count (c: ClientQueue, cost: number, arrived: number): number {
+  private recordAdmitted (c: ClientQueue, cost: number, arrived: number): number {
     const waitedMs = performance.now() - arrived
     c.stats.admitted++
     c.stats.units += cost
@@ -440,7 +424,7 @@ export class FairScheduler {
     }
     this.limiter.admit(req.bucket, Math.max(0, probeMs), req.signal, req.cost).then((admission) => {
       finish()
-      const waitedMs = this.recordAdmitted(c, held)
+      const waitedMs = this.recordAdmitted(c, held.req.cost, held.arrived)
       this.tidy(b, c)
       held.resolve({ ...admission, waitedMs, heldMs: waitedMs - admission.waitedMs })
       this.pump(b)
