@@ -194,8 +194,9 @@ export function createForwarder (opts: ForwarderOptions): Handler {
      * A request that slept for its slot may have slept into a pause set meanwhile (by any instance):
      * it queues again, behind the pause. Known pauses only: no store round trip after the slot.
      */
+    const mayHaveSleptIntoPause = (): boolean => slept && !shadow && pausedHere(bucket)
     const clearOfPauses = async (): Promise<void> => {
-      for (let i = 0; i < MAX_PAUSE_CHECKS && slept && !shadow && pausedHere(bucket); i++) await readmit()
+      for (let i = 0; i < MAX_PAUSE_CHECKS && mayHaveSleptIntoPause(); i++) await readmit()
     }
 
     const clientGone = (): void => {
@@ -370,7 +371,7 @@ export function createForwarder (opts: ForwarderOptions): Handler {
     }
 
     // Straight out unless the slot it slept for may have fallen into a pause.
-    if (slept && !shadow && pausedHere(bucket)) void start()
+    if (mayHaveSleptIntoPause()) void start()
     else send()
     return reply
   }
