@@ -14,7 +14,7 @@ import { performance } from 'node:perf_hooks'
 import { Agent, request } from 'undici'
 import { parseRoute } from '../src/config/schema'
 import { densestWindow } from '../src/emulator'
-import { LOOKAHEAD_MIN_MS, LOOKAHEAD_UNITS } from '../src/limiter/fair-scheduler'
+import { lookaheadUnitsFor } from '../src/limiter/fair-scheduler'
 import { tokenBucketParams } from '../src/store/bucket-store'
 import { commandStats, sluiceCommands, startChild, startRedis, type BenchRedis, type Child } from './processes'
 import { percentile, printTable, round } from './table'
@@ -135,7 +135,7 @@ async function run (options: FairnessOptions, variant: FairnessOptions['variants
     // The slot and look-ahead as the fair scheduler computes them (token bucket, burst 1).
     const route = parseRoute(raw, 'route')
     const slotMs = tokenBucketParams({ algorithm: route.algorithm, limit: route.limit.count, windowMs: route.limit.windowMs, burst: route.burst, marginMs: route.marginMs }).intervalUs / 1000
-    const lookaheadUnits = Math.max(LOOKAHEAD_UNITS, Math.ceil(LOOKAHEAD_MIN_MS / slotMs))
+    const lookaheadUnits = lookaheadUnitsFor(slotMs, route.cost.map((r) => r.cost))
 
     const send = async (client: string, instance: number, i: number): Promise<Sent> => {
       const path = `/c/${client}/${i}`

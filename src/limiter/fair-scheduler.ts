@@ -26,6 +26,11 @@ export const LOOKAHEAD_UNITS = 1
  *  50 ms, 6.8 slots; utilization 1.00 with each). At 180/min one unit is a third of a second. */
 export const LOOKAHEAD_MIN_MS = 40
 
+/** A weight-1 client's look-ahead in units, for slots of `slotMs` and requests of these costs. */
+export function lookaheadUnitsFor (slotMs: number, costs: readonly number[] = []): number {
+  return Math.max(LOOKAHEAD_UNITS, Math.ceil(LOOKAHEAD_MIN_MS / slotMs), ...costs)
+}
+
 /** How often each instance tells a shared store which clients it holds requests of (ms), and how long that stays true. */
 export const PRESENCE_EVERY_MS = 500
 const PRESENCE_TTL_MS = 2000
@@ -135,7 +140,7 @@ export class FairScheduler {
     this.slotMs = route.algorithm === 'token-bucket'
       ? tokenBucketParams(limiter.policy).intervalUs / 1000
       : slidingWindowParams(limiter.policy).windowUs / 1000 / route.limit.count
-    this.lookaheadUnits = Math.max(LOOKAHEAD_UNITS, Math.ceil(LOOKAHEAD_MIN_MS / this.slotMs), ...route.cost.map((r) => r.cost))
+    this.lookaheadUnits = lookaheadUnitsFor(this.slotMs, route.cost.map((r) => r.cost))
   }
 
   close (): void {
