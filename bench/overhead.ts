@@ -1,6 +1,6 @@
 // Scenario 1, overhead: one loopback upstream reached directly, through a bare @fastify/http-proxy,
 // through Sluice with the memory store and through Sluice with Redis — in one run, with a budget so high
-// that nothing waits. Peak throughput with autocannon; then latency at half the bare proxy's peak.
+// that nothing waits — and, as a reference, the bare proxy with the fastify features Sluice uses. Peak throughput with autocannon; then latency at half the bare proxy's peak.
 // The targets are measured in interleaved rounds (A B C D, A B C D, …): on a machine shared with other
 // work, load that comes and goes then falls on every target alike instead of on whichever ran at the time.
 import autocannon from 'autocannon'
@@ -43,11 +43,15 @@ export async function overhead (options: OverheadOptions = OVERHEAD_DEFAULTS): P
     children.push(memory)
     const viaRedis = await startChild('child-sluice', { route: { ...NO_WAIT_ROUTE, upstream: upstream.url }, redis: redis.url, keyPrefix: 'bench:' })
     children.push(viaRedis)
+    const framework = await startChild('child-bare-proxy', { upstream: upstream.url, frameworkFeatures: true })
+    children.push(framework)
     const targets: Target[] = [
       { name: 'direct upstream', url: upstream.url, process: upstream },
       { name: 'bare @fastify/http-proxy', url: bare.url, process: bare },
       { name: 'Sluice, memory store', url: memory.url, process: memory, sluice: memory },
-      { name: 'Sluice, Redis store', url: viaRedis.url, process: viaRedis, sluice: viaRedis }
+      { name: 'Sluice, Redis store', url: viaRedis.url, process: viaRedis, sluice: viaRedis },
+      // Not a goal's row: how much of the gap fastify's own machinery takes (child-bare-proxy.ts).
+      { name: 'bare proxy + the fastify features Sluice uses', url: framework.url, process: framework }
     ]
 
     for (const target of targets) await autocannon({ url: `${target.url}/items/1`, connections: options.connections, duration: 2 }) // warm-up, discarded
@@ -84,7 +88,8 @@ export async function overhead (options: OverheadOptions = OVERHEAD_DEFAULTS): P
     for (const row of peak) Object.assign(row, { cpuRatioToBare: round(peak[1].cpuUsPerRequest / row.cpuUsPerRequest, 3) })
 
     // Latency at half the bare proxy's peak: what a moderately loaded Sluice adds, in microseconds.
-    const halfTargets = targets.slice(1)
+    // The bare proxy and Sluice's two stores (the goal's rows).
+    const halfTargets = targets.slice(1, 4)
     const atRate = async (rate: number): Promise<Array<Record<string, unknown> & { addedP99Ms: number }>> => {
       for (const target of halfTargets) await pacedLoad(`${target.url}/items/1`, rate, 1) // warm-up, discarded
       const halfRounds = halfTargets.map(() => [] as Array<{ sent: number, errors: number, p50: number, p99: number }>)
@@ -132,7 +137,10 @@ export async function overhead (options: OverheadOptions = OVERHEAD_DEFAULTS): P
         redisAddedP99Ms: halfRows[2].addedP99Ms,
         memoryAddedP99MsAtOwnHalf: ownHalfRows[1].addedP99Ms,
         redisAddedP99MsAtOwnHalf: ownHalfRows[2].addedP99Ms,
-        addedP99TargetMs: 1
+        addedP99TargetMs: 1,
+        // What fastify's own machinery leaves of the bare proxy's throughput, before any of Sluice's work.
+        frameworkFeaturesRatio: peak[4].ratioToBare,
+        frameworkFeaturesCpuRatio: (peak[4] as { cpuRatioToBare?: number }).cpuRatioToBare
       }
     }
     printTable(`Overhead: peak throughput (autocannon, ${options.connections} connections, median of ${options.rounds} interleaved rounds of ${options.roundS} s)`,
