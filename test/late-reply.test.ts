@@ -123,6 +123,25 @@ t.test('late answers', async (t) => {
     t.ok(waitedMs < 20, `an on-time answer adds no lead (waited ${waitedMs.toFixed(1)} ms)`)
   })
 
+  t.test('late starts of a burst: only the newest is given back, the older ones do not ask Redis', async (t) => {
+    const store = storeFor(t, redis)
+    const limiter = new RouteLimiter(slidingRoute('burst', '100/s', '40ms'), store)
+    await store.connect()
+    await limiter.admit('burst', 5000, new Cancel().signal)
+    let releases = 0
+    const release = store.release.bind(store)
+    store.release = async (...args) => {
+      releases++
+      return await release(...args)
+    }
+    // Three reservations sent together, their answers read 100 ms late (one blocked turn of the loop).
+    holdNextAnswer(store, 100)
+    const admitted = await Promise.all([0, 1, 2].map(async () => await limiter.admit('burst', 5000, new Cancel().signal)))
+    t.equal(admitted.length, 3, 'all three admitted')
+    t.equal(limiter.stats.lateRetries, 3, 'all three were late and booked again')
+    t.equal(releases, 1, 'one release asked of Redis (the newest reservation\'s); the two older ones could not have been given back')
+  })
+
   t.test('a distant Redis (round trip longer than the margin) is not lateness: nothing is booked twice', async (t) => {
     // 20 ms each way, as to a Redis in another region, for everything (the clock sample on connection
     // too): a loopback relay that holds every chunk 20 ms. A 20 ms margin allows 10 ms of lateness.

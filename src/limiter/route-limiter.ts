@@ -142,6 +142,7 @@ export class RouteLimiter {
         fault = err
       }
       if (reservation !== undefined) {
+        if (reservation.admitted) this.newest.set(bucket, reservation)
         if (this.store.kind === 'memory') return reservation
         this.setMode('redis')
         this.made.set(reservation, { store: this.store, policy: this.policy })
@@ -405,12 +406,25 @@ export class RouteLimiter {
     }
   }
 
+  /**
+   * The newest reservation this instance made per bucket in the route's store. Only a bucket's newest
+   * can be given back (the store refuses the others), so for an older one the store is not even asked:
+   * a burst's late starts would otherwise cost a second, useless round trip each.
+   */
+  private readonly newest = new Map<string, Reservation>()
+
   /** Give a reservation back (best effort: only the newest one can be, and a store error is ignored). */
   async giveBack (bucket: string, reservation: Reservation, cost = 1): Promise<boolean> {
     if (reservation.ticket === undefined) return false
     const made = this.made.get(reservation) ?? { store: this.store, policy: this.policy }
+    const newest = this.newest.get(bucket)
+    // A later reservation of this instance exists: this one is not the store's newest.
+    if (made.store === this.store && newest !== undefined && newest !== reservation) return false
     try {
-      return await made.store.release(bucket, made.policy, cost, reservation.ticket)
+      const released = await made.store.release(bucket, made.policy, cost, reservation.ticket)
+      // Which reservation is newest now is not known here (maybe another instance's): ask next time.
+      if (released && newest === reservation) this.newest.delete(bucket)
+      return released
     } catch {
       return false
     }
