@@ -109,23 +109,6 @@ t.test('contract', async (t) => {
           t.ok(longer.waitMs > 550, `a longer pause extends it (${longer.waitMs} ms)`)
         })
 
-        t.test('a lead defers one start like a pause of that request alone, and starts stay in order', async (t) => {
-          const p = policy(algo, 100, 1000, algo === 'token-bucket' ? 100 : 1)
-          const led = await store.reserve('lead', p, 1, 10_000, 200)
-          t.ok(led.admitted && led.waitMs >= 195 && led.waitMs <= 200, `the led start is 200 ms ahead (${led.waitMs.toFixed(1)} ms)`)
-          const next = await store.reserve('lead', p, 1, 10_000)
-          if (algo === 'sliding-window') {
-            // The window's starts are kept in order: the next start is not before the led one.
-            t.ok((next.startMs as number) >= (led.startMs as number), `the next start (${next.waitMs.toFixed(1)} ms) is not before the led one`)
-          } else {
-            // A token bucket with room starts the next request at once: the lead held back only its own.
-            t.ok(next.waitMs < 5, `the next request, without a lead, starts at once (${next.waitMs.toFixed(1)} ms)`)
-          }
-          t.notOk((await store.reserve('lead-bound', p, 1, 100, 200)).admitted, 'a lead past the wait bound reserves nothing')
-          const none = await store.reserve('lead-none', p, 1, 0, 0)
-          t.ok(none.admitted && none.waitMs < 5, 'a lead of 0 changes nothing')
-        })
-
         t.test('buckets are independent', async (t) => {
           const p = policy(algo, 1, 1000)
           t.ok((await store.reserve('a', p, 1, 0)).admitted)

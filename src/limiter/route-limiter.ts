@@ -44,8 +44,6 @@ export function sleep (ms: number, signal: CancelSignal): Promise<boolean> {
 
 /** Re-reservations a request may make after starting late, before it is forwarded late anyway. */
 const MAX_LATE_RETRIES = 5
-/** How long a read delay counts towards the lead of the next reservations (ms). */
-const READ_DELAY_KEEP_MS = 500
 export class ClientGoneError extends Error {
   override readonly name = 'ClientGoneError'
 }
@@ -132,12 +130,12 @@ export class RouteLimiter {
   }
 
   /** One reservation: in the shared store when it answers, else as the route's onStoreError says. */
-  private async book (bucket: string, cost: number, maxWaitMs: number, leadMs: number): Promise<Reservation> {
+  private async book (bucket: string, cost: number, maxWaitMs: number): Promise<Reservation> {
     if (this.store.kind === 'memory' || this.store.available()) {
       let reservation: Reservation | undefined
       let fault: unknown
       try {
-        reservation = await this.store.reserve(bucket, this.policy, cost, maxWaitMs, leadMs)
+        reservation = await this.store.reserve(bucket, this.policy, cost, maxWaitMs)
       } catch (err) {
         fault = err
       }
@@ -294,13 +292,16 @@ export class RouteLimiter {
       const sentAt = performance.now()
       let reservation: Reservation
       try {
-        reservation = await this.book(bucket, cost, Math.max(0, deadline - sentAt), this.leadMs(toleranceMs, deadline - sentAt))
+        reservation = await this.book(bucket, cost, Math.max(0, deadline - sentAt))
       } catch (err) {
         if (err instanceof SluiceError) throw err
         throw new SluiceError('STORE_UNAVAILABLE', 503, 'the budget store is unreachable, so the request was not forwarded', this.details(bucket, { store: this.store.kind }), 1, { cause: err })
       }
       const receivedAt = performance.now()
-      const slot = receivedAt + this.untilStart(reservation)
+      // The slot in this process's clock. Redis ran the script somewhere between send and receipt;
+      // counting from receipt is never early (a busy event loop can delay the send by tens of ms),
+      // at the cost of starting up to one round trip late.
+      const slot = receivedAt + reservation.waitMs
       // The store checked the bound against the time it ran; counted from receipt, a slow round trip
       // can put a waiting request's slot past the client's bound: then it could not start in time.
       const pastBound = reservation.admitted && reservation.waitMs > 0 && slot > deadline
@@ -336,46 +337,6 @@ export class RouteLimiter {
       await this.giveBack(bucket, reservation, cost)
       if (signal.aborted) throw new ClientGoneError('client disconnected while waiting')
     }
-  }
-
-  /**
-   * ms from now until the reservation's start. Where the store's clock is known (Redis), counted in it:
-   * an answer read late (a busy event loop) then takes the delay off the wait, instead of making the
-   * request leave that much after the start Redis recorded. Never early: the clock is known as a lower
-   * bound (redis-store.ts), so the delay is never overstated. Elsewhere, counted from receipt, also
-   * never early (the store ran the script before), at the cost of up to one round trip.
-   */
-  private untilStart (reservation: Reservation): number {
-    const clock = hasStoreClock(this.store) ? this.store.clockOffset() : undefined
-    if (clock === undefined || !this.fromSharedStore(reservation)) return reservation.waitMs
-    // When Redis ran the script: the start less the wait, in its clock.
-    const readDelayMs = nowMs() + clock.skewMs - (reservation.startMs - reservation.waitMs)
-    this.noteReadDelay(readDelayMs)
-    return Math.max(0, Math.min(reservation.waitMs, reservation.waitMs - readDelayMs))
-  }
-
-  /** The two newest read delays (ms after Redis ran the script) and when they were seen (performance.now). */
-  private readonly readDelays = { last: 0, lastAt: -Infinity, before: 0, beforeAt: -Infinity }
-
-  private noteReadDelay (ms: number): void {
-    const d = this.readDelays
-    d.before = d.last
-    d.beforeAt = d.lastAt
-    d.last = ms
-    d.lastAt = performance.now()
-  }
-
-  /**
-   * While answers keep being read late (two in a row, within READ_DELAY_KEEP_MS), a reservation asks
-   * for a start that far ahead: a start already past when its answer is read would be late, booked
-   * again (a second round trip) and its slot lost. One late answer alone (a single stall) is no trend.
-   * Within the wait bound; none while answers come on time, so an idle Sluice adds nothing.
-   */
-  private leadMs (toleranceMs: number, boundMs: number): number {
-    const d = this.readDelays
-    if (performance.now() - d.beforeAt > READ_DELAY_KEEP_MS) return 0
-    const lag = Math.min(d.last, d.before)
-    return lag > toleranceMs / 2 ? Math.max(0, Math.min(lag, boundMs)) : 0
   }
 
   /** How long after the start the store recorded this moment is (ms; negative when before it). */

@@ -33,10 +33,8 @@ export interface BucketStore {
   /**
    * Reserve a start time for `cost` units in `bucket`, unless it would start more than `maxWaitMs`
    * from now, in which case nothing is reserved. One atomic step (one Redis round trip).
-   * `leadMs`: no start before that long after the store's now, as for a pause of this one request
-   * (the caller expects to read the answer that late, and a start already past when it does would be late).
    */
-  reserve (bucket: string, policy: BucketPolicy, cost: number, maxWaitMs: number, leadMs?: number): Promise<Reservation>
+  reserve (bucket: string, policy: BucketPolicy, cost: number, maxWaitMs: number): Promise<Reservation>
   /** Give a reservation back where the algorithm allows it (only the newest one, so no guarantee is broken). */
   release (bucket: string, policy: BucketPolicy, cost: number, ticket: number): Promise<boolean>
   /** No reservation of `bucket` may start before `delayMs` from now; a shorter pause never shortens a longer one. */

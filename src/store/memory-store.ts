@@ -45,17 +45,15 @@ export class MemoryStore implements BucketStore, TeamBoard {
     for (const [name, b] of this.buckets) if (b.expiresAt < now && b.pausedUntil < now) this.buckets.delete(name)
   }
 
-  async reserve (name: string, policy: BucketPolicy, cost: number, maxWaitMs: number, leadMs = 0): Promise<Reservation> {
+  async reserve (name: string, policy: BucketPolicy, cost: number, maxWaitMs: number): Promise<Reservation> {
     const now = nowUs()
     const b = this.bucket(name)
     const maxWait = Math.round(maxWaitMs * 1000)
-    // A lead is a pause of this request alone.
-    const notBefore = Math.max(b.pausedUntil, now + Math.max(0, Math.round(leadMs * 1000)))
     if (policy.algorithm === 'token-bucket') {
       const { intervalUs, tauUs } = tokenBucketParams(policy)
-      const base = Math.max(b.tat, now, notBefore)
+      const base = Math.max(b.tat, now, b.pausedUntil)
       const newTat = base + intervalUs * cost
-      const start = Math.max(now, notBefore, newTat - intervalUs - tauUs)
+      const start = Math.max(now, b.pausedUntil, newTat - intervalUs - tauUs)
       const wait = start - now
       if (wait > maxWait) return refusal(wait, Math.max(0, b.tat - now), start)
       b.tat = newTat
@@ -65,11 +63,9 @@ export class MemoryStore implements BucketStore, TeamBoard {
     }
     const { windowUs, keep } = slidingWindowParams(policy)
     const len = b.starts.length - b.head
-    let start = Math.max(now, notBefore)
+    let start = Math.max(now, b.pausedUntil)
     const back = policy.limit - cost + 1
     if (len >= back) start = Math.max(start, b.starts[b.starts.length - back] + windowUs)
-    // Starts stay in order (a lead can put one after the next request's earliest start).
-    if (len > 0) start = Math.max(start, b.starts[b.starts.length - 1])
     const wait = start - now
     if (wait > maxWait) {
       const last = len > 0 ? b.starts[b.starts.length - 1] : now

@@ -11,8 +11,8 @@ import { slidingWindowParams, tokenBucketParams, type BucketPeek, type BucketPol
 type Reply = [number, number, number, number, number, number]
 
 interface SluiceCommands {
-  sluiceReserveTokenBucket (state: string, pause: string, intervalUs: number, tauUs: number, cost: number, maxWaitUs: number, leadUs: number): Promise<Reply>
-  sluiceReserveSlidingWindow (starts: string, pause: string, limit: number, windowUs: number, cost: number, maxWaitUs: number, keep: number, leadUs: number): Promise<Reply>
+  sluiceReserveTokenBucket (state: string, pause: string, intervalUs: number, tauUs: number, cost: number, maxWaitUs: number): Promise<Reply>
+  sluiceReserveSlidingWindow (starts: string, pause: string, limit: number, windowUs: number, cost: number, maxWaitUs: number, keep: number): Promise<Reply>
   sluiceReleaseTokenBucket (state: string, ticket: string, backUs: number): Promise<number>
   sluiceReleaseSlidingWindow (starts: string, ticket: string, cost: number): Promise<number>
   sluicePause (pause: string, delayUs: number, channel: string, bucket: string): Promise<number>
@@ -177,17 +177,16 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence {
     return `${this.prefix}{${bucket}}:${part}`
   }
 
-  async reserve (bucket: string, policy: BucketPolicy, cost: number, maxWaitMs: number, leadMs = 0): Promise<Reservation> {
+  async reserve (bucket: string, policy: BucketPolicy, cost: number, maxWaitMs: number): Promise<Reservation> {
     const maxWaitUs = Math.round(maxWaitMs * 1000)
-    const leadUs = Math.max(0, Math.round(leadMs * 1000))
     const sentAt = nowMs()
     let reply: Reply
     if (policy.algorithm === 'token-bucket') {
       const { intervalUs, tauUs } = tokenBucketParams(policy)
-      reply = await withLagAwareTimeout(this.client.sluiceReserveTokenBucket(this.key(bucket, 'tb'), this.key(bucket, 'pause'), intervalUs, tauUs, cost, maxWaitUs, leadUs), this.commandTimeoutMs)
+      reply = await withLagAwareTimeout(this.client.sluiceReserveTokenBucket(this.key(bucket, 'tb'), this.key(bucket, 'pause'), intervalUs, tauUs, cost, maxWaitUs), this.commandTimeoutMs)
     } else {
       const { windowUs, keep } = slidingWindowParams(policy)
-      reply = await withLagAwareTimeout(this.client.sluiceReserveSlidingWindow(this.key(bucket, 'sw'), this.key(bucket, 'pause'), policy.limit, windowUs, cost, maxWaitUs, keep, leadUs), this.commandTimeoutMs)
+      reply = await withLagAwareTimeout(this.client.sluiceReserveSlidingWindow(this.key(bucket, 'sw'), this.key(bucket, 'pause'), policy.limit, windowUs, cost, maxWaitUs, keep), this.commandTimeoutMs)
     }
     const [ok, waitUs, remaining, resetUs, ticket, startUs] = reply
     // The script read Redis's clock at the start less the wait.

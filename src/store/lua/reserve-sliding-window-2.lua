@@ -12,7 +12,6 @@
     ARGV[3] cost, units (integer, 1..N)
     ARGV[4] wait bound, µs (integer >= 0)
     ARGV[5] how many starts to keep (N plus a few, so a given-back start loses nothing)
-    ARGV[6] lead, µs (integer >= 0, optional): no start before now + lead, as for a pause of this request
 
   Output: { admitted (1|0), wait µs, remaining (requests that could start now), reset µs, ticket (the start, 0 if refused), start µs }
 ]]
@@ -24,18 +23,13 @@ local cost = tonumber(ARGV[3])
 local maxWait = tonumber(ARGV[4])
 local keep = tonumber(ARGV[5])
 
-local paused = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), now + tonumber(ARGV[6] or '0'))
+local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
 local len = redis.call('LLEN', KEYS[1])
 local start = math.max(now, paused)
 local back = limit - cost + 1
 if len >= back then
   local ref = tonumber(redis.call('LINDEX', KEYS[1], -back)) + window
   if ref > start then start = ref end
-end
--- Starts stay in order (a lead can put one after the next request's earliest start).
-if len > 0 then
-  local last = tonumber(redis.call('LINDEX', KEYS[1], -1))
-  if last > start then start = last end
 end
 local wait = start - now
 

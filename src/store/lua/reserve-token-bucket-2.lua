@@ -8,7 +8,6 @@
     ARGV[2] burst tolerance tau = (burst - 1) * T, µs (integer)
     ARGV[3] cost, units (integer >= 1)
     ARGV[4] wait bound, µs (integer >= 0)
-    ARGV[5] lead, µs (integer >= 0, optional): no start before now + lead, as for a pause of this request
 
   Output: { admitted (1|0), wait µs, remaining (requests that could start now), reset µs, ticket (new tat, 0 if refused), start µs }
 ]]
@@ -20,7 +19,7 @@ local cost = tonumber(ARGV[3])
 local maxWait = tonumber(ARGV[4])
 
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-local paused = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), now + tonumber(ARGV[5] or '0'))
+local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
 
 local base = math.max(tat, now, paused)
 local newTat = base + interval * cost
