@@ -37,13 +37,19 @@ export async function scale (options: ScaleOptions = SCALE_DEFAULTS): Promise<Re
     const idle = await sluice.call<SluiceStats>('stats')
     await sluice.call('resetStats')
     await redis.client.config('RESETSTAT')
-    // One request, answered 429 with Retry-After: Sluice pauses the bucket, and the burst queues behind it.
-    const prime = await request(`${sluice.url}/prime`)
-    await prime.body.dump()
+    // One request, answered 429 with Retry-After: Sluice pauses the bucket, and the burst queues behind
+    // it. Not awaited: Sluice sends it again once the pause is over and only then answers it, so the
+    // burst goes out as soon as the pause is in Redis (bounded wait), while it still holds.
+    const pauseKey = `bench-scale:{${route.name}}:pause`
+    const prime = request(`${sluice.url}/prime`)
+    for (let i = 0; i < 250 && await redis.client.exists(pauseKey) === 0; i++) await new Promise((resolve) => setTimeout(resolve, 20))
+    const pauseLeftMs = await redis.client.pttl(pauseKey)
     const result = await burst([sluice.url], options.requests, 's-', options.spreadMs)
+    const primed = await prime
+    await primed.body.dump()
     const stats = await sluice.call<SluiceStats>('stats')
-    // INFO and CONFIG are this benchmark's own.
-    const own = ['info', 'config|resetstat']
+    // INFO, CONFIG and the pause check (EXISTS, PTTL) are this benchmark's own.
+    const own = ['info', 'config|resetstat', 'exists', 'pttl']
     const all = await commandStats(redis.client)
     const topLevel = sluiceCommands(all, own)
     const admitted = result.statuses['200'] ?? 0
@@ -51,7 +57,9 @@ export async function scale (options: ScaleOptions = SCALE_DEFAULTS): Promise<Re
     const out = {
       scenario: 'scale',
       options,
-      primeStatus: prime.statusCode,
+      primeStatus: primed.statusCode,
+      // How long the pause still held when the burst began (ms; negative: no pause was seen).
+      pauseLeftAtBurstMs: pauseLeftMs,
       statuses: result.statuses,
       drainS: round(result.elapsedMs / 1000, 2),
       idleRssMiB: idle.rssMiB,
@@ -67,8 +75,8 @@ export async function scale (options: ScaleOptions = SCALE_DEFAULTS): Promise<Re
       targets: { roundTripsPerAdmitted: 1 }
     }
     printTable(`Scale: ${options.requests} requests into one Sluice (Redis store), limit ${options.limit}, bucket held ${options.holdS} s first`,
-      ['statuses', 'peak open requests', 'drain s', 'RSS idle MiB', 'RSS peak MiB', 'loop delay p99 ms', 'max ms', 'round trips / admitted', 'reservations / admitted'],
-      [[JSON.stringify(out.statuses), out.peakOpen, out.drainS, out.idleRssMiB, out.peakRssMiB, out.eventLoopDelayMs.p99, out.eventLoopDelayMs.max, out.roundTripsPerAdmitted, out.reservationsPerAdmitted]])
+      ['statuses', 'pause left at burst ms', 'peak open requests', 'drain s', 'RSS idle MiB', 'RSS peak MiB', 'loop delay p99 ms', 'max ms', 'round trips / admitted', 'reservations / admitted'],
+      [[JSON.stringify(out.statuses), out.pauseLeftAtBurstMs, out.peakOpen, out.drainS, out.idleRssMiB, out.peakRssMiB, out.eventLoopDelayMs.p99, out.eventLoopDelayMs.max, out.roundTripsPerAdmitted, out.reservationsPerAdmitted]])
     process.stdout.write(`Redis round trips: ${JSON.stringify(topLevel)}\n`)
     return out
   } finally {
