@@ -109,6 +109,23 @@ t.test('contract', async (t) => {
           t.ok(longer.waitMs > 550, `a longer pause extends it (${longer.waitMs} ms)`)
         })
 
+        if (algo === 'sliding-window') {
+          t.test('a start the window had room for is recorded one margin later; one that waited for its slot is not', async (t) => {
+            // limit 3 per 200 ms, margin 10 ms: a window is 210 ms.
+            const p = policy(algo, 3, 200)
+            const burst = [await store.reserve('pad', p, 1, 10_000), await store.reserve('pad', p, 1, 10_000), await store.reserve('pad', p, 1, 10_000)]
+            t.ok(burst.every((r) => r.waitMs < 5), 'the burst starts at once')
+            const next = await store.reserve('pad', p, 1, 10_000)
+            const afterBurst = (next.startMs as number) - (burst[0].startMs as number)
+            t.ok(afterBurst >= 219 && afterBurst <= 222, `the next window begins a window and a margin after the burst's record (${afterBurst.toFixed(1)} ms, not 210)`)
+            await store.reserve('pad', p, 1, 10_000)
+            await store.reserve('pad', p, 1, 10_000)
+            const third = await store.reserve('pad', p, 1, 10_000)
+            const afterWaited = (third.startMs as number) - (next.startMs as number)
+            t.ok(afterWaited >= 209 && afterWaited <= 212, `a start that waited for its slot is recorded as it is: the window after it is 210 ms (${afterWaited.toFixed(1)} ms)`)
+          })
+        }
+
         t.test('buckets are independent', async (t) => {
           const p = policy(algo, 1, 1000)
           t.ok((await store.reserve('a', p, 1, 0)).admitted)

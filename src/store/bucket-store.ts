@@ -69,10 +69,13 @@ export function tokenBucketParams (policy: BucketPolicy): { intervalUs: number, 
   return { intervalUs, tauUs: (policy.burst - 1) * intervalUs }
 }
 
-export function slidingWindowParams (policy: BucketPolicy): { windowUs: number, keep: number } {
+export function slidingWindowParams (policy: BucketPolicy): { windowUs: number, keep: number, padUs: number } {
   // Keep a few more than `limit` starts so a given-back newest reservation never loses the start
   // `limit` places back that the next reservation must be measured against.
-  return { windowUs: (policy.windowMs + policy.marginMs) * 1000, keep: policy.limit + 32 }
+  // A start the window had room for (a burst from an idle bucket, or the first after a pause) is
+  // recorded one margin later than it is made: such requests often open new upstream connections
+  // and reach the upstream later than requests that waited for a slot, on connections that are warm.
+  return { windowUs: (policy.windowMs + policy.marginMs) * 1000, keep: policy.limit + 32, padUs: policy.marginMs * 1000 }
 }
 
 /** A read-only look at one bucket, for status pages (never on the admission path). */

@@ -61,23 +61,33 @@ export class MemoryStore implements BucketStore, TeamBoard {
       const remaining = Math.max(0, Math.floor((now + tauUs + intervalUs - newTat) / intervalUs))
       return admitted(wait, remaining, newTat - now, newTat, start)
     }
-    const { windowUs, keep } = slidingWindowParams(policy)
+    const { windowUs, keep, padUs } = slidingWindowParams(policy)
     const len = b.starts.length - b.head
     let start = Math.max(now, b.pausedUntil)
     const back = policy.limit - cost + 1
-    if (len >= back) start = Math.max(start, b.starts[b.starts.length - back] + windowUs)
+    // As the script: a start the window had room for is recorded one pad later, never before the last.
+    let roomy = true
+    if (len >= back) {
+      const ref = b.starts[b.starts.length - back] + windowUs
+      if (ref > start) {
+        start = ref
+        roomy = false
+      }
+    }
     const wait = start - now
     if (wait > maxWait) {
       const last = len > 0 ? b.starts[b.starts.length - 1] : now
       return refusal(wait, Math.max(0, last + windowUs - now), start)
     }
-    for (let i = 0; i < cost; i++) b.starts.push(start)
+    let recorded = roomy ? start + padUs : start
+    if (len > 0) recorded = Math.max(recorded, b.starts[b.starts.length - 1])
+    for (let i = 0; i < cost; i++) b.starts.push(recorded)
     if (b.starts.length - b.head > keep) b.head = b.starts.length - keep
     if (b.head > 4096) {
       b.starts = b.starts.slice(b.head)
       b.head = 0
     }
-    b.expiresAt = start + windowUs + 1_000_000
+    b.expiresAt = recorded + windowUs + 1_000_000
     let remaining = 0
     if (start <= now) {
       let used = 0
@@ -87,7 +97,7 @@ export class MemoryStore implements BucketStore, TeamBoard {
       }
       remaining = Math.max(0, policy.limit - used)
     }
-    return admitted(wait, remaining, start + windowUs - now, start, start)
+    return admitted(wait, remaining, recorded + windowUs - now, recorded, start)
   }
 
   async release (name: string, policy: BucketPolicy, cost: number, ticket: number): Promise<boolean> {

@@ -12,7 +12,7 @@ type Reply = [number, number, number, number, number, number]
 
 interface SluiceCommands {
   sluiceReserveTokenBucket (state: string, pause: string, intervalUs: number, tauUs: number, cost: number, maxWaitUs: number): Promise<Reply>
-  sluiceReserveSlidingWindow (starts: string, pause: string, limit: number, windowUs: number, cost: number, maxWaitUs: number, keep: number): Promise<Reply>
+  sluiceReserveSlidingWindow (starts: string, pause: string, limit: number, windowUs: number, cost: number, maxWaitUs: number, keep: number, padUs: number): Promise<Reply>
   sluiceReleaseTokenBucket (state: string, ticket: string, backUs: number): Promise<number>
   sluiceReleaseSlidingWindow (starts: string, ticket: string, cost: number): Promise<number>
   sluicePause (pause: string, delayUs: number, channel: string, bucket: string): Promise<number>
@@ -185,8 +185,8 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence {
       const { intervalUs, tauUs } = tokenBucketParams(policy)
       reply = await withLagAwareTimeout(this.client.sluiceReserveTokenBucket(this.key(bucket, 'tb'), this.key(bucket, 'pause'), intervalUs, tauUs, cost, maxWaitUs), this.commandTimeoutMs)
     } else {
-      const { windowUs, keep } = slidingWindowParams(policy)
-      reply = await withLagAwareTimeout(this.client.sluiceReserveSlidingWindow(this.key(bucket, 'sw'), this.key(bucket, 'pause'), policy.limit, windowUs, cost, maxWaitUs, keep), this.commandTimeoutMs)
+      const { windowUs, keep, padUs } = slidingWindowParams(policy)
+      reply = await withLagAwareTimeout(this.client.sluiceReserveSlidingWindow(this.key(bucket, 'sw'), this.key(bucket, 'pause'), policy.limit, windowUs, cost, maxWaitUs, keep, padUs), this.commandTimeoutMs)
     }
     const [ok, waitUs, remaining, resetUs, ticket, startUs] = reply
     // The script read Redis's clock at the start less the wait.

@@ -12,8 +12,15 @@
     ARGV[3] cost, units (integer, 1..N)
     ARGV[4] wait bound, µs (integer >= 0)
     ARGV[5] how many starts to keep (N plus a few, so a given-back start loses nothing)
+    ARGV[6] pad, µs: a start the window had room for is recorded this much later (see below)
 
-  Output: { admitted (1|0), wait µs, remaining (requests that could start now), reset µs, ticket (the start, 0 if refused), start µs }
+  A start the window had room for (nothing `limit` places back held it) is a burst from an idle
+  bucket, or the first after a pause: such requests often open new connections to the upstream and
+  arrive later than the next window's, which waited for their slots on warm connections. They are
+  recorded `pad` later (the next window is measured from there); what is recorded never goes back
+  in time, so the list stays in order. Recording later than the start is always within the limit.
+
+  Output: { admitted (1|0), wait µs, remaining (requests that could start now), reset µs, ticket (the start as recorded, 0 if refused), start µs }
 ]]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -27,9 +34,13 @@ local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
 local len = redis.call('LLEN', KEYS[1])
 local start = math.max(now, paused)
 local back = limit - cost + 1
+local roomy = true
 if len >= back then
   local ref = tonumber(redis.call('LINDEX', KEYS[1], -back)) + window
-  if ref > start then start = ref end
+  if ref > start then
+    start = ref
+    roomy = false
+  end
 end
 local wait = start - now
 
@@ -51,15 +62,21 @@ if wait > maxWait then
   return { 0, wait, 0, math.max(0, last + window - now), 0, start }
 end
 
+local recorded = start
+if roomy then recorded = start + tonumber(ARGV[6] or '0') end
+if len > 0 then
+  local last = tonumber(redis.call('LINDEX', KEYS[1], -1))
+  if last > recorded then recorded = last end
+end
 for _ = 1, cost do
-  redis.call('RPUSH', KEYS[1], string.format('%d', start))
+  redis.call('RPUSH', KEYS[1], string.format('%d', recorded))
 end
 len = len + cost
 if len > keep then
   redis.call('LTRIM', KEYS[1], -keep, -1)
   len = keep
 end
-redis.call('PEXPIRE', KEYS[1], math.ceil((start + window - now) / 1000) + 1000)
+redis.call('PEXPIRE', KEYS[1], math.ceil((recorded + window - now) / 1000) + 1000)
 local remaining = 0
 if start <= now then remaining = math.max(0, limit - used(now)) end
-return { 1, wait, remaining, start + window - now, start, start }
+return { 1, wait, remaining, recorded + window - now, recorded, start }
