@@ -44,6 +44,8 @@ export function sleep (ms: number, signal: CancelSignal): Promise<boolean> {
 
 /** Re-reservations a request may make after starting late, before it is forwarded late anyway. */
 const MAX_LATE_RETRIES = 5
+/** Per-bucket memory of a limiter is swept of idle buckets beyond this many (noteStart). */
+const SWEEP_ABOVE = 1024
 export class ClientGoneError extends Error {
   override readonly name = 'ClientGoneError'
 }
@@ -315,7 +317,7 @@ export class RouteLimiter {
         throw new SluiceError('QUEUE_TIMEOUT', 503, `the request waited ${Math.round(receivedAt - arrived)} ms, but Sluice could not start it on time within its wait bound`,
           this.details(bucket, { retry_after_ms: ms, max_wait_ms: Math.round(maxWaitMs), late_starts: attempt }), retryAfterSeconds(ms))
       }
-      this.lastStart.set(bucket, Math.max(this.lastStart.get(bucket) ?? 0, Date.now() + (slot - receivedAt)))
+      this.noteStart(bucket, Date.now() + (slot - receivedAt))
       if (slot > receivedAt) {
         const started = await this.wait(bucket, slot - receivedAt, signal)
         if (!started) {
@@ -337,6 +339,29 @@ export class RouteLimiter {
       await this.giveBack(bucket, reservation, cost)
       if (signal.aborted) throw new ClientGoneError('client disconnected while waiting')
     }
+  }
+
+  /** Buckets remembered above this many are swept of those idle for a window (see noteStart). */
+  private sweepAbove = SWEEP_ABOVE
+
+  /**
+   * The newest local start of a bucket (epoch ms). Every distinct credential of a keyed route is a
+   * bucket, so the per-bucket maps are swept once they hold more than SWEEP_ABOVE buckets (and then
+   * twice as many as were left): a bucket without a start for a window and its margin holds nothing
+   * that matters (its newest reservation can no longer be given back usefully, nor its last start
+   * delay anything).
+   */
+  private noteStart (bucket: string, startMs: number): void {
+    this.lastStart.set(bucket, Math.max(this.lastStart.get(bucket) ?? 0, startMs))
+    if (this.lastStart.size <= this.sweepAbove) return
+    const idleBefore = Date.now() - this.policy.windowMs - this.policy.marginMs
+    for (const [name, last] of this.lastStart) {
+      if (last >= idleBefore || this.waiting.has(name)) continue
+      this.lastStart.delete(name)
+      this.newest.delete(name)
+    }
+    for (const name of this.newest.keys()) if (!this.lastStart.has(name)) this.newest.delete(name)
+    this.sweepAbove = Math.max(SWEEP_ABOVE, 2 * this.lastStart.size)
   }
 
   /** How long after the start the store recorded this moment is (ms; negative when before it). */
