@@ -76,9 +76,8 @@ interface Held {
   req: FairRequest
   arrived: number
   deadline: number
+  /** No longer held in its client's HeldQueue: handed to the limiter, dropped or timed out. */
   done: boolean
-  /** In its client's HeldQueue (not taken, not dropped). */
-  queued?: boolean
   resolve: (admission: FairAdmission) => void
   reject: (err: unknown) => void
   onAbort: () => void
@@ -112,7 +111,7 @@ export class HeldQueue {
 
   /** The oldest held, if any. */
   first (): Held | undefined {
-    while (this.head < this.items.length && this.items[this.head].queued !== true) this.head++
+    while (this.head < this.items.length && this.items[this.head].done) this.head++
     if (this.head >= 1024 && this.head * 2 >= this.items.length) {
       this.items = this.items.slice(this.head)
       this.head = 0
@@ -122,8 +121,8 @@ export class HeldQueue {
 
   /** Drop one (wherever it is); false when it was not held here. Dropped entries are skipped later. */
   remove (held: Held): boolean {
-    if (held.queued !== true) return false
-    held.queued = false
+    if (held.done) return false
+    held.done = true
     this.length--
     this.units -= held.req.cost
     if (this.length === 0) {
@@ -134,7 +133,7 @@ export class HeldQueue {
   }
 
   private added (held: Held): void {
-    held.queued = true
+    held.done = false
     this.length++
     this.units += held.req.cost
   }
@@ -359,7 +358,6 @@ export class FairScheduler {
   }
 
   private unhold (b: BucketState, c: ClientQueue, held: Held): void {
-    held.done = true
     held.req.signal.removeEventListener('abort', held.onAbort)
     if (c.held[held.req.priority].remove(held)) b.held--
   }
@@ -492,7 +490,6 @@ export class FairScheduler {
         // The bucket is booked further ahead by others: back to the front, and try again when the
         // schedule said this request could have started (no polling in between).
         this.stats.lowProbesRefused++
-        held.done = false
         c.held.low.unshift(held)
         b.held++
         req.signal.addEventListener('abort', held.onAbort, { once: true })
