@@ -187,11 +187,11 @@ export class RouteLimiter {
 
   /**
    * A concurrency slot, taken before the rate reservation so that a slot wait never makes a booked
-   * start late. While the store is unreachable, onStoreError decides, as for reservations.
+   * start late. While the store is unreachable, onStoreError decides, as for reservations. Only for a
+   * route with a cap (admit checks, so a route without one awaits nothing here).
    */
   private async takeSlot (bucket: string, deadline: number, signal: CancelSignal): Promise<(() => void) | undefined> {
     const limit = this.route.concurrency
-    if (limit <= 0) return undefined
     const fromGate = async (gate: ConcurrencyGate, slots: number): Promise<() => void> => {
       try {
         const id = await gate.acquire(bucket, slots, deadline, signal)
