@@ -7,7 +7,6 @@
 import { Readable } from 'node:stream'
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify'
 import type { RouteConfig } from '../config/schema'
-import { Cancel } from '../limiter/cancel'
 import { SluiceError, retryAfterSeconds } from '../errors'
 import { ClientGoneError, sleep, type RouteLimiter } from '../limiter/route-limiter'
 import type { BucketStore } from '../store/bucket-store'
@@ -152,20 +151,15 @@ export function createForwarder (opts: ForwarderOptions): Handler {
   return function forward (request, reply, dest, options) {
     const state = request.sluice
     const bucket = state?.bucket
-    // admit() (the route's preHandler) sets both or refuses the request: forwarding without them would
-    // bypass the budget, so it is Sluice's own error.
-    if (state === undefined || bucket === undefined) throw new SluiceError('INTERNAL_ERROR', 500, 'Sluice failed to handle this request; see its log for the request id')
+    // The admission's controller: the limiter keys a concurrency slot by its signal, so a retry keeps
+    // the slot the request holds instead of waiting for a second one; admit() aborts it when the client
+    // leaves, and lets shutdown cut a wait short (shutdown.ts), until the exchange is over, so a
+    // retry's wait is covered like the first.
+    const controller = state?.controller
+    // admit() (the route's preHandler) sets all three or refuses the request: forwarding without them
+    // would bypass the budget, so it is Sluice's own error.
+    if (state === undefined || bucket === undefined || controller === undefined) throw new SluiceError('INTERNAL_ERROR', 500, 'Sluice failed to handle this request; see its log for the request id')
     const method = request.method.toUpperCase()
-    // The admission's own controller where there is one: the limiter keys a concurrency slot by its
-    // signal, so a retry keeps the slot the request holds instead of waiting for a second one.
-    // admit() aborts it when the client leaves, and lets shutdown cut a wait short (shutdown.ts), until
-    // the exchange is over: a retry's wait is covered like the first.
-    let controller = state.controller
-    if (controller === undefined) {
-      const own = controller = new Cancel()
-      reply.raw.once('close', () => { if (!reply.raw.writableEnded) own.abort() })
-      reply.raw.once('close', request.server.drain.track(own))
-    }
     let retries = 0
     let pushbackRetries = 0
     let transientRetries = 0
