@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks'
 
 /** Wall-clock time in integer microseconds, monotonic within the process. */
 export function nowUs (): number {
-  return Math.round((performance.timeOrigin + performance.now()) * 1000)
+  return Math.round(nowMs() * 1000)
 }
 
 /** The same clock in (fractional) epoch ms. */

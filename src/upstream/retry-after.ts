@@ -161,13 +161,14 @@ export function upstreamDelayMs (sources: DelaySources): number | undefined {
   return retryAfterTextMs(sources.text)
 }
 
-/** First value of a header, looked up case-insensitively (Node lowercases, fixtures may not). */
+/** Whether any header name mentions "ratelimit" (parseRateLimitHeaders looks no further otherwise). */
 function announcesBudget (headers: HeaderBag): boolean {
   if (headers === null || typeof headers !== 'object') return false
   for (const key in headers) if (key.toLowerCase().includes('ratelimit')) return true
   return false
 }
 
+/** First value of a header, looked up case-insensitively (Node lowercases, fixtures may not). */
 export function headerValue (headers: HeaderBag, name: string): string | undefined {
   const all = headerList(headers, name)
   return all.length > 0 ? all[0] : undefined
