@@ -1,6 +1,7 @@
 // Scenario 1, overhead: one loopback upstream reached directly, through a bare @fastify/http-proxy,
 // through Sluice with the memory store and through Sluice with Redis — in one run, with a budget so high
-// that nothing waits — and, as a reference, the bare proxy with the fastify features Sluice uses. Peak throughput with autocannon; then latency at half the bare proxy's peak.
+// that nothing waits — and, as a reference, the bare proxy with the fastify features Sluice uses.
+// Peak throughput with autocannon; then latency at half the bare proxy's peak, and at half Sluice's own.
 // The targets are measured in interleaved rounds (A B C D, A B C D, …): on a machine shared with other
 // work, load that comes and goes then falls on every target alike instead of on whichever ran at the time.
 import autocannon from 'autocannon'

@@ -32,7 +32,8 @@ export async function scale (options: ScaleOptions = SCALE_DEFAULTS): Promise<Re
     const upstream = await startChild('child-upstream', { mode: 'plain', firstRetryAfterS: options.holdS })
     children.push(upstream)
     const route = { name: 'scale', upstream: upstream.url, limit: options.limit, maxWait: '60s', maxQueue: options.requests }
-    const sluice = await startChild('child-sluice', { route, redis: redis.url, keyPrefix: 'bench-scale:', countOpen: true })
+    const keyPrefix = 'bench-scale:'
+    const sluice = await startChild('child-sluice', { route, redis: redis.url, keyPrefix, countOpen: true })
     children.push(sluice)
     const idle = await sluice.call<SluiceStats>('stats')
     await sluice.call('resetStats')
@@ -40,7 +41,8 @@ export async function scale (options: ScaleOptions = SCALE_DEFAULTS): Promise<Re
     // One request, answered 429 with Retry-After: Sluice pauses the bucket, and the burst queues behind
     // it. Not awaited: Sluice sends it again once the pause is over and only then answers it, so the
     // burst goes out as soon as the pause is in Redis (bounded wait), while it still holds.
-    const pauseKey = `bench-scale:{${route.name}}:pause`
+    // The key the Redis store pauses the route's bucket under (redis-store.ts: prefix, {bucket}, part).
+    const pauseKey = `${keyPrefix}{${route.name}}:pause`
     const prime = request(`${sluice.url}/prime`)
     for (let i = 0; i < 250 && await redis.client.exists(pauseKey) === 0; i++) await new Promise((resolve) => setTimeout(resolve, 20))
     const pauseLeftMs = await redis.client.pttl(pauseKey)
