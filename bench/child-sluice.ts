@@ -49,6 +49,7 @@ async function main (): Promise<void> {
   }
 
   let reservations = 0
+  let releases = 0
   let waited = 0
   const reserve = sluice.store.reserve.bind(sluice.store)
   sluice.store.reserve = async (...args): Promise<Reservation> => {
@@ -56,6 +57,12 @@ async function main (): Promise<void> {
     reservations++
     if (r.admitted && r.waitMs > 0) waited++
     return r
+  }
+  // Reservations given back (a late start the store still holds as its newest, a client gone).
+  const release = sluice.store.release.bind(sluice.store)
+  sluice.store.release = async (...args): Promise<boolean> => {
+    releases++
+    return await release(...args)
   }
   // The reserved start of each forwarded request, by request id: Sluice reports every admission (the
   // final reservation, after any re-reservation of a late start) to its observer, with the reply.
@@ -102,6 +109,7 @@ async function main (): Promise<void> {
       peakRss = process.memoryUsage.rss()
       peakOpen = 0
       reservations = 0
+      releases = 0
       waited = 0
     },
     stats: () => ({
@@ -110,6 +118,7 @@ async function main (): Promise<void> {
       eventLoopDelayMs: { p50: eld.percentile(50) / 1e6, p99: eld.percentile(99) / 1e6, max: eld.max / 1e6 },
       peakOpen,
       reservations,
+      releases,
       waited
     }),
     starts: () => starts,
