@@ -126,6 +126,26 @@ t.test('contract', async (t) => {
           })
         }
 
+        if (algo === 'sliding-window') {
+          t.test('what the list trimmed still counts after the newest are given back', async (t) => {
+            // limit 2 per 1 s (+10 ms margin): the list keeps the newest starts and trims older ones, here
+            // future ones of a backlog. Giving back the newest, each the newest then, until the store
+            // refuses (the list is empty) leaves starts still planned that only the trimmed part knew.
+            const p = policy(algo, 2, 1000)
+            const booked = []
+            for (let i = 0; i < 80; i++) booked.push(await store.reserve('trim', p, 1, 60_000))
+            t.ok(booked.every((r) => r.admitted), 'a backlog of 80 booked (40 windows)')
+            let given = 0
+            while (given < booked.length && await store.release('trim', p, 1, booked[booked.length - 1 - given].ticket as number)) given++
+            t.ok(given > 0 && given < booked.length, `the ${given} newest given back, newest first, until the list was empty`)
+            const newestPlanned = booked[booked.length - 1 - given].startMs as number
+            const next = await store.reserve('trim', p, 1, 60_000)
+            const after = (next.startMs as number) - newestPlanned
+            t.ok(after >= -1, `the next start is not before the newest start still planned (${after.toFixed(0)} ms after it)`)
+            t.ok(after <= 1015, `nor more than a window and its margin after it (${after.toFixed(0)} ms)`)
+          })
+        }
+
         t.test('buckets are independent', async (t) => {
           const p = policy(algo, 1, 1000)
           t.ok((await store.reserve('a', p, 1, 0)).admitted)

@@ -10,6 +10,8 @@ interface Bucket {
   /** sliding-window reserved starts, µs, non-decreasing, from index `head` on */
   starts: number[]
   head: number
+  /** the newest start trimmed off `starts`, µs (0: none): it may still be ahead (see the script) */
+  floor: number
   /** no start before this, µs */
   pausedUntil: number
   /** when the bucket holds nothing worth keeping, µs */
@@ -34,7 +36,7 @@ export class MemoryStore implements BucketStore, TeamBoard {
   private bucket (name: string): Bucket {
     let b = this.buckets.get(name)
     if (b === undefined) {
-      b = { tat: 0, starts: [], head: 0, pausedUntil: 0, expiresAt: 0 }
+      b = { tat: 0, starts: [], head: 0, floor: 0, pausedUntil: 0, expiresAt: 0 }
       this.buckets.set(name, b)
     }
     return b
@@ -67,12 +69,11 @@ export class MemoryStore implements BucketStore, TeamBoard {
     const back = policy.limit - cost + 1
     // As the script: a start the window had room for is recorded one pad later, never before the last.
     let roomy = true
-    if (len >= back) {
-      const ref = b.starts[b.starts.length - back] + windowUs
-      if (ref > start) {
-        start = ref
-        roomy = false
-      }
+    // As the script: with fewer entries than `back` (some given back), the newest trimmed stands in.
+    const ref = len >= back ? b.starts[b.starts.length - back] + windowUs : b.floor > 0 ? b.floor + windowUs : 0
+    if (ref > start) {
+      start = ref
+      roomy = false
     }
     const wait = start - now
     if (wait > maxWait) {
@@ -82,7 +83,10 @@ export class MemoryStore implements BucketStore, TeamBoard {
     let recorded = roomy ? start + padUs : start
     if (len > 0) recorded = Math.max(recorded, b.starts[b.starts.length - 1])
     for (let i = 0; i < cost; i++) b.starts.push(recorded)
-    if (b.starts.length - b.head > keep) b.head = b.starts.length - keep
+    if (b.starts.length - b.head > keep + 32) {
+      b.head = b.starts.length - keep
+      b.floor = b.starts[b.head - 1]
+    }
     if (b.head > 4096) {
       b.starts = b.starts.slice(b.head)
       b.head = 0
@@ -128,7 +132,7 @@ export class MemoryStore implements BucketStore, TeamBoard {
 
   async peek (name: string, policy: BucketPolicy): Promise<BucketPeek> {
     const now = nowUs()
-    const b = this.buckets.get(name) ?? { tat: 0, starts: [], head: 0, pausedUntil: 0, expiresAt: 0 }
+    const b = this.buckets.get(name) ?? { tat: 0, starts: [], head: 0, floor: 0, pausedUntil: 0, expiresAt: 0 }
     const pausedForMs = Math.max(0, b.pausedUntil - now) / 1000
     if (policy.algorithm === 'token-bucket') {
       const { intervalUs, tauUs } = tokenBucketParams(policy)

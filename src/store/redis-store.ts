@@ -12,7 +12,7 @@ type Reply = [number, number, number, number, number, number]
 
 interface SluiceCommands {
   sluiceReserveTokenBucket (state: string, pause: string, intervalUs: number, tauUs: number, cost: number, maxWaitUs: number): Promise<Reply>
-  sluiceReserveSlidingWindow (starts: string, pause: string, limit: number, windowUs: number, cost: number, maxWaitUs: number, keep: number, padUs: number): Promise<Reply>
+  sluiceReserveSlidingWindow (starts: string, pause: string, floor: string, limit: number, windowUs: number, cost: number, maxWaitUs: number, keep: number, padUs: number): Promise<Reply>
   sluiceReleaseTokenBucket (state: string, ticket: string, backUs: number): Promise<number>
   sluiceReleaseSlidingWindow (starts: string, ticket: string, cost: number): Promise<number>
   sluicePause (pause: string, delayUs: number, channel: string, bucket: string): Promise<number>
@@ -28,7 +28,7 @@ interface SluiceCommands {
 
 const SCRIPTS: Array<[keyof SluiceCommands, string, number]> = [
   ['sluiceReserveTokenBucket', 'reserve-token-bucket-2.lua', 2],
-  ['sluiceReserveSlidingWindow', 'reserve-sliding-window-2.lua', 2],
+  ['sluiceReserveSlidingWindow', 'reserve-sliding-window-3.lua', 3],
   ['sluiceReleaseTokenBucket', 'release-token-bucket-1.lua', 1],
   ['sluiceReleaseSlidingWindow', 'release-sliding-window-1.lua', 1],
   ['sluicePause', 'pause-1.lua', 1],
@@ -186,7 +186,7 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence {
       reply = await withLagAwareTimeout(this.client.sluiceReserveTokenBucket(this.key(bucket, 'tb'), this.key(bucket, 'pause'), intervalUs, tauUs, cost, maxWaitUs), this.commandTimeoutMs)
     } else {
       const { windowUs, keep, padUs } = slidingWindowParams(policy)
-      reply = await withLagAwareTimeout(this.client.sluiceReserveSlidingWindow(this.key(bucket, 'sw'), this.key(bucket, 'pause'), policy.limit, windowUs, cost, maxWaitUs, keep, padUs), this.commandTimeoutMs)
+      reply = await withLagAwareTimeout(this.client.sluiceReserveSlidingWindow(this.key(bucket, 'sw'), this.key(bucket, 'pause'), this.key(bucket, 'sw-floor'), policy.limit, windowUs, cost, maxWaitUs, keep, padUs), this.commandTimeoutMs)
     }
     const [ok, waitUs, remaining, resetUs, ticket, startUs] = reply
     // The script read Redis's clock at the start less the wait.

@@ -7,11 +7,13 @@
   Input:
     KEYS[1] starts (list of µs of Redis time, non-decreasing)
     KEYS[2] pause (string): no start before this time, µs
+    KEYS[3] floor (string): the newest start trimmed off the list, µs
     ARGV[1] limit N (integer)
     ARGV[2] window W including the safety margin, µs (integer)
     ARGV[3] cost, units (integer, 1..N)
     ARGV[4] wait bound, µs (integer >= 0)
-    ARGV[5] how many starts to keep (N plus a few, so a given-back start loses nothing)
+    ARGV[5] how many starts to keep (N plus a few, so a given-back start loses nothing); the list is
+            trimmed back to it once it holds that many more
     ARGV[6] pad, µs: a start the window had room for is recorded this much later (see below)
 
   A start the window had room for (nothing `limit` places back held it) is a burst from an idle
@@ -19,6 +21,11 @@
   arrive later than the next window's, which waited for their slots on warm connections. They are
   recorded `pad` later (the next window is measured from there); what is recorded never goes back
   in time, so the list stays in order. Recording later than the start is always within the limit.
+
+  The starts trimmed off the oldest end may still be ahead (a backlog's). Given-back starts can leave
+  the list with fewer than N - cost + 1 entries: the start that many places back was then trimmed,
+  and the newest trimmed one (floor) stands in for it. It is at least as new, so the answer is never
+  earlier than the exact one; it is exact when the list holds N - cost entries.
 
   Output: { admitted (1|0), wait µs, remaining (requests that could start now), reset µs, ticket (the start as recorded, 0 if refused), start µs }
 ]]
@@ -35,12 +42,16 @@ local len = redis.call('LLEN', KEYS[1])
 local start = math.max(now, paused)
 local back = limit - cost + 1
 local roomy = true
+local ref
 if len >= back then
-  local ref = tonumber(redis.call('LINDEX', KEYS[1], -back)) + window
-  if ref > start then
-    start = ref
-    roomy = false
-  end
+  ref = tonumber(redis.call('LINDEX', KEYS[1], -back)) + window
+else
+  local floor = redis.call('GET', KEYS[3])
+  if floor then ref = tonumber(floor) + window end
+end
+if ref and ref > start then
+  start = ref
+  roomy = false
 end
 local wait = start - now
 
@@ -72,9 +83,12 @@ for _ = 1, cost do
   redis.call('RPUSH', KEYS[1], string.format('%d', recorded))
 end
 len = len + cost
-if len > keep then
+if len > keep + 32 then
+  -- Trimmed in batches; the newest start trimmed is kept as long as a window could still hold it.
+  local floor = tonumber(redis.call('LINDEX', KEYS[1], -(keep + 1)))
   redis.call('LTRIM', KEYS[1], -keep, -1)
   len = keep
+  redis.call('SET', KEYS[3], string.format('%d', floor), 'PX', math.max(1, math.ceil((floor + window - now) / 1000) + 1000))
 end
 redis.call('PEXPIRE', KEYS[1], math.ceil((recorded + window - now) / 1000) + 1000)
 local remaining = 0
