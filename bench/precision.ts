@@ -26,6 +26,7 @@ export const PRECISION_DEFAULTS: PrecisionOptions = {
   variants: [
     { name: 'sliding-window, default margin', algorithm: 'sliding-window' },
     { name: 'token-bucket, burst 1, default margin', algorithm: 'token-bucket' },
+    { name: 'sliding-window, margin 50 ms', algorithm: 'sliding-window', margin: '50ms' },
     { name: 'sliding-window, margin 10 ms', algorithm: 'sliding-window', margin: '10ms' }
   ]
 }
