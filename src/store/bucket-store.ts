@@ -71,7 +71,9 @@ export function tokenBucketParams (policy: BucketPolicy): { intervalUs: number, 
 
 export function slidingWindowParams (policy: BucketPolicy): { windowUs: number, keep: number, padUs: number } {
   // Keep a few more than `limit` starts so a given-back newest reservation never loses the start
-  // `limit` places back that the next reservation must be measured against.
+  // `limit` places back that the next reservation must be measured against (the list is trimmed back
+  // to `keep` once it holds 32 more; when given-back starts leave it shorter than `limit`, the newest
+  // start trimmed stands in for the missing one).
   // A start the window had room for (a burst from an idle bucket, or the first after a pause) is
   // recorded one margin later than it is made: such requests often open new upstream connections
   // and reach the upstream later than requests that waited for a slot, on connections that are warm.
