@@ -2,6 +2,7 @@
 // console error and no request beyond loopback, shows every bucket, and its chart and queue figures
 // move while a load runs. Screenshots (light and dark) go to test-artifacts/.
 import t from 'tap'
+import { setMaxListeners } from 'node:events'
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -39,6 +40,7 @@ t.test('the dashboard shows every bucket and moves with the load', { skip }, asy
   const context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, args: ARGS, headless: true, viewport: { width: 1280, height: 900 }, timeout: 20_000 })
   let loading = true
   const stopLoad = new AbortController()
+  setMaxListeners(1000, stopLoad.signal) // one signal ends every load request in flight
   // The load's own connections, so they can all be closed before Sluice is.
   const loadAgent = new Agent({ connections: 64 })
   t.teardown(async () => {

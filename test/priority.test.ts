@@ -1,6 +1,7 @@
 // Priorities: X-Sluice-Priority high goes ahead of a client's own queued normal requests, low only
 // uses what others leave (also when the others are on another instance), and neither ever lets the
 // upstream see more than the budget.
+import { setMaxListeners } from 'node:events'
 import t, { type Test } from 'tap'
 import { Agent, request } from 'undici'
 import { maxInWindow } from '../src/emulator'
@@ -75,6 +76,7 @@ t.test('priorities', async (t) => {
     await warm(a.url, 'bulk', 1001)
     const began = now()
     const leave = new AbortController()
+    setMaxListeners(1000, leave.signal) // one signal ends the thousand senders
     const bulk = Array.from({ length: 1000 }, async (_, i) => await send(a.url, 'bulk', i, {}, leave.signal))
     await sleep(1000)
     // The bulk client's own high-priority request, and another client's, behind 1000 queued normal ones.
