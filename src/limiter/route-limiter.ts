@@ -2,7 +2,7 @@
 // could not start within the wait bound, and otherwise sleep on one local timer until the start.
 import type { RouteConfig } from '../config/schema'
 import { SluiceError, retryAfterSeconds } from '../errors'
-import { hasStoreClock, type BucketPolicy, type BucketStore, type Reservation } from '../store/bucket-store'
+import { hasStartRecorder, hasStoreClock, type BucketPolicy, type BucketStore, type Reservation } from '../store/bucket-store'
 import { nowMs } from '../store/clock'
 import type { CancelSignal } from './cancel'
 import { MemoryStore } from '../store/memory-store'
@@ -69,6 +69,8 @@ export class RouteLimiter {
   private readonly log: LimiterLog
   /** Buckets whose local share has been set up since the store became unreachable. */
   private readonly seeded = new Set<string>()
+  /** Starts (epoch ms, nowMs clock, one per unit) made without Redis (local share, or unshaped), per bucket: told to Redis when it is back. */
+  private readonly startsAway = new Map<string, number[]>()
 
   constructor (route: RouteConfig, store: BucketStore, log: LimiterLog = () => {}) {
     this.route = route
@@ -100,11 +102,42 @@ export class RouteLimiter {
       // this instance's local share, so the two schedules together stay within the budget.
       const lastLocalStartMs = Math.max(Date.now(), ...this.lastStart.values())
       this.transitionUntil = performance.now() + (lastLocalStartMs - Date.now()) + this.policy.windowMs + this.policy.marginMs
+      this.recordAway()
       this.log('info', { route: this.route.name, storeMode: mode, from }, `route ${this.route.name}: the shared store is back, shaping in Redis again`)
     } else {
       const reason = err instanceof Error ? err.message : undefined
       const share = mode === 'local' ? ` with 1/${this.store.instanceCount()} of the budget` : ''
       this.log('warn', { route: this.route.name, storeMode: mode, from, reason }, `route ${this.route.name}: the shared store is unreachable, mode ${mode}${share}`)
+    }
+  }
+
+  /**
+   * The transition above bounds this instance; the others book in Redis, which has not seen this
+   * instance's starts of the outage (another instance may have been back on Redis for a while). So
+   * those of the last window (and margin) are recorded there once, at the times they were made, and
+   * count in every instance's next reservations. Best effort: on an error the transition still holds.
+   */
+  private recordAway (): void {
+    const since = nowMs() - this.policy.windowMs - this.policy.marginMs
+    const store = this.store
+    for (const [bucket, starts] of this.startsAway) {
+      const recent = starts.filter((at) => at > since).sort((x, y) => x - y)
+      if (recent.length > 0 && hasStartRecorder(store)) void store.recordStarts(bucket, this.policy, recent).catch(() => {})
+    }
+    this.startsAway.clear()
+  }
+
+  /** A start made without Redis (see recordAway); a bucket's list is pruned of starts older than a window. */
+  private noteAway (bucket: string, startMs: number, cost: number): void {
+    let starts = this.startsAway.get(bucket)
+    if (starts === undefined) {
+      starts = []
+      this.startsAway.set(bucket, starts)
+    }
+    for (let i = 0; i < cost; i++) starts.push(startMs)
+    if (starts.length > 2 * this.policy.limit) {
+      const since = nowMs() - this.policy.windowMs - this.policy.marginMs
+      this.startsAway.set(bucket, starts.filter((at) => at > since))
     }
   }
 
@@ -318,6 +351,7 @@ export class RouteLimiter {
           this.details(bucket, { retry_after_ms: ms, max_wait_ms: Math.round(maxWaitMs), late_starts: attempt }), retryAfterSeconds(ms))
       }
       this.noteStart(bucket, Date.now() + (slot - receivedAt))
+      if (this.store.kind === 'redis' && this.made.get(reservation)?.store !== this.store) this.noteAway(bucket, nowMs() + (slot - receivedAt), cost)
       if (slot > receivedAt) {
         const started = await this.wait(bucket, slot - receivedAt, signal)
         if (!started) {

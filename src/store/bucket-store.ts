@@ -126,6 +126,16 @@ export function hasStoreClock (store: BucketStore): store is BucketStore & Store
   return typeof (store as Partial<StoreClock>).clockOffset === 'function'
 }
 
+/** A shared store that can be told of starts made without it (an instance's local share during an outage). */
+export interface StartRecorder {
+  /** `startsMs`: epoch ms in this process's clock, oldest first; returns how many were recorded. */
+  recordStarts (bucket: string, policy: BucketPolicy, startsMs: number[]): Promise<number>
+}
+
+export function hasStartRecorder (store: BucketStore): store is BucketStore & StartRecorder {
+  return typeof (store as Partial<StartRecorder>).recordStarts === 'function'
+}
+
 export function hasClientPresence (store: BucketStore): store is BucketStore & ClientPresence {
   return typeof (store as Partial<ClientPresence>).clientPresence === 'function'
 }

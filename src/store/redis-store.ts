@@ -15,6 +15,8 @@ interface SluiceCommands {
   sluiceReserveSlidingWindow (starts: string, pause: string, floor: string, limit: number, windowUs: number, cost: number, maxWaitUs: number, keep: number, padUs: number): Promise<Reply>
   sluiceReleaseTokenBucket (state: string, ticket: string, backUs: number): Promise<number>
   sluiceReleaseSlidingWindow (starts: string, ticket: string, cost: number): Promise<number>
+  sluiceRecordTokenBucket (state: string, intervalUs: number, ...startsUs: string[]): Promise<number>
+  sluiceRecordSlidingWindow (starts: string, windowUs: number, ...startsUs: string[]): Promise<number>
   sluicePause (pause: string, delayUs: number, channel: string, bucket: string): Promise<number>
   sluiceAcquireLease (leases: string, limit: number, leaseId: string, ttlMs: number): Promise<[number, number]>
   sluiceReleaseLease (leases: string, leaseId: string, channel: string, bucket: string): Promise<number>
@@ -31,6 +33,8 @@ const SCRIPTS: Array<[keyof SluiceCommands, string, number]> = [
   ['sluiceReserveSlidingWindow', 'reserve-sliding-window-3.lua', 3],
   ['sluiceReleaseTokenBucket', 'release-token-bucket-1.lua', 1],
   ['sluiceReleaseSlidingWindow', 'release-sliding-window-1.lua', 1],
+  ['sluiceRecordTokenBucket', 'record-token-bucket-1.lua', 1],
+  ['sluiceRecordSlidingWindow', 'record-sliding-window-1.lua', 1],
   ['sluicePause', 'pause-1.lua', 1],
   ['sluiceAcquireLease', 'acquire-lease-1.lua', 1],
   ['sluiceReleaseLease', 'release-lease-1.lua', 1],
@@ -200,6 +204,20 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence {
       ? await this.client.sluiceReleaseTokenBucket(this.key(bucket, 'tb'), t, tokenBucketParams(policy).intervalUs * cost)
       : await this.client.sluiceReleaseSlidingWindow(this.key(bucket, 'sw'), t, cost)
     return done === 1
+  }
+
+  /**
+   * Starts made without Redis (epoch ms in this process's clock, oldest first), recorded at their
+   * times in Redis's clock, as far as this instance knows the two clocks' difference.
+   */
+  async recordStarts (bucket: string, policy: BucketPolicy, startsMs: number[]): Promise<number> {
+    const skewMs = this.clock?.skewMs ?? 0
+    const us = startsMs.map((ms) => String(Math.round((ms + skewMs) * 1000)))
+    if (policy.algorithm === 'token-bucket') {
+      await this.client.sluiceRecordTokenBucket(this.key(bucket, 'tb'), tokenBucketParams(policy).intervalUs, ...us)
+      return us.length
+    }
+    return await this.client.sluiceRecordSlidingWindow(this.key(bucket, 'sw'), slidingWindowParams(policy).windowUs, ...us)
   }
 
   async pause (bucket: string, delayMs: number): Promise<number> {

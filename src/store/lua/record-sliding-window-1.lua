@@ -1,0 +1,43 @@
+--[[
+  Record starts an instance made while it could not reach Redis (its local share during an outage),
+  at the times they were made, so that the next reservations of every instance count them.
+
+  Each start still inside the window is inserted where it belongs: the list stays non-decreasing.
+  Reservations already booked were measured without them; from here on, none is.
+
+  Input:
+    KEYS[1] starts (list of µs of Redis time, non-decreasing)
+    ARGV[1] window W including the safety margin, µs (integer)
+    ARGV[2..] the starts, µs of Redis time
+
+  Output: how many were recorded
+]]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local window = tonumber(ARGV[1])
+local recorded = 0
+for i = 2, #ARGV do
+  local at = tonumber(ARGV[i])
+  if at > now - window then
+    -- The first entry later than `at` (binary search from the oldest end); insert before it.
+    local len = redis.call('LLEN', KEYS[1])
+    local lo, hi = 0, len
+    while lo < hi do
+      local mid = math.floor((lo + hi) / 2)
+      if tonumber(redis.call('LINDEX', KEYS[1], mid)) > at then hi = mid else lo = mid + 1 end
+    end
+    local value = string.format('%d', at)
+    if lo == len then
+      redis.call('RPUSH', KEYS[1], value)
+    else
+      -- LINSERT finds its pivot from the oldest end: the first entry with that value is at `lo`.
+      redis.call('LINSERT', KEYS[1], 'BEFORE', redis.call('LINDEX', KEYS[1], lo), value)
+    end
+    recorded = recorded + 1
+  end
+end
+if recorded > 0 then
+  local newest = tonumber(redis.call('LINDEX', KEYS[1], -1))
+  redis.call('PEXPIRE', KEYS[1], math.max(1, math.ceil((newest + window - now) / 1000) + 1000))
+end
+return recorded

@@ -1,0 +1,51 @@
+// When Redis answers again after an outage, an instance that shaped its share locally meanwhile
+// records the starts it made without Redis there, at their times, so the other instances (which may
+// have been back on Redis already) leave room for them in their next reservations.
+import t from 'tap'
+import { parseRoute } from '../src/config/schema'
+import { Cancel } from '../src/limiter/cancel'
+import { RouteLimiter } from '../src/limiter/route-limiter'
+import { RedisStore } from '../src/store/redis-store'
+import { startRedis } from './helpers/redis'
+
+t.test('starts made during an outage count in Redis once it is back', async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.close())
+  const admin = redis.client()
+  t.teardown(() => { admin.disconnect() })
+
+  for (const algorithm of ['sliding-window', 'token-bucket'] as const) {
+    t.test(algorithm, async (t) => {
+      const keyPrefix = redis.prefix()
+      const storeA = new RedisStore({ url: redis.url, keyPrefix })
+      const storeB = new RedisStore({ url: redis.url, keyPrefix })
+      t.teardown(async () => { await storeA.close(); await storeB.close() })
+      await storeA.connect()
+      await storeB.connect()
+      // 6 per second, all at once allowed (a token bucket's burst 6 books them one window apart).
+      const route = parseRoute({ name: 'handover', upstream: 'http://127.0.0.1:9', limit: '6/s', algorithm, ...(algorithm === 'token-bucket' ? { burst: 6 } : {}), maxWait: '5s', onStoreError: 'local', margin: '100ms' }, 'route')
+      const a = new RouteLimiter(route, storeA)
+
+      // Instance a loses Redis: its store reports it unreachable (as while ioredis reconnects; Redis
+      // itself stays up for instance b), so a shapes its share locally.
+      const available = storeA.available.bind(storeA)
+      let reachable = false
+      storeA.available = () => reachable && available()
+      for (let i = 0; i < 3; i++) await a.admit('handover', 0, new Cancel().signal)
+      t.equal(a.storeMode, 'local', 'a made three starts locally')
+      const key = `${keyPrefix}{handover}:${algorithm === 'token-bucket' ? 'tb' : 'sw'}`
+      t.equal(await admin.exists(key), 0, 'and Redis has not seen them')
+
+      // Redis is back for a: its next request switches to Redis, which then hears of the three.
+      reachable = true
+      await a.admit('handover', 5000, new Cancel().signal)
+      t.equal(a.storeMode, 'redis', 'a books in Redis again')
+      if (algorithm === 'sliding-window') t.equal(await admin.llen(key), 4, 'Redis holds a\'s three outage starts and its new one')
+
+      // Instance b only ever used Redis: the room it finds now is what a left of this window.
+      let admitted = 0
+      for (let i = 0; i < 6; i++) if ((await storeB.reserve('handover', a.policy, 1, 0)).admitted) admitted++
+      t.equal(admitted, 2, `b may start ${admitted} now: 6 − 3 (a's during the outage) − 1 (a's since)`)
+    })
+  }
+})
