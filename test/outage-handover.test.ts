@@ -14,6 +14,26 @@ t.test('starts made during an outage count in Redis once it is back', async (t) 
   const admin = redis.client()
   t.teardown(() => { admin.disconnect() })
 
+  t.test('a start booked locally while another request switches back is recorded too', async (t) => {
+    const keyPrefix = redis.prefix()
+    const store = new RedisStore({ url: redis.url, keyPrefix })
+    t.teardown(async () => { await store.close() })
+    await store.connect()
+    const route = parseRoute({ name: 'race', upstream: 'http://127.0.0.1:9', limit: '6/s', algorithm: 'sliding-window', maxWait: '5s', onStoreError: 'local', margin: '100ms' }, 'route')
+    const a = new RouteLimiter(route, store)
+    const available = store.available.bind(store)
+    let reachable = false
+    store.available = () => reachable && available()
+    // X finds Redis unreachable and books in the local share, whose answer comes a turn later...
+    const x = a.admit('race', 5000, new Cancel().signal)
+    // ...while Y, arriving once Redis answers again, switches back and records the outage's starts.
+    reachable = true
+    const y = a.admit('race', 5000, new Cancel().signal)
+    await Promise.all([x, y])
+    t.equal(a.storeMode, 'redis', 'a is back on Redis')
+    t.equal(await admin.llen(`${keyPrefix}{race}:sw`), 2, 'Redis holds both starts: X\'s, made without it, and Y\'s')
+  })
+
   for (const algorithm of ['sliding-window', 'token-bucket'] as const) {
     t.test(algorithm, async (t) => {
       const keyPrefix = redis.prefix()

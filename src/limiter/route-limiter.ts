@@ -135,6 +135,9 @@ export class RouteLimiter {
       this.startsAway.set(bucket, starts)
     }
     for (let i = 0; i < cost; i++) starts.push(startMs)
+    // Booked locally just before another request switched back to Redis (the local store answers
+    // after a turn of the event loop): record it now rather than at the next outage's end.
+    if (this.mode === 'redis') return this.recordAway()
     if (starts.length > 2 * this.policy.limit) {
       const since = nowMs() - this.policy.windowMs - this.policy.marginMs
       this.startsAway.set(bucket, starts.filter((at) => at > since))
