@@ -118,13 +118,20 @@ export class RouteLimiter {
    * count in every instance's next reservations. Best effort: on an error the transition still holds.
    */
   private recordAway (): void {
-    const since = nowMs() - this.policy.windowMs - this.policy.marginMs
     const store = this.store
-    for (const [bucket, starts] of this.startsAway) {
-      const recent = starts.filter((at) => at > since).sort((x, y) => x - y)
-      if (recent.length > 0 && hasStartRecorder(store)) void store.recordStarts(bucket, this.policy, recent).catch(() => {})
+    if (hasStartRecorder(store)) {
+      for (const [bucket, starts] of this.startsAway) {
+        const recent = this.withinWindow(starts).sort((x, y) => x - y)
+        if (recent.length > 0) void store.recordStarts(bucket, this.policy, recent).catch(() => {})
+      }
     }
     this.startsAway.clear()
+  }
+
+  /** The starts (epoch ms, nowMs clock) a window and its margin could still hold. */
+  private withinWindow (starts: number[]): number[] {
+    const since = nowMs() - this.policy.windowMs - this.policy.marginMs
+    return starts.filter((at) => at > since)
   }
 
   /** A start made without Redis (see recordAway); a bucket's list is pruned of starts older than a window. */
@@ -138,10 +145,7 @@ export class RouteLimiter {
     // Booked locally just before another request switched back to Redis (the local store answers
     // after a turn of the event loop): record it now rather than at the next outage's end.
     if (this.mode === 'redis') return this.recordAway()
-    if (starts.length > 2 * this.policy.limit) {
-      const since = nowMs() - this.policy.windowMs - this.policy.marginMs
-      this.startsAway.set(bucket, starts.filter((at) => at > since))
-    }
+    if (starts.length > 2 * this.policy.limit) this.startsAway.set(bucket, this.withinWindow(starts))
   }
 
   /** This instance's share of the budget while the shared store is unreachable. */
@@ -354,7 +358,7 @@ export class RouteLimiter {
           this.details(bucket, { retry_after_ms: ms, max_wait_ms: Math.round(maxWaitMs), late_starts: attempt }), retryAfterSeconds(ms))
       }
       this.noteStart(bucket, Date.now() + (slot - receivedAt))
-      if (this.store.kind === 'redis' && this.made.get(reservation)?.store !== this.store) this.noteAway(bucket, nowMs() + (slot - receivedAt), cost)
+      if (this.store.kind === 'redis' && !this.fromSharedStore(reservation)) this.noteAway(bucket, nowMs() + (slot - receivedAt), cost)
       if (slot > receivedAt) {
         const started = await this.wait(bucket, slot - receivedAt, signal)
         if (!started) {

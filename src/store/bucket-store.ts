@@ -128,8 +128,8 @@ export function hasStoreClock (store: BucketStore): store is BucketStore & Store
 
 /** A shared store that can be told of starts made without it (an instance's local share during an outage). */
 export interface StartRecorder {
-  /** `startsMs`: epoch ms in this process's clock, oldest first; returns how many were recorded. */
-  recordStarts (bucket: string, policy: BucketPolicy, startsMs: number[]): Promise<number>
+  /** `startsMs`: epoch ms in this process's clock, oldest first. */
+  recordStarts (bucket: string, policy: BucketPolicy, startsMs: number[]): Promise<void>
 }
 
 export function hasStartRecorder (store: BucketStore): store is BucketStore & StartRecorder {

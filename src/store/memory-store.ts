@@ -67,9 +67,9 @@ export class MemoryStore implements BucketStore, TeamBoard {
     const len = b.starts.length - b.head
     let start = Math.max(now, b.pausedUntil)
     const back = policy.limit - cost + 1
-    // As the script: a start the window had room for is recorded one pad later, never before the last.
+    // As the script: a start the window had room for is recorded one pad later, never before the last;
+    // with fewer entries than `back` (some given back), the newest start trimmed stands in.
     let roomy = true
-    // As the script: with fewer entries than `back` (some given back), the newest trimmed stands in.
     const ref = len >= back ? b.starts[b.starts.length - back] + windowUs : b.floor > 0 ? b.floor + windowUs : 0
     if (ref > start) {
       start = ref

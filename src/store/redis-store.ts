@@ -210,14 +210,11 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence {
    * Starts made without Redis (epoch ms in this process's clock, oldest first), recorded at their
    * times in Redis's clock, as far as this instance knows the two clocks' difference.
    */
-  async recordStarts (bucket: string, policy: BucketPolicy, startsMs: number[]): Promise<number> {
+  async recordStarts (bucket: string, policy: BucketPolicy, startsMs: number[]): Promise<void> {
     const skewMs = this.clock?.skewMs ?? 0
     const us = startsMs.map((ms) => String(Math.round((ms + skewMs) * 1000)))
-    if (policy.algorithm === 'token-bucket') {
-      await this.client.sluiceRecordTokenBucket(this.key(bucket, 'tb'), tokenBucketParams(policy).intervalUs, ...us)
-      return us.length
-    }
-    return await this.client.sluiceRecordSlidingWindow(this.key(bucket, 'sw'), slidingWindowParams(policy).windowUs, ...us)
+    if (policy.algorithm === 'token-bucket') await this.client.sluiceRecordTokenBucket(this.key(bucket, 'tb'), tokenBucketParams(policy).intervalUs, ...us)
+    else await this.client.sluiceRecordSlidingWindow(this.key(bucket, 'sw'), slidingWindowParams(policy).windowUs, ...us)
   }
 
   async pause (bucket: string, delayMs: number): Promise<number> {
