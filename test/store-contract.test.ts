@@ -3,7 +3,7 @@ import t from 'tap'
 import { maxInWindow } from '../src/emulator'
 import { MemoryStore } from '../src/store/memory-store'
 import { RedisStore } from '../src/store/redis-store'
-import type { BucketPolicy, BucketStore } from '../src/store/bucket-store'
+import type { BucketPolicy, BucketStore, TeamBoard } from '../src/store/bucket-store'
 import { startRedis } from './helpers/redis'
 
 const ALGOS = ['token-bucket', 'sliding-window'] as const
@@ -16,7 +16,7 @@ t.test('contract', async (t) => {
   const redis = await startRedis()
   t.teardown(() => redis.close())
 
-  const stores: Array<[string, () => Promise<BucketStore>]> = [
+  const stores: Array<[string, () => Promise<BucketStore & TeamBoard>]> = [
     ['memory', async () => new MemoryStore()],
     ['redis', async () => {
       const s = new RedisStore({ url: redis.url, keyPrefix: redis.prefix() })
@@ -154,6 +154,32 @@ t.test('contract', async (t) => {
             const after = (next.startMs as number) - newestPlanned
             t.ok(after >= -1, `the next start is not before the newest start still planned (${after.toFixed(0)} ms after it)`)
             t.ok(after <= 1015, `nor more than a window and its margin after it (${after.toFixed(0)} ms)`)
+          })
+        }
+
+        if (algo === 'sliding-window') {
+          t.test('peek counts what is booked, a backlog longer than the store keeps included', async (t) => {
+            // limit 5 per 1 s (+10 ms margin): 3 starts, then 97 more waiting. The sliding window keeps
+            // only the newest 37 to 69 starts; the rest of the backlog is counted from the ones it keeps,
+            // exactly once the first start is a margin old, and up to `limit` more before that.
+            const p = policy(algo, 5, 1000)
+            for (let i = 0; i < 3; i++) await store.reserve('peek', p, 1, 0)
+            const few = await store.peek('peek', p)
+            t.same([few.booked, few.remaining], [3, 2], `3 booked, 2 remaining (${few.booked}, ${few.remaining})`)
+            let newest = 0
+            for (let i = 3; i < 100; i++) {
+              const r = await store.reserve('peek', p, 1, 60_000)
+              if (!r.admitted) throw new Error(`request ${i} refused`)
+              newest = r.startMs as number
+            }
+            const many = await store.peek('peek', p)
+            const resetAt = Date.now() + many.resetMs
+            t.ok(many.booked >= 100 && many.booked <= 105, `the backlog of 100 is counted as ${many.booked}`)
+            await new Promise((resolve) => setTimeout(resolve, 20))
+            const later = await store.peek('peek', p)
+            t.equal(later.booked, 100, 'and as 100 exactly once the first start is a margin old')
+            t.equal(many.remaining, 0, 'nothing remains')
+            t.ok(resetAt >= newest + 1000 && resetAt <= newest + 1000 + 60, `the budget is back a window after the newest start (${(resetAt - newest).toFixed(0)} ms after it)`)
           })
         }
 

@@ -84,7 +84,12 @@ export function slidingWindowParams (policy: BucketPolicy): { windowUs: number, 
 export interface BucketPeek {
   /** Requests that could start right now. */
   remaining: number
-  /** Starts booked in the current window: made, or reserved and still waiting. */
+  /**
+   * Starts booked in the current window: made, or reserved and still waiting. A sliding-window backlog
+   * longer than the store keeps (limit + 32 to + 64 starts) is counted from the chains of the starts
+   * it keeps: exact for a backlog without gaps (a pause, starts given back, which it counts as booked)
+   * once its first start is a margin old.
+   */
   booked: number
   /** ms until the whole budget is back */
   resetMs: number

@@ -143,6 +143,13 @@ export class MemoryStore implements BucketStore, TeamBoard {
     const { windowUs } = slidingWindowParams(policy)
     let booked = 0
     for (let i = b.starts.length - 1; i >= b.head && b.starts[i] > now - windowUs; i--) booked++
+    if (booked > 0 && booked === b.starts.length - b.head && b.floor > now - windowUs) {
+      // As the script: starts trimmed off the list and still in the window, counted by the chains of
+      // the list's `limit` oldest entries (each start is a window after the one `limit` before it).
+      for (let i = b.head; i < Math.min(b.starts.length, b.head + policy.limit); i++) {
+        booked += Math.max(0, Math.ceil((b.starts[i] - now) / windowUs))
+      }
+    }
     const last = b.starts.length > b.head ? b.starts[b.starts.length - 1] : undefined
     const resetMs = last === undefined ? 0 : Math.max(0, last + windowUs - now) / 1000
     return { remaining: pausedForMs > 0 ? 0 : Math.max(0, policy.limit - booked), booked, resetMs, pausedForMs }

@@ -22,7 +22,7 @@ interface SluiceCommands {
   sluiceReleaseLease (leases: string, leaseId: string, channel: string, bucket: string): Promise<number>
   sluiceRenewLeases (leases: string, ttlMs: number, ...leaseIds: string[]): Promise<number>
   sluicePeekTokenBucket (state: string, pause: string, intervalUs: number, tauUs: number): Promise<[number, number, number, number]>
-  sluicePeekSlidingWindow (starts: string, pause: string, limit: number, windowUs: number): Promise<[number, number, number, number]>
+  sluicePeekSlidingWindow (starts: string, pause: string, floor: string, limit: number, windowUs: number): Promise<[number, number, number, number]>
   sluiceHeartbeat (live: string, snapshots: string, id: string, snapshot: string, ttlMs: number): Promise<number>
   sluiceLiveInstances (live: string, snapshots: string): Promise<Array<string | null>>
   sluiceClientPresence (presence: string, instance: string, ttlMs: number, ...clients: string[]): Promise<number[]>
@@ -40,7 +40,7 @@ const SCRIPTS: Array<[keyof SluiceCommands, string, number]> = [
   ['sluiceReleaseLease', 'release-lease-1.lua', 1],
   ['sluiceRenewLeases', 'renew-leases-1.lua', 1],
   ['sluicePeekTokenBucket', 'peek-token-bucket-2.lua', 2],
-  ['sluicePeekSlidingWindow', 'peek-sliding-window-2.lua', 2],
+  ['sluicePeekSlidingWindow', 'peek-sliding-window-3.lua', 3],
   ['sluiceHeartbeat', 'heartbeat-2.lua', 2],
   ['sluiceLiveInstances', 'live-instances-2.lua', 2],
   ['sluiceClientPresence', 'client-presence-1.lua', 1]
@@ -228,7 +228,7 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence {
       const { intervalUs, tauUs } = tokenBucketParams(policy)
       reply = await this.client.sluicePeekTokenBucket(this.key(bucket, 'tb'), this.key(bucket, 'pause'), intervalUs, tauUs)
     } else {
-      reply = await this.client.sluicePeekSlidingWindow(this.key(bucket, 'sw'), this.key(bucket, 'pause'), policy.limit, slidingWindowParams(policy).windowUs)
+      reply = await this.client.sluicePeekSlidingWindow(this.key(bucket, 'sw'), this.key(bucket, 'pause'), this.key(bucket, 'sw-floor'), policy.limit, slidingWindowParams(policy).windowUs)
     }
     const [remaining, booked, resetUs, pausedUs] = reply
     return { remaining, booked, resetMs: resetUs / 1000, pausedForMs: pausedUs / 1000 }
