@@ -199,5 +199,16 @@ t.test('admin routes', async (t) => {
   t.teardown(async () => { await s.close(); await up.close() })
   t.same((await get(`${s.url}/_sluice/health`)).json, { status: 'ok' })
   t.same((await get(`${s.url}/_sluice/ready`)).json, { status: 'ready', store: 'memory', routes: { default: 'memory' } })
+  // Paths under /_sluice/ that name no admin route are Sluice's too: 404, not forwarded by the route at /.
+  for (const path of ['/_sluice/nope', '/_sluice/status/x', '/_sluice//', '/_sluice/metrics/../x', '/_sluice/health/?token=hunter2']) {
+    const res = await get(`${s.url}${path}`)
+    t.equal(res.status, path.includes('..') ? 400 : 404, `${path}: ${res.status}`)
+    t.equal(res.json.error.code, path.includes('..') ? 'BAD_REQUEST' : 'ROUTE_NOT_FOUND')
+    t.notMatch(JSON.stringify(res.json), /hunter2/)
+  }
+  const post = await request(`${s.url}/_sluice/anything`, { method: 'POST', body: '{}', headers: { 'content-type': 'application/json' } })
+  t.equal(post.statusCode, 404, 'whatever the method')
+  await post.body.dump()
   t.equal(up.hits.length, 0, 'admin routes are never proxied, even under prefix /')
+  t.equal((await get(`${s.url}/_sluicex`)).status, 200, 'a path that only begins with the name is an ordinary one')
 })

@@ -220,8 +220,13 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
   })
 
   app.setNotFoundHandler((request, reply) => {
-    sendError(reply, new SluiceError('ROUTE_NOT_FOUND', 404, `no route is mounted at ${redactUrl(request.url).split('?')[0].slice(0, 200)}`,
+    sendError(reply, new SluiceError('ROUTE_NOT_FOUND', 404, `no route is mounted at ${shownPath(request)}`,
       { routes: config.routes.map((r) => r.prefix) }))
+  })
+  // /_sluice/ is Sluice's own: a path there that names no admin route is answered here, never
+  // forwarded (a route mounted at / would otherwise take it; the router prefers this longer match).
+  app.all('/_sluice/*', async (request) => {
+    throw new SluiceError('ROUTE_NOT_FOUND', 404, `no admin route at ${shownPath(request)}; paths under /_sluice/ are Sluice's own and never forwarded`)
   })
 
   app.get('/_sluice/health', async (request) => {
@@ -287,6 +292,11 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
       return result
     }
   }
+}
+
+/** The request's path for an error message: redacted, without the query, bounded. */
+function shownPath (request: FastifyRequest): string {
+  return redactUrl(request.url).split('?')[0].slice(0, 200)
 }
 
 function markAdmin (request: FastifyRequest): void {
