@@ -109,6 +109,10 @@ t.test('onStoreError: closed answers 503 STORE_UNAVAILABLE and open forwards uns
   t.equal((await request(`${s.url}/closed/x`)).statusCode, 200)
   await redis.stop()
   await sleep(100)
+  // Before any request meets the outage, /_sluice/ready already says where each route's next one shapes.
+  const ready = await request(`${s.url}/_sluice/ready`)
+  t.equal(ready.statusCode, 503)
+  t.same((await ready.body.json() as { error: { details: { routes: unknown } } }).error.details.routes, { closed: 'closed', open: 'open' }, 'ready lists each route\'s onStoreError mode')
   const closed = await request(`${s.url}/closed/x`)
   const body = await closed.body.json() as { error: { code: string, details: Record<string, unknown> } }
   t.equal(closed.statusCode, 503)

@@ -86,8 +86,13 @@ export class RouteLimiter {
     }
   }
 
-  /** Where this route's reservations are made right now. */
+  /**
+   * Where this route's reservations are made right now. The mode changes with a request (see book()),
+   * so while Redis is not connected the route is in its onStoreError mode already, as its next request
+   * will be, even before one comes (Redis unreachable from the start, or just gone).
+   */
   get storeMode (): StoreMode {
+    if (this.mode === 'redis' && !this.store.available()) return this.route.onStoreError
     return this.mode
   }
 
