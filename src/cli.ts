@@ -17,7 +17,7 @@ Usage:
   sluice --preset NAME --upstream URL [options]       proxy one upstream with a known API's limits
   sluice --config FILE [--redis URL] [--port N]       proxy the routes of a YAML file
   sluice check-config FILE                            validate a config, print the effective routes
-  sluice status [--url URL] [--watch]                 the team's budget as a table (default URL http://127.0.0.1:8080;
+  sluice status [--url URL] [--watch [--interval 2s]]  the team's budget as a table (default URL http://127.0.0.1:8080;
                                                       the same figures live in a browser at URL/_sluice/)
   sluice demo [--requests N] [--limit 30/10s] [--concurrency N] [--redis URL] [--keep] [--port N]
                                                       see Sluice shape a CI burst to an emulated API, offline
@@ -37,8 +37,19 @@ Route options (quick start; each also reads SLUICE_<NAME>, e.g. SLUICE_MAX_WAIT)
   --prefix PATH           mount path (default /)
   --name NAME             route name in headers, logs and keys (default "default")
   --profile NAME          generic, testrail, testmo, zulip or github (error formats)
+  --errors envelope|upstream  upstream: pass upstream error bodies through untouched (default envelope)
   --timeout DURATION      wait for upstream response headers (default 30s)
+  --connect-timeout DURATION  wait for the connection to the upstream (default 10s)
+  --body-limit BYTES      largest request body (default 10485760)
+  --min-pause DURATION    shortest pause after upstream pushback (default 1s)
+  --max-pause DURATION    longest pause after upstream pushback or an announced reset (default 15m)
+  --retries N             retries of a transient failure (refused, reset, 502, 503, 504) (default 2)
+  --retry-methods LIST    methods retried besides GET, HEAD, PUT, DELETE, OPTIONS, e.g. POST (default none)
+  --retry-body-limit BYTES  bodies up to this size are kept to be sent again (default 1048576)
   --mode enforce|shadow   shadow: measure what would be delayed or refused, delay nothing (default enforce)
+  --on-store-error local|open|closed  while Redis is unreachable: this instance's share of the budget,
+                          unshaped, or 503 (default local)
+  --concurrency N         most requests of a bucket in flight at the upstream, across instances (default 0: no cap)
   --client header:NAME    who is a client for fair share (default header:x-sluice-client, then the
                           credential, then the address); cost rules and weights are set in the config file
   --priority high|normal|low  priority of requests without X-Sluice-Priority (default normal)
@@ -74,7 +85,13 @@ export function describeConfig (config: SluiceConfig): string {
     `listen: ${config.host}:${config.port}`]
   for (const r of config.routes) {
     const shape = r.algorithm === 'token-bucket' ? `token-bucket burst ${r.burst}` : 'sliding-window'
-    lines.push(`route ${r.name}: ${r.prefix} -> ${r.upstream}  ${formatRate(r.limit)} (${shape}, margin ${r.marginMs}ms), maxWait ${r.maxWaitMs}ms, maxQueue ${r.maxQueue}, key ${r.key.kind === 'instance' ? 'instance' : `header:${r.key.header}`}, profile ${r.profile}`)
+    const limit = r.limitAuto ? `auto (from ${formatRate(r.limit)})` : formatRate(r.limit)
+    lines.push(`route ${r.name}: ${r.prefix} -> ${r.upstream}  ${limit} (${shape}, margin ${r.marginMs}ms), maxWait ${r.maxWaitMs}ms, maxQueue ${r.maxQueue}, key ${r.key.kind === 'instance' ? 'instance' : `header:${r.key.header}`}, profile ${r.profile}`)
+    const retried = ['GET, HEAD, PUT, DELETE, OPTIONS', ...r.retryMethods].join(', ')
+    lines.push(`  upstream: timeout ${r.timeoutMs}ms, connectTimeout ${r.connectTimeoutMs}ms, retries ${r.retries} (${retried}), bodyLimit ${r.bodyLimit}, retryBodyLimit ${r.retryBodyLimit}, pauses ${r.minPauseMs}-${r.maxPauseMs}ms, errors ${r.errors}`)
+    const costs = r.cost.length === 0 ? '1 each' : r.cost.map((c) => `${c.method ?? '*'} ${c.path} = ${c.cost}`).join('; ')
+    // Weights are keyed by client header values: counted, not printed.
+    lines.push(`  shaping: mode ${r.mode}, onStoreError ${r.onStoreError}, concurrency ${r.concurrency === 0 ? 'no cap' : r.concurrency}, client header:${r.client.header}, priority ${r.priority}, cost ${costs}, weights ${Object.keys(r.weights).length}`)
   }
   return lines.join('\n')
 }
@@ -94,7 +111,9 @@ async function serve (argv: string[]): Promise<void> {
   const logger = createLogger(config.logLevel)
   const sluice = await createSluice(config, { logger })
   const address = await sluice.listen()
-  logger.info({ address, store: sluice.store.kind, routes: config.routes.map((r) => ({ name: r.name, prefix: r.prefix, limit: formatRate(r.limit) })) }, `sluice listening on ${address}`)
+  // The store's URL with its password masked, so an operator sees which Redis (and prefix) the team shares.
+  const shared = config.redis === undefined ? {} : { redis: redactRedisUrl(config.redis), keyPrefix: config.keyPrefix }
+  logger.info({ address, store: sluice.store.kind, ...shared, routes: config.routes.map((r) => ({ name: r.name, prefix: r.prefix, limit: formatRate(r.limit) })) }, `sluice listening on ${address}`)
   // The first SIGTERM/SIGINT drains (up to --drain-timeout); a second one cuts the drain short: what
   // still waits is answered 503 SHUTTING_DOWN at once.
   let hurry: (() => void) | undefined

@@ -2,10 +2,13 @@
 // `npm ci` (the prepare script). When any source is newer than dist/src/cli.js, this file compiles a
 // private copy under .tap/ instead (never rewriting dist/, which other test files may be running).
 import { spawn, spawnSync } from 'node:child_process'
-import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { dirname, extname, join, relative } from 'node:path'
 import t from 'tap'
 import { request } from 'undici'
+import { SERVE_OPTIONS } from '../src/config/load'
+import { startRedis } from './helpers/redis'
 
 const ROOT = join(__dirname, '..')
 
@@ -75,6 +78,9 @@ t.test('--help shows usage, the presets and examples', async (t) => {
     t.match(r.stdout, /github, jira-cloud, testmo, testrail-enterprise, testrail-professional, zulip/)
     t.match(r.stdout, /Examples:\n {2}sluice --upstream https:\/\/acme\.testrail\.io --limit 180\/min/)
   }
+  const help = run(['--help']).stdout
+  const missing = Object.keys(SERVE_OPTIONS).filter((flag) => !new RegExp(`\\s--${flag}\\s`).test(help))
+  t.same(missing, [], 'every flag the command accepts is in --help')
 })
 
 t.test('bad flags and config stop with exit status 2 and one line naming the field', async (t) => {
@@ -102,6 +108,53 @@ t.test('check-config prints the effective routes', async (t) => {
   t.equal(r.status, 0, r.stderr)
   t.match(r.stdout, /route testrail: \/testrail -> https:\/\/acme\.testrail\.io {2}180\/min \(sliding-window/)
   t.match(r.stdout, /config OK\n$/)
+  t.match(r.stdout, /\n {2}upstream: timeout 30000ms, connectTimeout 10000ms, retries 2 \(GET, HEAD, PUT, DELETE, OPTIONS\)/)
+  t.match(r.stdout, /\n {2}shaping: mode enforce, onStoreError local, concurrency no cap, client header:x-sluice-client, priority normal/)
+  // Every setting of a route is shown; the weights are keyed by client header values, so only counted.
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-cli-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const file = join(dir, 'sluice.yaml')
+  writeFileSync(file, [
+    'redis: redis://:s3cret-pw@127.0.0.1:6390/0',
+    'routes:',
+    '  - { name: gh, preset: github, upstream: "http://127.0.0.1:9", mode: shadow, onStoreError: closed, retryMethods: [POST],',
+    '      cost: [{ method: POST, path: "/repos/*", cost: 5 }], weights: { nightly-team-x: 3 } }'
+  ].join('\n'))
+  const full = run(['check-config', file])
+  t.equal(full.status, 0, full.stderr)
+  t.match(full.stdout, /^store: redis \(redis:\/\/:\*\*\*@127\.0\.0\.1:6390\/0, key prefix "sluice:"\)/)
+  t.match(full.stdout, /retries 2 \(GET, HEAD, PUT, DELETE, OPTIONS, POST\)/)
+  t.match(full.stdout, /shaping: mode shadow, onStoreError closed, concurrency 100, .*cost POST \/repos\/\* = 5, weights 1/)
+  t.notMatch(full.stdout, /s3cret-pw|nightly-team-x/, 'no password, no client name')
+})
+
+t.test('the start-up log names the shared Redis with its password masked', async (t) => {
+  const redis = await startRedis(['--requirepass', 's3cret-pw'])
+  t.teardown(() => redis.close())
+  const url = redis.url.replace('redis://', 'redis://:s3cret-pw@')
+  const prefix = redis.prefix()
+  const child = spawn(process.execPath, [CLI, '--upstream', 'http://127.0.0.1:9', '--limit', '1/s', '--port', '0', '--redis', url, '--key-prefix', prefix], {
+    cwd: ROOT, env: { PATH: process.env.PATH ?? '' }, stdio: ['ignore', 'pipe', 'pipe']
+  })
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
+  const killer = setTimeout(() => child.kill('SIGKILL'), 15_000)
+  t.teardown(() => { clearTimeout(killer); child.kill('SIGKILL') })
+  let out = ''
+  child.stdout.on('data', (chunk: Buffer) => { out += chunk.toString() })
+  child.stderr.on('data', (chunk: Buffer) => { out += chunk.toString() })
+  const line = await new Promise<Record<string, unknown>>((resolve, reject) => {
+    child.stdout.on('data', () => {
+      const found = out.split('\n').find((l) => l.includes('sluice listening on'))
+      if (found !== undefined) resolve(JSON.parse(found) as Record<string, unknown>)
+    })
+    child.once('exit', () => reject(new Error(`exited before listening: ${out}`)))
+  })
+  t.equal(line.store, 'redis')
+  t.equal(line.redis, redis.url.replace('redis://', 'redis://:***@'), `the URL, masked: ${String(line.redis)}`)
+  t.equal(line.keyPrefix, prefix, 'and the key prefix')
+  child.kill('SIGTERM')
+  t.equal(await exited, 0, 'clean exit on SIGTERM')
+  t.notMatch(out, /s3cret-pw/, 'the password never reaches the output')
 })
 
 t.test('the compiled CLI serves with a preset and stops on SIGTERM', async (t) => {
