@@ -7,6 +7,7 @@ import { request } from 'undici'
 import { startEmulator } from '../src/emulator'
 import { upstreamStats } from '../src/http/forward'
 import { startSluice } from './helpers/sluice'
+import { startUpstream } from './helpers/upstream'
 
 interface Answer { status: number, headers: Record<string, string | string[] | undefined>, json: any, text: string }
 
@@ -146,6 +147,35 @@ t.test('header adoption: an upstream announcing a lower limit than configured sl
   t.equal(warnings.length, 1, 'the lower limit is warned about once')
   const again = await call(`${s.url}/repos/y`)
   t.equal(again.headers['x-ratelimit-limit'], '8', 'Sluice\'s own headers show the adopted limit')
+})
+
+t.test('header adoption follows the announcement back up, and only for the route\'s one budget', async (t) => {
+  // /lim/N announces a limit of N (no window: read in the route's); under /search/ it is tagged as
+  // GitHub's search budget, another budget than the route's.
+  const up = await startUpstream((req, res) => {
+    const n = /\/lim\/(\d+)/.exec(req.url ?? '')?.[1] ?? '1000'
+    res.setHeader('x-ratelimit-limit', n)
+    res.setHeader('x-ratelimit-remaining', String(Number(n) - 1))
+    if (req.url?.startsWith('/search/') === true) res.setHeader('x-ratelimit-resource', 'search')
+    res.end('{}')
+  })
+  const s = await startSluice([
+    { name: 'one', prefix: '/one', upstream: up.url, limit: '40/s', maxWait: '20s' },
+    { name: 'keyed', prefix: '/keyed', upstream: up.url, limit: '40/s', maxWait: '20s', key: 'header:authorization' }
+  ])
+  t.teardown(async () => { await s.close(); await up.close() })
+  const limitAfter = async (path: string, headers: Record<string, string> = {}): Promise<number> => {
+    t.equal((await call(`${s.url}${path}`, { headers })).status, 200, path)
+    return s.limiters.get(path.split('/')[1])!.policy.limit
+  }
+  t.equal(await limitAfter('/one/lim/8'), 8, 'lowered to the announced 8')
+  t.equal(await limitAfter('/one/lim/20'), 20, 'raised with the next announcement')
+  t.equal(await limitAfter('/one/lim/100'), 40, 'never above the configured 40')
+  t.equal(await limitAfter('/one/search/lim/3'), 40, 'another budget of the upstream (search) is not the route\'s')
+  t.equal(await limitAfter('/one/lim/8'), 8)
+  t.equal(s.logs.filter((l) => typeof l.msg === 'string' && l.msg.includes('announces a limit of')).length, 1, 'the lower limit is warned about once')
+  t.equal(s.logs.filter((l) => typeof l.msg === 'string' && l.msg.includes('back to the configured 40')).length, 1, 'the way back is logged')
+  t.equal(await limitAfter('/keyed/lim/2', { authorization: 'token A' }), 40, 'a route keyed per credential keeps its limit: one key\'s answer is not every key\'s')
 })
 
 t.test('limit: auto starts conservative and adopts the announced limit and window', async (t) => {

@@ -72,6 +72,13 @@ export function createForwarder (opts: ForwarderOptions): Handler {
   const stats = upstreamStats(route)
   const shadow = route.mode === 'shadow'
   let warnedLimit = false
+  // What the config says, before any announcement: an adopted limit never goes above it.
+  const configuredLimit = route.limit.count
+  // Announcements of the upstream's budget for the whole route. A route keyed per header has one bucket
+  // per key, and keys differ (token tiers): one key's answer must not shrink every key's budget, so
+  // such a route follows only the pauses (remaining 0) of each bucket. Numbers tagged with a budget
+  // other than GitHub's primary one (X-RateLimit-Resource: search, graphql, …) are another budget.
+  const adoptsLimits = route.limitAuto || route.key.kind === 'instance'
 
   async function pause (bucket: string, delayMs: number, why: string): Promise<void> {
     if (shadow || delayMs <= 0) return
@@ -106,7 +113,9 @@ export function createForwarder (opts: ForwarderOptions): Handler {
   /** Steer by the upstream's own numbers: an exhausted budget pauses, a lower limit is adopted. */
   function follow (headers: HeaderBag, bucket: string): void {
     const info = parseRateLimitHeaders(headers, Date.now())
-    if (info.limit !== undefined && info.limit >= 1 && !shadow) adopt(info.limit, info.windowMs)
+    if (info.limit !== undefined && info.limit >= 1 && !shadow && adoptsLimits && (info.resource === undefined || info.resource === 'core')) {
+      adopt(info.limit, info.windowMs)
+    }
     if (info.remaining === 0 && info.resetMs !== undefined && info.resetMs > 0) {
       void pause(bucket, clampDelayMs(info.resetMs, 0, route.maxPauseMs), 'upstream reports remaining 0 until reset')
     }
@@ -126,20 +135,23 @@ export function createForwarder (opts: ForwarderOptions): Handler {
     const inRouteWindow = announcedWindowMs !== undefined && announcedWindowMs > 0 && announcedWindowMs !== policy.windowMs
       ? Math.floor(announced * policy.windowMs / announcedWindowMs)
       : Math.floor(announced)
-    if (inRouteWindow < 1 || inRouteWindow >= policy.limit) return
-    const configured = policy.limit
-    setLimit(inRouteWindow, policy.windowMs)
-    if (!warnedLimit) {
+    // The limit follows the latest announcement, down and back up, never above the configured one.
+    const limit = Math.min(inRouteWindow, configuredLimit)
+    if (limit < 1 || limit === policy.limit) return
+    setLimit(limit, policy.windowMs)
+    if (limit < configuredLimit && !warnedLimit) {
       warnedLimit = true
-      logger.warn({ route: route.name, configured, announced: inRouteWindow, windowMs: policy.windowMs },
-        `route ${route.name}: the upstream announces a limit of ${inRouteWindow} per ${policy.windowMs} ms, below the configured ${configured}; Sluice follows the upstream`)
+      logger.warn({ route: route.name, configured: configuredLimit, announced: inRouteWindow, windowMs: policy.windowMs },
+        `route ${route.name}: the upstream announces a limit of ${inRouteWindow} per ${policy.windowMs} ms, below the configured ${configuredLimit}; Sluice follows the upstream`)
+    } else if (limit === configuredLimit) {
+      logger.info({ route: route.name, limit, windowMs: policy.windowMs }, `route ${route.name}: the upstream announces ${inRouteWindow} per ${policy.windowMs} ms again; back to the configured ${limit}`)
     }
   }
 
   function setLimit (limit: number, windowMs: number): void {
     const policy = limiter.policy
     policy.limit = limit
-    policy.burst = Math.min(policy.burst, limit)
+    policy.burst = Math.min(route.burst, limit)
     if (route.limitAuto && windowMs !== policy.windowMs) {
       policy.windowMs = windowMs
       policy.marginMs = Math.max(50, Math.round(windowMs / 100))

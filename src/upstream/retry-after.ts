@@ -14,6 +14,8 @@ export interface RateLimitInfo {
   resetMs?: number
   /** Window length in milliseconds (RateLimit-Policy `w`). */
   windowMs?: number
+  /** Which of the upstream's budgets the numbers are of (GitHub's X-RateLimit-Resource: core, search, graphql…). */
+  resource?: string
 }
 
 // Numbers as HTTP headers write them: digits with an optional fraction. No sign, no
@@ -90,6 +92,8 @@ export function parseRateLimitHeaders (headers: HeaderBag, nowMs: number): RateL
   if (limit !== undefined) info.limit = limit
   if (remaining !== undefined) info.remaining = remaining
   if (resetMs !== undefined) info.resetMs = resetMs
+  const resource = headerValue(headers, 'x-ratelimit-resource')
+  if (resource !== undefined && resource.trim() !== '') info.resource = resource.trim().toLowerCase().slice(0, 64)
 
   const current = pickMostConstrained(parseStructuredList(headerList(headers, 'ratelimit')))
   if (current !== undefined) {
