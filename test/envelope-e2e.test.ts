@@ -371,6 +371,46 @@ t.test('413: bodies over the route\'s bodyLimit never reach the upstream and tak
   t.equal(next.headers['x-ratelimit-remaining'], '4', 'no token was taken')
 })
 
+t.test('a 304 or 204 that names a Content-Length (RFC 9110 allows it on a 304) comes through as itself', async (t) => {
+  const origin = await startOrigin((req, res) => {
+    if (req.url === '/no-content') return void res.writeHead(204, { 'content-length': '5' }).end()
+    if (req.headers['if-none-match'] === '"abc"') return void res.writeHead(304, { etag: '"abc"', 'content-length': '1234' }).end()
+    res.writeHead(200, { etag: '"abc"', 'content-type': 'text/plain' }).end('x'.repeat(1234))
+  })
+  const s = await startSluice([{ name: 'cache', upstream: origin.url, limit: '100/s' }])
+  t.teardown(async () => { await s.close(); await origin.close() })
+  const full = await call(`${s.url}/doc`)
+  t.equal(full.status, 200)
+  t.equal(full.raw.length, 1234)
+  for (let i = 0; i < 2; i++) {
+    const again = await call(`${s.url}/doc`, { headers: { 'if-none-match': '"abc"' } })
+    t.equal(again.status, 304, `revalidation ${i + 1}: 304, not ${again.status} ${again.raw.toString().slice(0, 80)}`)
+    t.equal(again.headers.etag, '"abc"')
+    t.equal(again.raw.length, 0, 'and no body')
+  }
+  const empty = await call(`${s.url}/no-content`)
+  t.equal(empty.status, 204)
+  t.equal(empty.raw.length, 0)
+  t.equal((await call(`${s.url}/doc`)).status, 200, 'the route goes on')
+  t.equal(origin.hits.length, 5, 'each sent once')
+})
+
+t.test('an upstream answer whose body breaks off before its first byte is a 502, not Sluice\'s 500', async (t) => {
+  const origin = await startOrigin((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': '100', etag: '"x"' })
+    res.flushHeaders()
+    setTimeout(() => res.socket?.destroy(), 20)
+  })
+  const s = await startSluice([{ name: 'cut', upstream: origin.url, limit: '100/s', retries: 0 }])
+  t.teardown(async () => { await s.close(); await origin.close() })
+  const r = await call(`${s.url}/x`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })
+  t.equal(r.status, 502, `502, not ${r.status}`)
+  t.equal(r.json?.error?.code, 'BAD_GATEWAY')
+  t.equal(r.json?.error?.details?.upstream_status, null)
+  t.equal(r.headers.etag, undefined, 'none of the broken answer\'s body headers')
+  t.equal(s.logs.filter((l) => l.msg === 'unexpected error').length, 0, 'not logged as Sluice\'s own failure')
+})
+
 t.test('success bodies stream through byte for byte, compressed ones still compressed', async (t) => {
   const binary = randomBytes(300_000)
   const zipped = gzipSync(Buffer.from('{"ok":true}'))

@@ -19,6 +19,8 @@ import { registerObserveRoutes } from '../observe/admin-routes'
 import { Observer } from '../observe/observer'
 import type { BucketStore } from '../store/bucket-store'
 import { createStore } from '../store/create-store'
+import { isTransportError, sluiceErrorFromTransport } from '../upstream/normalize'
+import { endBodilessResponses } from './bodiless-responses'
 import { limitBody } from './body-limit'
 import { applyServerTimeouts, clientErrorHandler, refuseConnect, serverTimeouts, type ServerTimeouts } from './client-error'
 import { REDACT_PATHS, redactUrl } from './redact'
@@ -29,6 +31,7 @@ import { Drain, SHUTDOWN, shuttingDownError, type DrainResult } from './shutdown
 import { rateLimitHeaders, type BudgetView } from './rate-limit-headers'
 import { requestBodyParser } from './request-body'
 import { createForwarder } from './forward'
+import { sendEnvelope } from './upstream-response'
 
 export interface RequestState {
   route: RouteConfig
@@ -214,6 +217,14 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
 
   app.setErrorHandler((err: FastifyError, request, reply) => {
     if (err instanceof SluiceError) return sendError(reply, err)
+    const state = request.sluice
+    if (state?.route !== undefined && state.outcome !== 'admin' && isTransportError(err)) {
+      // The upstream's headers came, then its body broke off before any of it was sent on (reset,
+      // shorter than its Content-Length): the upstream's failure, answered as one (502), not Sluice's.
+      request.log.warn({ reqId: request.id, route: state.route.name, code: (err as { code?: string }).code }, 'the upstream response broke off before its body')
+      sendEnvelope(reply, state.route, sluiceErrorFromTransport(err, state.route.name, request.id))
+      return reply
+    }
     const mapped = frameworkError(err)
     if (mapped.status >= 500) request.log.error({ err, reqId: request.id }, 'unexpected error')
     return sendError(reply, mapped)
@@ -311,7 +322,7 @@ async function registerRoute (scope: FastifyInstance, route: RouteConfig, limite
     headersTimeout: route.timeoutMs,
     bodyTimeout: route.timeoutMs,
     connect: { timeout: route.connectTimeoutMs, rejectUnauthorized: true }
-  })
+  }).compose(endBodilessResponses)
   scope.addHook('onClose', async () => { await pool.close() })
 
   async function admit (request: FastifyRequest, reply: FastifyReply): Promise<void> {

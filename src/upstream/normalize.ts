@@ -464,6 +464,15 @@ export function sluiceErrorFromTransport (err: unknown, route: string, requestId
   }
 }
 
+/** True when the error, or one it wraps, is a failure to get (all of) a response, not a fault of Sluice's. */
+export function isTransportError (err: unknown): boolean {
+  try {
+    return causeChain(err).some((link) => link !== undefined && transportRule(link.code, link.name) !== undefined)
+  } catch {
+    return false
+  }
+}
+
 interface CauseLink {
   code: string
   name: string
