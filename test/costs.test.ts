@@ -41,6 +41,8 @@ t.test('cost rules: first match by method and path below the mount, else 1', asy
   t.equal(cost('get', '/github/search/code?q=repos'), 2, 'no method: any method; the query is not part of the path')
   t.equal(cost('POST', '/github/gists'), 1, 'no rule matches: 1')
   t.equal(cost('POST', '/github'), 1, 'the mount itself is /')
+  t.equal(cost('POST', '/github/%72epos/acme'), 5, 'a percent-encoded path costs what it decodes to (as the upstream reads it)')
+  t.equal(cost('POST', '/git%68ub/repos/acme'), 5, 'also when the mount is encoded (the router decodes it to route)')
   t.same(parseRoute(base, 'routes[0]').cost, [], 'no rules by default')
 })
 

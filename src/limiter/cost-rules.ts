@@ -77,7 +77,12 @@ export function costOf (rules: readonly CostRule[], method: string, path: string
 /** The path a cost rule sees: the request's path below the route's prefix, without its query. */
 export function pathBelow (prefix: string, url: string): string {
   const q = url.indexOf('?')
-  const path = q === -1 ? url : url.slice(0, q)
+  let path = q === -1 ? url : url.slice(0, q)
+  // Decoded as the router decodes it to pick the route, and as the upstream reads it: /%72epos/x is
+  // /repos/x to both, so it must cost what /repos/x costs. (The guard refuses bad encodings first.)
+  try {
+    path = decodeURIComponent(path)
+  } catch {}
   if (prefix === '/' || prefix === '') return path
   const rest = path.slice(prefix.length)
   return rest === '' ? '/' : rest
