@@ -8,6 +8,7 @@ import { ConfigError, type SluiceConfig } from './config/schema'
 import { formatRate } from './config/units'
 import { parseDemoArgs, runDemo } from './demo/demo'
 import { createLogger, createSluice } from './http/app'
+import { isSecretParam } from './http/redact'
 import { runStatus } from './observe/status-cli'
 
 const HELP = `sluice: a local reverse proxy that shapes traffic to one shared rate-limit budget
@@ -100,6 +101,8 @@ export function redactRedisUrl (url: string): string {
   try {
     const u = new URL(url)
     if (u.password !== '') u.password = '***'
+    // ioredis also takes ?password=…
+    for (const name of [...u.searchParams.keys()]) if (isSecretParam(name)) u.searchParams.set(name, '***')
     return u.toString()
   } catch {
     return 'invalid URL'

@@ -126,6 +126,11 @@ t.test('check-config prints the effective routes', async (t) => {
   t.match(full.stdout, /retries 2 \(GET, HEAD, PUT, DELETE, OPTIONS, POST\)/)
   t.match(full.stdout, /shaping: mode shadow, onStoreError closed, concurrency 100, .*cost POST \/repos\/\* = 5, weights 1/)
   t.notMatch(full.stdout, /s3cret-pw|nightly-team-x/, 'no password, no client name')
+  // ioredis also reads a password from the query.
+  writeFileSync(file, 'redis: redis://127.0.0.1:6390/?password=QUERY-PW-9&db=0\nroutes:\n  - { upstream: "http://127.0.0.1:9", limit: 1/s }\n')
+  const query = run(['check-config', file])
+  t.match(query.stdout, /^store: redis \(redis:\/\/127\.0\.0\.1:6390\/\?password=\*\*\*&db=0,/)
+  t.notMatch(query.stdout, /QUERY-PW-9/)
 })
 
 t.test('the start-up log names the shared Redis with its password masked', async (t) => {

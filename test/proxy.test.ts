@@ -193,6 +193,25 @@ t.test('unknown routes, traversal and oversize bodies get envelopes and never re
   t.notMatch(JSON.stringify(s.logs), /hunter2/, 'secret query parameters are redacted in logs')
 })
 
+t.test('credential-named query parameters never reach the log or an error body', async (t) => {
+  // The upstream fails and echoes the URL it was sent, as some do in their error text.
+  const up = await startUpstream((req, res) => { res.statusCode = 500; res.setHeader('content-type', 'text/plain'); res.end(`boom ${req.url ?? ''}`) })
+  const s = await startSluice([{ name: 'api', prefix: '/api', upstream: up.url, limit: '100/s', retries: 0 }])
+  t.teardown(async () => { await s.close(); await up.close() })
+  const secrets = { private_token: 'PT_SECRET_1', 'X-Amz-Signature': 'AMZSIG_SECRET_2', 'X-Amz-Credential': 'AMZCRED_SECRET_3', refreshToken: 'RT_SECRET_4', oauth_token: 'OA_SECRET_5', jwt: 'JWT_SECRET_6' }
+  const query = Object.entries(secrets).map(([k, v]) => `${k}=${v}`).join('&')
+  const r = await get(`${s.url}/api/x?page=2&${query}`)
+  t.equal(r.status, 502)
+  t.equal(r.json.error.code, 'UPSTREAM_ERROR')
+  const logged = JSON.stringify(s.logs)
+  for (const [name, value] of Object.entries(secrets)) {
+    t.notMatch(JSON.stringify(r.json), value, `${name}: not in the error body`)
+    t.notMatch(logged, value, `${name}: not in the log`)
+  }
+  t.match(logged, /page=2/, 'other parameters are logged as sent')
+  t.equal(up.hits[0]?.url, `/x?page=2&${query}`, 'the upstream gets them unchanged')
+})
+
 t.test('admin routes', async (t) => {
   const up = await startUpstream()
   const s = await startSluice([{ upstream: up.url, limit: '100/s' }])

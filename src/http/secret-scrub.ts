@@ -3,7 +3,7 @@
 // scrubbed of the very values this request carried as credentials.
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { RouteConfig } from '../config/schema'
-import { SECRET_QUERY_PARAMS } from './redact'
+import { isSecretParam } from './redact'
 
 const REDACTED_VALUE = '[REDACTED]'
 
@@ -40,7 +40,7 @@ export function requestSecrets (request: FastifyRequest, extraHeaders: string[] 
       if (eq < 0) continue
       let name = pair.slice(0, eq)
       try { name = decodeURIComponent(name) } catch {}
-      if (!SECRET_QUERY_PARAMS.test(name)) continue
+      if (!isSecretParam(name)) continue
       const value = pair.slice(eq + 1)
       add(value)
       try { add(decodeURIComponent(value.replace(/\+/g, ' '))) } catch {}
