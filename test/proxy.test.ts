@@ -212,6 +212,30 @@ t.test('credential-named query parameters never reach the log or an error body',
   t.equal(up.hits[0]?.url, `/x?page=2&${query}`, 'the upstream gets them unchanged')
 })
 
+t.test('hop-by-hop request headers, Proxy-Authorization and Sluice\'s own headers stay with Sluice', async (t) => {
+  const up = await startUpstream()
+  const s = await startSluice([{ upstream: up.url, limit: '100/s' }])
+  t.teardown(async () => { await s.close(); await up.close() })
+  const res = await request(`${s.url}/x`, {
+    headers: {
+      authorization: 'token for-the-api',
+      'proxy-authorization': 'Basic cHJveHk6cHc=',
+      'proxy-connection': 'keep-alive',
+      te: 'trailers',
+      trailer: 'x-t',
+      'x-sluice-client': 'ci-job-7',
+      'x-sluice-priority': 'high',
+      'x-other': 'kept'
+    }
+  })
+  t.equal(res.statusCode, 200)
+  await res.body.dump()
+  const sent = up.hits[0]?.headers ?? {}
+  t.same(['proxy-authorization', 'proxy-connection', 'te', 'trailer', 'x-sluice-client', 'x-sluice-priority'].filter((h) => h in sent), [], 'none of them reaches the upstream')
+  t.equal(sent.authorization, 'token for-the-api', 'the API\'s own credential does')
+  t.equal(sent['x-other'], 'kept')
+})
+
 t.test('admin routes', async (t) => {
   const up = await startUpstream()
   const s = await startSluice([{ upstream: up.url, limit: '100/s' }])

@@ -15,6 +15,9 @@ export function withoutHopByHop<T extends Record<string, unknown>> (headers: T):
   return out as T
 }
 
+/** Request headers that never go upstream (see forwardedRequestHeaders). */
+const NOT_FORWARDED = ['expect', ...HOP_BY_HOP, 'proxy-authorization', 'x-sluice-client', 'x-sluice-priority']
+
 /**
  * Request headers as they go upstream. `Expect: 100-continue` was already answered by Node (it sends
  * the interim 100 itself); undici refuses to send the header, which made every such request (curl
@@ -22,6 +25,9 @@ export function withoutHopByHop<T extends Record<string, unknown>> (headers: T):
  */
 export function forwardedRequestHeaders<T extends Record<string, unknown>> (headers: T): T {
   // reply-from hands over its own copy of the request's headers: changed in place, not copied again.
-  delete headers.expect
+  // It drops Connection, Transfer-Encoding and what Connection names; the other hop-by-hop headers go
+  // here, with Proxy-Authorization (a credential for a proxy on the way, which Sluice is; the API
+  // must not see it) and Sluice's own request headers.
+  for (const name of NOT_FORWARDED) delete headers[name]
   return headers
 }
