@@ -236,6 +236,29 @@ t.test('hop-by-hop request headers, Proxy-Authorization and Sluice\'s own header
   t.equal(sent['x-other'], 'kept')
 })
 
+t.test('a GET with a body is refused, not forwarded without it', async (t) => {
+  const up = await startUpstream()
+  const s = await startSluice([{ upstream: up.url, limit: '100/s' }])
+  t.teardown(async () => { await s.close(); await up.close() })
+  const query = '{"query":{"match":{"title":"sluice"}}}'
+  const withBody = await request(`${s.url}/index/_search`, { method: 'GET', body: query, headers: { 'content-type': 'application/json' } })
+  t.equal(withBody.statusCode, 400)
+  const json = await withBody.body.json() as { error: { code: string, message: string } }
+  t.equal(json.error.code, 'BAD_REQUEST')
+  t.match(json.error.message, /GET request with a body cannot be forwarded.*POST/)
+  const chunked = await request(`${s.url}/index/_search`, { method: 'GET', body: (async function * () { yield Buffer.from(query) })() })
+  t.equal(chunked.statusCode, 400, 'also chunked')
+  await chunked.body.dump()
+  t.equal(up.hits.length, 0, 'neither reached the upstream')
+  const empty = await request(`${s.url}/plain`, { method: 'GET', headers: { 'content-length': '0' } })
+  t.equal(empty.statusCode, 200, 'Content-Length: 0 is no body')
+  await empty.body.dump()
+  const del = await request(`${s.url}/doc/1`, { method: 'DELETE', body: query, headers: { 'content-type': 'application/json' } })
+  t.equal(del.statusCode, 200)
+  await del.body.dump()
+  t.equal(up.hits[1]?.body.toString(), query, 'a DELETE body goes through')
+})
+
 t.test('admin routes', async (t) => {
   const up = await startUpstream()
   const s = await startSluice([{ upstream: up.url, limit: '100/s' }])

@@ -44,9 +44,21 @@ export function requestGuard (config: SluiceConfig) {
       reply.header('allow', [...METHODS].join(', '))
       throw new SluiceError('METHOD_NOT_ALLOWED', 405, `method ${request.method.slice(0, 20)} is not forwarded; Sluice forwards ${[...METHODS].join(', ')}`, { allow: [...METHODS] })
     }
+    // fastify and @fastify/http-proxy drop the body of a GET or HEAD (RFC 9110 gives it no meaning), so
+    // forwarding the rest would silently send another request (a search without its query): refused.
+    if ((request.method === 'GET' || request.method === 'HEAD') && hasBody(request.headers)) {
+      throw new SluiceError('BAD_REQUEST', 400, `a ${request.method} request with a body cannot be forwarded: Sluice would have to drop the body; send it with POST (search APIs such as Elasticsearch accept both)`,
+        { method: request.method })
+    }
     if (essentialOnly && (target === '/_sluice' || target.startsWith('/_sluice/') || target.startsWith('/_sluice?'))) {
       const path = target.split('?')[0]
       if (!ESSENTIAL.has(path)) throw new SluiceError('ROUTE_NOT_FOUND', 404, 'this admin route is turned off (adminRoutes: essential)')
     }
   }
+}
+
+/** A body follows the headers: a Content-Length other than 0, or any Transfer-Encoding. */
+function hasBody (headers: FastifyRequest['headers']): boolean {
+  const length = headers['content-length']
+  return (length !== undefined && length.trim() !== '0') || headers['transfer-encoding'] !== undefined
 }
