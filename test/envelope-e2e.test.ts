@@ -411,6 +411,42 @@ t.test('an upstream answer whose body breaks off before its first byte is a 502,
   t.equal(s.logs.filter((l) => l.msg === 'unexpected error').length, 0, 'not logged as Sluice\'s own failure')
 })
 
+t.test('a response that never finishes still gets its log line and its count', async (t) => {
+  const origin = await startOrigin((req, res) => {
+    if (req.url === '/cut') {
+      // 10 of the 100 bytes it announced, then the connection goes.
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': '100' })
+      res.write(Buffer.alloc(10))
+      return void setTimeout(() => res.socket?.destroy(), 50)
+    }
+    setTimeout(() => res.writeHead(200).end('late'), 400) // /slow: the client leaves before this
+  })
+  const s = await startSluice([{ name: 'broken', upstream: origin.url, limit: '100/s' }])
+  t.teardown(async () => { await s.close(); await origin.close() })
+  const cut = await new Promise<string>((resolve) => {
+    httpRequest(`${s.url}/cut`, (res) => {
+      res.on('data', () => {})
+      res.on('end', () => resolve('end'))
+      res.on('error', () => resolve('error'))
+      res.on('aborted', () => resolve('aborted'))
+    }).on('error', () => resolve('error')).end()
+  })
+  t.not(cut, 'end', `the client sees the response broken off (${cut}), not a complete one`)
+  await new Promise<void>((resolve) => {
+    const req = httpRequest(`${s.url}/slow`, () => {})
+    req.on('error', () => resolve())
+    req.end()
+    setTimeout(() => { req.destroy(); resolve() }, 100)
+  })
+  await new Promise((resolve) => setTimeout(resolve, 600))
+  const lines = s.logs.filter((l) => l.msg === 'request')
+  t.match(lines.find((l) => l.url === '/cut'), { status: 200, upstreamStatus: 200, outcome: 'forwarded', complete: false }, 'the broken response is logged')
+  t.match(lines.find((l) => l.url === '/slow'), { outcome: 'forwarded', complete: false }, 'so is the one whose client left after it went upstream')
+  t.equal(lines.length, 2, 'once each')
+  const metrics = await call(`${s.url}/_sluice/metrics`)
+  t.match(metrics.raw.toString(), /sluice_requests_total\{route="broken",outcome="forwarded",code=""\} 2\n/, 'and both are counted')
+})
+
 t.test('success bodies stream through byte for byte, compressed ones still compressed', async (t) => {
   const binary = randomBytes(300_000)
   const zipped = gzipSync(Buffer.from('{"ok":true}'))

@@ -185,6 +185,15 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
       }
       guard(request, reply)
       drain.onRequest(request, reply)
+      reply.raw.once('close', () => {
+        // Only a request that went upstream: one that left while waiting is logged where it left (admit()).
+        if (reply.raw.writableFinished || request.sluice === undefined || !observer.wasAdmitted(request.sluice)) return
+        try {
+          requestEnded(request, reply, false)
+        } catch (err) {
+          logger.error({ err, reqId: request.id }, 'failed to log a request that did not finish')
+        }
+      })
     } catch (err) {
       done(err as Error)
       return
@@ -193,25 +202,36 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
   })
   app.addHook('onSend', (request, reply, payload, done) => { done(null, scrub(request, reply, payload)) })
 
-  app.addHook('onResponse', (request, reply, done) => {
+  // One log line per request, and its count in the metrics: when the response is done (onResponse),
+  // or, for a response that never finished (the upstream's body broke off mid-way, the client left
+  // after the request went upstream), when its connection closes, with `complete: false`.
+  const ended = new WeakSet<FastifyRequest>()
+  const requestEnded = (request: FastifyRequest, reply: FastifyReply, complete: boolean): void => {
+    if (ended.has(request)) return
+    ended.add(request)
     const s = request.sluice
+    if (s?.outcome === 'admin') return
     // request.log already binds reqId.
     const line = {
       method: request.method,
       url: redactUrl(request.url),
       status: reply.statusCode,
       durationMs: Math.round(reply.elapsedTime * 10) / 10,
-      route: s?.route.name,
+      route: s?.route?.name,
       bucket: s?.bucket,
       client: s?.client,
       waitMs: s === undefined ? undefined : Math.round(s.waitedMs),
       upstreamStatus: s?.upstreamStatus,
       retries: s?.retries !== undefined && s.retries > 0 ? s.retries : undefined,
       outcome: s?.outcome ?? 'unrouted',
-      code: s?.code
+      code: s?.code,
+      complete: complete ? undefined : false
     }
     observer.finished(s, reply.statusCode)
-    if (s?.outcome !== 'admin') request.log.info(line, 'request')
+    request.log.info(line, 'request')
+  }
+  app.addHook('onResponse', (request, reply, done) => {
+    requestEnded(request, reply, true)
     done()
   })
 
