@@ -2,6 +2,7 @@
 import t from 'tap'
 import { maxInWindow } from '../src/emulator'
 import { request as httpRequest } from 'node:http'
+import { Readable } from 'node:stream'
 import { request } from 'undici'
 import { startSluice } from './helpers/sluice'
 import { startUpstream } from './helpers/upstream'
@@ -155,7 +156,10 @@ t.test('a client that leaves while waiting is never forwarded', async (t) => {
 
 t.test('one budget per header value with key: header:<name>', async (t) => {
   const up = await startUpstream()
-  const s = await startSluice([{ name: 'zulip', upstream: up.url, limit: '1/s', algorithm: 'sliding-window', key: 'header:authorization', maxWait: '0s' }])
+  const s = await startSluice([
+    { name: 'zulip', upstream: up.url, limit: '1/s', algorithm: 'sliding-window', key: 'header:authorization', maxWait: '0s' },
+    { name: 'gh', prefix: '/gh', upstream: up.url, limit: '1/min', key: 'header:authorization', maxWait: '0s' }
+  ])
   t.teardown(async () => { await s.close(); await up.close() })
   t.equal((await get(`${s.url}/a`, { authorization: 'Basic alice' })).status, 200)
   t.equal((await get(`${s.url}/a`, { authorization: 'Basic bob' })).status, 200, 'another credential has its own budget')
@@ -163,10 +167,16 @@ t.test('one budget per header value with key: header:<name>', async (t) => {
   t.equal(again.status, 429, 'the same credential shares one')
   t.match(again.json.error.details.bucket, /^zulip:[A-Za-z0-9_-]{22}$/, 'the bucket is named by an HMAC, not the credential')
   t.notMatch(JSON.stringify(again.json), /alice/)
+  // The scheme is not part of the credential: GitHub takes `token X` and `Bearer X` alike.
+  t.equal((await get(`${s.url}/gh/a`, { authorization: 'token ghp_SAME' })).status, 200)
+  for (const spelling of ['Bearer ghp_SAME', 'bearer  ghp_SAME', 'TOKEN ghp_SAME']) {
+    t.equal((await get(`${s.url}/gh/a`, { authorization: spelling })).status, 429, `${spelling}: the same token, the same budget`)
+  }
+  t.equal((await get(`${s.url}/gh/a`, { authorization: 'Bearer ghp_OTHER' })).status, 200, 'another token has its own')
   const none = await get(`${s.url}/a`)
   t.equal(none.status, 400)
   t.equal(none.json.error.code, 'BAD_REQUEST')
-  t.notMatch(JSON.stringify(s.logs), /alice|bob/, 'credentials never reach the log')
+  t.notMatch(JSON.stringify(s.logs), /alice|bob|ghp_/, 'credentials never reach the log')
 })
 
 t.test('unknown routes, traversal and oversize bodies get envelopes and never reach the upstream', async (t) => {
@@ -246,7 +256,7 @@ t.test('a GET with a body is refused, not forwarded without it', async (t) => {
   const json = await withBody.body.json() as { error: { code: string, message: string } }
   t.equal(json.error.code, 'BAD_REQUEST')
   t.match(json.error.message, /GET request with a body cannot be forwarded.*POST/)
-  const chunked = await request(`${s.url}/index/_search`, { method: 'GET', body: (async function * () { yield Buffer.from(query) })() })
+  const chunked = await request(`${s.url}/index/_search`, { method: 'GET', body: Readable.from([Buffer.from(query)]) })
   t.equal(chunked.statusCode, 400, 'also chunked')
   await chunked.body.dump()
   t.equal(up.hits.length, 0, 'neither reached the upstream')

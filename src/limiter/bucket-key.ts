@@ -18,11 +18,25 @@ export function hashIdentity (secret: string, value: string): string {
   return hash
 }
 
+// "<scheme> <credentials>": the scheme is case-insensitive and the space may be several (RFC 9110 11.4).
+const AUTH_SCHEME = /^[A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]*[ \t]+(?=\S)/
+
+/**
+ * The credential an Authorization value carries, without its scheme: `token X`, `Bearer X` and
+ * `bearer  X` are one token to GitHub (and to any API: the same secret), so they share one budget.
+ */
+export function credentialOf (value: string): string {
+  const trimmed = value.trim()
+  const scheme = AUTH_SCHEME.exec(trimmed)
+  return scheme === null ? trimmed : trimmed.slice(scheme[0].length)
+}
+
 /** The bucket name for a request; undefined when the keyed header is missing. */
 export function bucketFor (route: RouteConfig, headers: Record<string, string | string[] | undefined>, secret: string): string | undefined {
   if (route.key.kind === 'instance') return route.name
   const raw = headers[route.key.header]
-  const value = Array.isArray(raw) ? raw.join(',') : raw
-  if (value === undefined || value === '') return undefined
+  let value = Array.isArray(raw) ? raw.join(',') : raw
+  if (value === undefined || value.trim() === '') return undefined
+  if (route.key.header === 'authorization') value = credentialOf(value)
   return `${route.name}:${hashIdentity(secret, value)}`
 }

@@ -5,7 +5,7 @@
 import type { Priority, RouteConfig } from '../config/schema'
 import { PRIORITIES } from '../config/schema'
 import { SluiceError } from '../errors'
-import { hashIdentity } from './bucket-key'
+import { credentialOf, hashIdentity } from './bucket-key'
 
 export const PRIORITY_HEADER = 'x-sluice-priority'
 
@@ -28,7 +28,7 @@ export function clientFor (route: RouteConfig, headers: Headers, remoteAddress: 
   const named = single(headers[route.client.header])
   if (named !== undefined) return { id: clientId(secret, named), source: 'header' }
   const credential = single(headers.authorization)
-  if (credential !== undefined) return { id: hashIdentity(secret, `credential:${credential}`), source: 'credential' }
+  if (credential !== undefined) return { id: hashIdentity(secret, `credential:${credentialOf(credential)}`), source: 'credential' }
   return { id: hashIdentity(secret, `address:${remoteAddress ?? 'unknown'}`), source: 'address' }
 }
 
