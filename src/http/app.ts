@@ -11,7 +11,7 @@ import { SluiceError, envelope, type Envelope } from '../errors'
 import { bucketFor } from '../limiter/bucket-key'
 import { Cancel } from '../limiter/cancel'
 import { clientFor, hashedWeights, priorityFor } from '../limiter/client-identity'
-import { costOf, pathBelow } from '../limiter/cost-rules'
+import { DEFAULT_COST, costOf, pathBelow } from '../limiter/cost-rules'
 import { FairScheduler } from '../limiter/fair-scheduler'
 import { ClientGoneError, RouteLimiter } from '../limiter/route-limiter'
 import { ShadowLimiter } from '../limiter/shadow-limiter'
@@ -185,15 +185,6 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
       }
       guard(request, reply)
       drain.onRequest(request, reply)
-      reply.raw.once('close', () => {
-        // Only a request that went upstream: one that left while waiting is logged where it left (admit()).
-        if (reply.raw.writableFinished || request.sluice === undefined || !observer.wasAdmitted(request.sluice)) return
-        try {
-          requestEnded(request, reply, false)
-        } catch (err) {
-          logger.error({ err, reqId: request.id }, 'failed to log a request that did not finish')
-        }
-      })
     } catch (err) {
       done(err as Error)
       return
@@ -203,8 +194,9 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
   app.addHook('onSend', (request, reply, payload, done) => { done(null, scrub(request, reply, payload)) })
 
   // One log line per request, and its count in the metrics: when the response is done (onResponse),
-  // or, for a response that never finished (the upstream's body broke off mid-way, the client left
-  // after the request went upstream), when its connection closes, with `complete: false`.
+  // or, for an admitted request whose response never finished (the upstream's body broke off mid-way,
+  // the client left after the request went upstream), when its connection closes, with `complete:
+  // false` (admit() listens for that; a client that left while waiting is logged where it left).
   const ended = new WeakSet<FastifyRequest>()
   const requestEnded = (request: FastifyRequest, reply: FastifyReply, complete: boolean): void => {
     if (ended.has(request)) return
@@ -217,7 +209,7 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
       url: redactUrl(request.url),
       status: reply.statusCode,
       durationMs: Math.round(reply.elapsedTime * 10) / 10,
-      route: s?.route?.name,
+      route: s?.route.name,
       bucket: s?.bucket,
       client: s?.client,
       waitMs: s === undefined ? undefined : Math.round(s.waitedMs),
@@ -234,6 +226,14 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
     requestEnded(request, reply, true)
     done()
   })
+  const unfinished = (request: FastifyRequest, reply: FastifyReply): void => {
+    if (reply.raw.writableFinished) return
+    try {
+      requestEnded(request, reply, false)
+    } catch (err) {
+      logger.error({ err, reqId: request.id }, 'failed to log a request that did not finish')
+    }
+  }
 
   app.setErrorHandler((err: FastifyError, request, reply) => {
     if (err instanceof SluiceError) return sendError(reply, err)
@@ -287,7 +287,7 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
     const scheduler = new FairScheduler(route, limiter, hashedWeights(route, config.hashSecret), store)
     schedulers.set(route.name, scheduler)
     app.addHook('onClose', async () => { scheduler.close() })
-    await app.register(async (scope) => registerRoute(scope, route, limiter, { store: limiterStore, checkStore: store }, scheduler, config))
+    await app.register(async (scope) => registerRoute(scope, route, limiter, { store: limiterStore, checkStore: store }, scheduler, config, unfinished))
   }
 
   return {
@@ -334,7 +334,8 @@ function markAdmin (request: FastifyRequest): void {
   request.sluice = { route: undefined as unknown as RouteConfig, bucket: undefined, waitedMs: 0, view: undefined, outcome: 'admin' }
 }
 
-async function registerRoute (scope: FastifyInstance, route: RouteConfig, limiter: RouteLimiter, stores: { store: BucketStore, checkStore: BucketStore }, scheduler: FairScheduler, config: SluiceConfig): Promise<void> {
+async function registerRoute (scope: FastifyInstance, route: RouteConfig, limiter: RouteLimiter, stores: { store: BucketStore, checkStore: BucketStore }, scheduler: FairScheduler, config: SluiceConfig,
+  unfinished: (request: FastifyRequest, reply: FastifyReply) => void): Promise<void> {
   const origin = new URL(route.upstream).origin
   const pool = new Pool(origin, {
     connections: 128,
@@ -362,7 +363,8 @@ async function registerRoute (scope: FastifyInstance, route: RouteConfig, limite
     const client = clientFor(route, request.headers, request.ip, config.hashSecret).id
     state.client = client
     const priority = priorityFor(route, request.headers)
-    const cost = costOf(route.cost, request.method, pathBelow(route.prefix, request.url))
+    // The path is decoded for cost rules only: a route without rules does not pay for it.
+    const cost = route.cost.length === 0 ? DEFAULT_COST : costOf(route.cost, request.method, pathBelow(route.prefix, request.url))
     let maxWaitMs = route.maxWaitMs
     const prefer = request.headers.prefer
     const match = typeof prefer === 'string' ? PREFER_WAIT.exec(prefer) : null
@@ -392,6 +394,7 @@ async function registerRoute (scope: FastifyInstance, route: RouteConfig, limite
       // A concurrency slot (route `concurrency`) is held until the exchange with the client is over.
       if (admission.release !== undefined) reply.raw.once('close', admission.release)
       request.server.observer.admitted(state, admission, reply)
+      reply.raw.once('close', () => unfinished(request, reply))
     } catch (err) {
       // Cut short by shutdown (shutdown.ts): the limiter gave the reservation back; the client is told.
       if (err instanceof ClientGoneError && controller.signal.reason === SHUTDOWN) throw shuttingDownError({ upstream: route.name, bucket })

@@ -153,11 +153,6 @@ export class Observer {
     reply.raw.once('close', () => { act.inFlight-- })
   }
 
-  /** True once the request was admitted (it may have gone upstream). */
-  wasAdmitted (state: RequestState): boolean {
-    return this.admittedStates.has(state)
-  }
-
   /** A routed request ended (from the onResponse hook, and where a waiting client left). */
   finished (state: RequestState | undefined, _status: number): void {
     if (state === undefined || state.outcome === 'admin' || state.outcome === 'unrouted' || state.route === undefined) return
