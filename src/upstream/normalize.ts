@@ -439,15 +439,9 @@ function transportRule (code: string, name: string): TransportRule | undefined {
 export function sluiceErrorFromTransport (err: unknown, route: string, requestId: string): NormalizedError {
   try {
     const chain = causeChain(err)
-    let rule: TransportRule | undefined
-    let transportCode: string | undefined
-    for (let i = chain.length - 1; i >= 0 && rule === undefined; i--) {
-      const link = chain[i]
-      if (link === undefined) continue
-      rule = transportRule(link.code, link.name)
-      if (rule !== undefined) transportCode = link.code !== '' ? link.code : link.name
-    }
-    const chosen = rule ?? UNKNOWN
+    const match = innermostTransport(chain)
+    const transportCode = match?.code
+    const chosen = match?.rule ?? UNKNOWN
     const details: Record<string, unknown> = {
       upstream: String(route),
       upstream_status: null,
@@ -467,10 +461,21 @@ export function sluiceErrorFromTransport (err: unknown, route: string, requestId
 /** True when the error, or one it wraps, is a failure to get (all of) a response, not a fault of Sluice's. */
 export function isTransportError (err: unknown): boolean {
   try {
-    return causeChain(err).some((link) => link !== undefined && transportRule(link.code, link.name) !== undefined)
+    return innermostTransport(causeChain(err)) !== undefined
   } catch {
     return false
   }
+}
+
+/** The innermost recognised cause decides: its rule, and its code (or name) for the details. */
+function innermostTransport (chain: CauseLink[]): { rule: TransportRule, code: string } | undefined {
+  for (let i = chain.length - 1; i >= 0; i--) {
+    const link = chain[i]
+    if (link === undefined) continue
+    const rule = transportRule(link.code, link.name)
+    if (rule !== undefined) return { rule, code: link.code !== '' ? link.code : link.name }
+  }
+  return undefined
 }
 
 interface CauseLink {
