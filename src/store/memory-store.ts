@@ -20,6 +20,10 @@ interface Bucket {
 
 const SWEEP_EVERY_MS = 60_000
 
+function emptyBucket (): Bucket {
+  return { tat: 0, starts: [], head: 0, floor: 0, pausedUntil: 0, expiresAt: 0 }
+}
+
 export class MemoryStore implements BucketStore, TeamBoard {
   readonly kind = 'memory' as const
   private readonly buckets = new Map<string, Bucket>()
@@ -36,7 +40,7 @@ export class MemoryStore implements BucketStore, TeamBoard {
   private bucket (name: string): Bucket {
     let b = this.buckets.get(name)
     if (b === undefined) {
-      b = { tat: 0, starts: [], head: 0, floor: 0, pausedUntil: 0, expiresAt: 0 }
+      b = emptyBucket()
       this.buckets.set(name, b)
     }
     return b
@@ -132,7 +136,7 @@ export class MemoryStore implements BucketStore, TeamBoard {
 
   async peek (name: string, policy: BucketPolicy): Promise<BucketPeek> {
     const now = nowUs()
-    const b = this.buckets.get(name) ?? { tat: 0, starts: [], head: 0, floor: 0, pausedUntil: 0, expiresAt: 0 }
+    const b = this.buckets.get(name) ?? emptyBucket()
     const pausedForMs = Math.max(0, b.pausedUntil - now) / 1000
     if (policy.algorithm === 'token-bucket') {
       const { intervalUs, tauUs } = tokenBucketParams(policy)
