@@ -107,7 +107,6 @@ function utilization (times: number[], from: number, to: number, slotMs: number)
   return times.filter((t) => t > from && t <= to).length / ((to - from) / slotMs)
 }
 
-
 interface Command { t: number, name: string }
 
 /** One variant: new upstream and instances, the whole load, the figures. */

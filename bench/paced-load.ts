@@ -40,6 +40,7 @@ export async function pacedLoad (url: string, rate: number, durationS: number, c
     // Send what is due every millisecond, so the rate holds whatever the timer's granularity.
     const timer = setInterval(() => {
       const due = Math.min(total, Math.floor(((performance.now() - began) * rate) / 1000))
+      // eslint-disable-next-line no-unmodified-loop-condition -- changed by another task (a closure), which the rule cannot see
       while (sent < due) fire()
       if (sent >= total) {
         clearInterval(timer)

@@ -92,20 +92,26 @@ function main (): void {
       ...(overhead.peak.length > 4 ? ['"bare proxy + the fastify features Sluice uses" is a reference, not a goal\'s row: the bare proxy with a pino logger and a request id per request, one callback hook each for onRequest, onSend and onResponse (with a log line of Sluice\'s fields), an async preHandler and both header rewrites, doing none of Sluice\'s own work (`bench/child-bare-proxy.ts`). The gap between it and the bare proxy is what fastify\'s own machinery costs for the features Sluice uses; the gap between it and Sluice is Sluice\'s own work (limiter, fair queues, metrics, error handling).', ''] : []),
       `Latency at half the bare proxy's peak (${overhead.halfLoad[0].rate} req/s, open loop, ${overhead.options.rounds} interleaved rounds of ${overhead.options.halfLoadRoundS} s, µs timer):`, '',
       latencyTable(overhead.halfLoad), '',
-      ...(overhead.halfOwnLoad === undefined ? [] : [
+      ...(overhead.halfOwnLoad === undefined
+        ? []
+        : [
         `The same at half of Sluice's own peak (${overhead.halfOwnLoad[0].rate} req/s, the slower store's): at the goal's rate above Sluice runs near its own peak, and its added p99 is then mostly queueing; here it is what a request costs on a moderately loaded Sluice.`, '',
         latencyTable(overhead.halfOwnLoad), '']),
       table(['target', 'goal', 'measured', 'verdict'], [
         ['memory store throughput', `≥ ${t.memoryRatioTarget} of bare`, t.memoryRatio, verdict(t.memoryRatio >= t.memoryRatioTarget)],
         ['Redis store throughput', `≥ ${t.redisRatioTarget} of bare`, t.redisRatio, verdict(t.redisRatio >= t.redisRatioTarget)],
-        ...(t.memoryCpuRatio === undefined ? [] : [
-          ['memory store, by CPU per request', `≥ ${t.memoryRatioTarget} of bare`, t.memoryCpuRatio, verdict(t.memoryCpuRatio >= t.memoryRatioTarget)],
-          ['Redis store, by CPU per request (Sluice process only)', `≥ ${t.redisRatioTarget} of bare`, t.redisCpuRatio, verdict(t.redisCpuRatio >= t.redisRatioTarget)]]),
+        ...(t.memoryCpuRatio === undefined
+          ? []
+          : [
+              ['memory store, by CPU per request', `≥ ${t.memoryRatioTarget} of bare`, t.memoryCpuRatio, verdict(t.memoryCpuRatio >= t.memoryRatioTarget)],
+              ['Redis store, by CPU per request (Sluice process only)', `≥ ${t.redisRatioTarget} of bare`, t.redisCpuRatio, verdict(t.redisCpuRatio >= t.redisRatioTarget)]]),
         ['p99 added at half load, memory', `< ${t.addedP99TargetMs} ms`, t.memoryAddedP99Ms, latencyVerdict(t.memoryAddedP99Ms)],
         ['p99 added at half load, Redis', `< ${t.addedP99TargetMs} ms`, t.redisAddedP99Ms, latencyVerdict(t.redisAddedP99Ms)],
-        ...(t.memoryAddedP99MsAtOwnHalf === undefined ? [] : [
-          ['p99 added at half of Sluice\'s own peak, memory (for reference)', `< ${t.addedP99TargetMs} ms`, t.memoryAddedP99MsAtOwnHalf, verdict(t.memoryAddedP99MsAtOwnHalf < t.addedP99TargetMs)],
-          ['p99 added at half of Sluice\'s own peak, Redis (for reference)', `< ${t.addedP99TargetMs} ms`, t.redisAddedP99MsAtOwnHalf, verdict(t.redisAddedP99MsAtOwnHalf < t.addedP99TargetMs)]])
+        ...(t.memoryAddedP99MsAtOwnHalf === undefined
+          ? []
+          : [
+              ['p99 added at half of Sluice\'s own peak, memory (for reference)', `< ${t.addedP99TargetMs} ms`, t.memoryAddedP99MsAtOwnHalf, verdict(t.memoryAddedP99MsAtOwnHalf < t.addedP99TargetMs)],
+              ['p99 added at half of Sluice\'s own peak, Redis (for reference)', `< ${t.addedP99TargetMs} ms`, t.redisAddedP99MsAtOwnHalf, verdict(t.redisAddedP99MsAtOwnHalf < t.addedP99TargetMs)]])
       ]), '')
   }
   const precision = load('precision')

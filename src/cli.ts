@@ -69,7 +69,7 @@ Process options (override the config file):
 Examples:
   sluice --upstream https://acme.testrail.io --limit 180/min
   sluice --preset testrail-professional --upstream https://acme.testrail.io
-  sluice --preset github --redis rediss://:PASSWORD@redis.example.com:6380 --hash-secret \$SECRET
+  sluice --preset github --redis rediss://:PASSWORD@redis.example.com:6380 --hash-secret $SECRET
   SLUICE_PRESET=zulip SLUICE_UPSTREAM=https://acme.zulipchat.com sluice --host 0.0.0.0
   sluice check-config config/sluice.example.yaml
   sluice --upstream https://api.github.com --limit 5000/h --key header:authorization --redis redis://127.0.0.1:6379

@@ -89,6 +89,7 @@ t.test('the dashboard shows every bucket and moves with the load', { skip }, asy
   const loadErrors: string[] = []
   const load = async (path: string, clients: number, pauseMs: number): Promise<void> => {
     await Promise.all(Array.from({ length: clients }, async () => {
+      // eslint-disable-next-line no-unmodified-loop-condition -- changed by another task (a closure), which the rule cannot see
       while (loading) {
         try {
           const r = await loadAgent.request({ origin: s.url, path, method: 'GET', headersTimeout: 30_000, signal: stopLoad.signal })

@@ -67,7 +67,7 @@ function checkSummary (t: Test, summary: DemoSummary, text: string, requests: nu
   t.match(text, /counts a 429 as a failed post \(no retry\)/, 'says how the naive client treats a 429')
   t.match(text, /^maxWait: /m, 'explains maxWait')
   t.match(text, /^health {4}http:\/\/127\.0\.0\.1:\d+\/_sluice\/health|^dashboard http:\/\/127\.0\.0\.1:\d+\/_sluice\/$/m, 'points at the running Sluice')
-  t.notMatch(text, /\x1b\[/, 'no escape codes when the output is not a terminal')
+  t.notOk(text.includes('\u001b['), 'no escape codes when the output is not a terminal')
   t.match(text, new RegExp(`^ +${requests}/${requests} {2}ok ${requests} {2}failed 0 `, 'm'), 'plain progress lines')
 }
 

@@ -154,17 +154,17 @@ t.test('gateway shapes: nginx HTML, Cloudflare text, empty, truncated JSON, comp
   const validation = Buffer.from(JSON.stringify({ message: 'The given data was invalid.', errors: { name: ['The name field is required.'] } }))
   const origin = await startOrigin((req, res) => {
     switch (req.url) {
-      case '/nginx-502': return void res.writeHead(502, { 'content-type': 'text/html' }).end(bodyOf(fixtures.get('nginx-502-html')!))
-      case '/cloudflare-502': return void res.writeHead(502, { 'content-type': 'text/plain' }).end('error code: 502')
-      case '/empty-500': return void res.writeHead(500).end()
-      case '/truncated': return void res.writeHead(400, { 'content-type': 'application/json' }).end('{"message": "The given data was inv')
-      case '/gzip': return void res.writeHead(422, { 'content-type': 'application/json', 'content-encoding': 'gzip' }).end(gzipSync(validation))
-      case '/br': return void res.writeHead(422, { 'content-type': 'application/json', 'content-encoding': 'br' }).end(brotliCompressSync(validation))
-      case '/deflate-raw': return void res.writeHead(422, { 'content-type': 'application/json', 'content-encoding': 'deflate' }).end(deflateRawSync(validation))
+      case '/nginx-502': res.writeHead(502, { 'content-type': 'text/html' }).end(bodyOf(fixtures.get('nginx-502-html')!)); return
+      case '/cloudflare-502': res.writeHead(502, { 'content-type': 'text/plain' }).end('error code: 502'); return
+      case '/empty-500': res.writeHead(500).end(); return
+      case '/truncated': res.writeHead(400, { 'content-type': 'application/json' }).end('{"message": "The given data was inv'); return
+      case '/gzip': res.writeHead(422, { 'content-type': 'application/json', 'content-encoding': 'gzip' }).end(gzipSync(validation)); return
+      case '/br': res.writeHead(422, { 'content-type': 'application/json', 'content-encoding': 'br' }).end(brotliCompressSync(validation)); return
+      case '/deflate-raw': res.writeHead(422, { 'content-type': 'application/json', 'content-encoding': 'deflate' }).end(deflateRawSync(validation)); return
       // 10 MB of zeros compress to ~10 KB: the decoded size must be bounded, not the compressed one.
-      case '/gzip-bomb': return void res.writeHead(500, { 'content-type': 'text/plain', 'content-encoding': 'gzip' }).end(gzipSync(Buffer.alloc(10_000_000, 0x41)))
-      case '/huge': return void res.writeHead(502, { 'content-type': 'text/html' }).end(hugeHtml)
-      default: return void res.writeHead(404).end()
+      case '/gzip-bomb': res.writeHead(500, { 'content-type': 'text/plain', 'content-encoding': 'gzip' }).end(gzipSync(Buffer.alloc(10_000_000, 0x41))); return
+      case '/huge': res.writeHead(502, { 'content-type': 'text/html' }).end(hugeHtml); return
+      default: res.writeHead(404).end()
     }
   })
   const s = await startSluice([{ name: 'gw', upstream: origin.url, limit: '1000/s', key: 'header:x-case', maxWait: '0ms', profile: 'testmo' }])
@@ -217,7 +217,7 @@ t.test('gateway shapes: nginx HTML, Cloudflare text, empty, truncated JSON, comp
 
 t.test('errors: upstream passes error bodies through untouched; Sluice\'s own errors stay envelopes', async (t) => {
   const native = Buffer.from('{"message":"The given data was invalid.","errors":{"name":["required"]}}')
-  const origin = await startOrigin((_req, res) => void res.writeHead(422, { 'content-type': 'application/json', 'x-upstream': 'yes' }).end(native))
+  const origin = await startOrigin((_req, res) => { res.writeHead(422, { 'content-type': 'application/json', 'x-upstream': 'yes' }).end(native) })
   const s = await startSluice([{ name: 'raw', upstream: origin.url, limit: '2/s', algorithm: 'sliding-window', errors: 'upstream', maxWait: '0ms' }])
   t.teardown(async () => { await s.close(); await origin.close() })
   const r = await call(`${s.url}/x`)
@@ -235,7 +235,10 @@ t.test('errors: upstream passes error bodies through untouched; Sluice\'s own er
 
 t.test('transport failures: reset before and during the response, refused connection, timeout', async (t) => {
   const origin = await startOrigin((req, res) => {
-    if (req.url === '/reset-before') return void req.socket.resetAndDestroy()
+    if (req.url === '/reset-before') {
+      req.socket.resetAndDestroy()
+      return
+    }
     if (req.url === '/reset-error-body') {
       res.writeHead(503, { 'content-type': 'text/html', 'content-length': '100000' })
       res.write('<html><body><h1>503 Service Temporarily Unavailable</h1>')
@@ -307,7 +310,7 @@ t.test('transport failures: reset before and during the response, refused connec
 })
 
 t.test('a body declared as JSON that is not JSON is refused before admission: 400 MALFORMED_JSON, no token, no upstream', async (t) => {
-  const origin = await startOrigin((_req, res, body) => void res.writeHead(200, { 'content-type': 'application/octet-stream' }).end(body))
+  const origin = await startOrigin((_req, res, body) => { res.writeHead(200, { 'content-type': 'application/octet-stream' }).end(body) })
   const s = await startSluice([{ name: 'js', upstream: origin.url, limit: '5/s', algorithm: 'sliding-window', bodyLimit: 4096 }])
   t.teardown(async () => { await s.close(); await origin.close() })
 
@@ -355,7 +358,7 @@ t.test('a body declared as JSON that is not JSON is refused before admission: 40
 })
 
 t.test('413: bodies over the route\'s bodyLimit never reach the upstream and take no token', async (t) => {
-  const origin = await startOrigin((_req, res) => void res.writeHead(200).end('ok'))
+  const origin = await startOrigin((_req, res) => { res.writeHead(200).end('ok') })
   const s = await startSluice([{ name: 'small', upstream: origin.url, limit: '5/s', algorithm: 'sliding-window', bodyLimit: 1000 }])
   t.teardown(async () => { await s.close(); await origin.close() })
   const declared = await call(`${s.url}/up`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body: Buffer.alloc(2000) })
@@ -373,8 +376,14 @@ t.test('413: bodies over the route\'s bodyLimit never reach the upstream and tak
 
 t.test('a 304 or 204 that names a Content-Length (RFC 9110 allows it on a 304) comes through as itself', async (t) => {
   const origin = await startOrigin((req, res) => {
-    if (req.url === '/no-content') return void res.writeHead(204, { 'content-length': '5' }).end()
-    if (req.headers['if-none-match'] === '"abc"') return void res.writeHead(304, { etag: '"abc"', 'content-length': '1234' }).end()
+    if (req.url === '/no-content') {
+      res.writeHead(204, { 'content-length': '5' }).end()
+      return
+    }
+    if (req.headers['if-none-match'] === '"abc"') {
+      res.writeHead(304, { etag: '"abc"', 'content-length': '1234' }).end()
+      return
+    }
     res.writeHead(200, { etag: '"abc"', 'content-type': 'text/plain' }).end('x'.repeat(1234))
   })
   const s = await startSluice([{ name: 'cache', upstream: origin.url, limit: '100/s' }])
@@ -417,7 +426,8 @@ t.test('a response that never finishes still gets its log line and its count', a
       // 10 of the 100 bytes it announced, then the connection goes.
       res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': '100' })
       res.write(Buffer.alloc(10))
-      return void setTimeout(() => res.socket?.destroy(), 50)
+      setTimeout(() => res.socket?.destroy(), 50)
+      return
     }
     setTimeout(() => res.writeHead(200).end('late'), 400) // /slow: the client leaves before this
   })
@@ -451,9 +461,18 @@ t.test('success bodies stream through byte for byte, compressed ones still compr
   const binary = randomBytes(300_000)
   const zipped = gzipSync(Buffer.from('{"ok":true}'))
   const origin = await startOrigin((req, res, body) => {
-    if (req.url === '/binary') return void res.writeHead(200, { 'content-type': 'application/octet-stream' }).end(binary)
-    if (req.url === '/gzip') return void res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip' }).end(zipped)
-    if (req.url === '/redirect') return void res.writeHead(302, { location: 'https://elsewhere.example/x' }).end('moved')
+    if (req.url === '/binary') {
+      res.writeHead(200, { 'content-type': 'application/octet-stream' }).end(binary)
+      return
+    }
+    if (req.url === '/gzip') {
+      res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip' }).end(zipped)
+      return
+    }
+    if (req.url === '/redirect') {
+      res.writeHead(302, { location: 'https://elsewhere.example/x' }).end('moved')
+      return
+    }
     res.writeHead(201, { 'content-type': 'application/octet-stream' }).end(body)
   })
   const s = await startSluice([{ name: 'ok', upstream: origin.url, limit: '100/s' }])

@@ -192,7 +192,7 @@ t.test('secrets never reach a log line or an envelope, even when the upstream ec
   ])
   t.teardown(async () => { await s.close(); await echoing.close() })
   const port = Number(new URL(s.url).port)
-  const headers = `Authorization: Bearer-s3cr3t-auth\r\nCookie: sess=c00kie-s3cr3t\r\nX-Api-Key: apikey-s3cr3t-hdr\r\nPrivate-Token: priv-s3cr3t-tok\r\n`
+  const headers = 'Authorization: Bearer-s3cr3t-auth\r\nCookie: sess=c00kie-s3cr3t\r\nX-Api-Key: apikey-s3cr3t-hdr\r\nPrivate-Token: priv-s3cr3t-tok\r\n'
   const query = '?token=qtoken-s3cr3t&key=qkey-s3cr3t&api_key=qapikey-s3cr3t&page=2'
   const responses: RawResponse[] = []
   for (const path of [`/testrail/fail${query}`, `/gh/fail${query}`, `/gh/ok${query}`, `/nowhere${query}`, `/testrail/../x${query}`, `/testrail/%zz${query}`]) {

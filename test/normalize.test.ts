@@ -16,7 +16,6 @@ import {
   type NormalizedError
 } from '../src/upstream/normalize'
 
-// eslint-disable-next-line @typescript-eslint/no-require-imports
 const replyFromErrors = require('@fastify/reply-from/lib/errors') as Record<string, new (...args: unknown[]) => Error>
 
 const FIXTURE_DIR = join(__dirname, 'fixtures', 'upstream')

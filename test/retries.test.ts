@@ -94,7 +94,10 @@ t.test('a pushed-back request keeps its body for the retry up to retryBodyLimit;
     req.on('end', () => {
       bodies.push(Buffer.concat(chunks))
       // Every odd call is pushed back for 1 s.
-      if (calls++ % 2 === 0) return void res.writeHead(429, { 'retry-after': '1', 'content-type': 'application/json' }).end('{"message":"slow down"}')
+      if (calls++ % 2 === 0) {
+        res.writeHead(429, { 'retry-after': '1', 'content-type': 'application/json' }).end('{"message":"slow down"}')
+        return
+      }
       res.writeHead(200, { 'content-type': 'application/octet-stream' }).end(Buffer.concat(chunks))
     })
   })

@@ -41,6 +41,7 @@ t.test('a Redis outage under steady load through two instances (onStoreError: lo
   const began = Date.now()
   // Steady load above the limit: 6 concurrent loops, ~36 requests/s offered against 20/s.
   const loops = Array.from({ length: 6 }, async (_, k) => {
+    // eslint-disable-next-line no-unmodified-loop-condition -- changed by another task (a closure), which the rule cannot see
     for (let i = 0; !stop; i++) {
       const start = Date.now()
       const target = (k + i) % 2 === 0 ? a : b

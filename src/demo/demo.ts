@@ -256,7 +256,7 @@ export async function runDemo (options: DemoOptions, output: Writable, controls:
       emulator.reset()
       for (const s of sluices) s.app.log.level = 'info'
       const example = resultPost(0)
-      output.write(`\nKept running until Ctrl-C (SIGINT) or SIGTERM; request log lines go to stderr. Point your own client at Sluice:\n` +
+      output.write('\nKept running until Ctrl-C (SIGINT) or SIGTERM; request log lines go to stderr. Point your own client at Sluice:\n' +
         `  curl -X POST -H 'content-type: application/json' -d '${example.body}' '${sluiceUrls[0]!}${example.path}'\n` +
         `The emulated API (its window emptied) is at ${emulator.url}.\n`)
       const reason = await waitForStop(controls.stop)

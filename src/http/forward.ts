@@ -206,7 +206,10 @@ export function createForwarder (opts: ForwarderOptions): Handler {
     }
 
     const clientGone = (): void => {
-      if (controller.signal.reason === SHUTDOWN) return void sendError(reply, shuttingDownError({ upstream: route.name, bucket, retries }))
+      if (controller.signal.reason === SHUTDOWN) {
+        sendError(reply, shuttingDownError({ upstream: route.name, bucket, retries }))
+        return
+      }
       state.outcome = 'cancelled'
       logger.info({ reqId: request.id, route: route.name, bucket, retries }, 'client left while a retry waited; not sent again')
       if (!reply.sent) reply.hijack()
@@ -231,7 +234,10 @@ export function createForwarder (opts: ForwarderOptions): Handler {
         await clearOfPauses()
       } catch (err) {
         if (err instanceof ClientGoneError) return clientGone()
-        if (err instanceof SluiceError) return void sendError(reply, err)
+        if (err instanceof SluiceError) {
+          sendError(reply, err)
+          return
+        }
         throw err
       }
       send()
@@ -358,7 +364,8 @@ export function createForwarder (opts: ForwarderOptions): Handler {
       const own = sluiceErrorIn(error)
       if (own !== undefined) {
         reply.header('connection', 'close')
-        return void sendError(reply, own)
+        sendError(reply, own)
+        return
       }
       const normalized = sluiceErrorFromTransport(error, route.name, request.id)
       const details = normalized.envelope.error.details

@@ -92,6 +92,7 @@ export class SluiceMetrics {
       labelNames: ['route'],
       registers
     })
+    // eslint-disable-next-line no-new -- registered through `registers`; its collect() reads live state
     new Gauge({
       name: 'sluice_store_mode',
       help: 'Where a route makes its reservations now: 1 for the current mode (redis, memory; local, open or closed while Redis is unreachable), 0 for the others',
@@ -121,6 +122,7 @@ export class SluiceMetrics {
       limit.set({ route: r.name }, r.limit)
       window.set({ route: r.name }, r.windowS)
     }
+    // eslint-disable-next-line no-new -- registered through `registers`; its collect() reads live state
     new Gauge({
       name: 'sluice_queue_depth',
       help: 'Requests of this instance waiting for their slot, per bucket',
@@ -131,6 +133,7 @@ export class SluiceMetrics {
         for (const b of collectors.buckets()) this.set({ route: b.route, bucket: b.bucket }, b.queueDepth)
       }
     })
+    // eslint-disable-next-line no-new -- registered through `registers`; its collect() reads live state
     new Gauge({
       name: 'sluice_upstream_pause_remaining_seconds',
       help: 'Seconds until a pause set after upstream pushback ends, per bucket (0 when not paused)',
@@ -141,6 +144,7 @@ export class SluiceMetrics {
         for (const b of collectors.buckets()) this.set({ route: b.route, bucket: b.bucket }, b.pauseRemainingS)
       }
     })
+    // eslint-disable-next-line no-new -- registered through `registers`; its collect() reads live state
     new Gauge({
       name: 'sluice_tokens_remaining',
       help: 'Requests that could start at once, as of the last reservation of this instance, per bucket',
@@ -151,6 +155,7 @@ export class SluiceMetrics {
         for (const b of collectors.buckets()) if (b.tokensRemaining !== undefined) this.set({ route: b.route, bucket: b.bucket }, b.tokensRemaining)
       }
     })
+    // eslint-disable-next-line no-new -- registered through `registers`; its collect() reads live state
     new Gauge({
       name: 'sluice_in_flight',
       help: 'Requests of this instance forwarded and not yet answered, per route',
@@ -161,6 +166,7 @@ export class SluiceMetrics {
         for (const r of collectors.inFlight()) this.set({ route: r.route }, r.inFlight)
       }
     })
+    // eslint-disable-next-line no-new -- registered through `registers`; its collect() reads live state
     new Gauge({
       name: 'sluice_live_instances',
       help: 'Sluice instances sharing this store whose heartbeat is current',

@@ -68,8 +68,11 @@ export async function startRedis (extraArgs: string[] = []): Promise<TestRedis> 
     if (url === undefined) throw new Error('no redis-server binary and no REDIS_URL: install redis-server (apt-get install -y redis-server)')
     await waitForPing(url, 5000)
     return {
-      url, port: Number(new URL(url).port || 6379), prefix,
-      stop: async () => {}, start: async () => {},
+      url,
+      port: Number(new URL(url).port || 6379),
+      prefix,
+      stop: async () => {},
+      start: async () => {},
       client: () => mkClient(url),
       close: async () => { for (const c of clients) c.disconnect() }
     }
@@ -94,7 +97,11 @@ export async function startRedis (extraArgs: string[] = []): Promise<TestRedis> 
   }
   await start()
   return {
-    url, port, prefix, stop, start,
+    url,
+    port,
+    prefix,
+    stop,
+    start,
     client: () => mkClient(url),
     close: async () => {
       for (const c of clients) c.disconnect()
