@@ -4,12 +4,13 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { loadConfig } from './config/load'
 import { presetNames } from './config/preset'
-import { ConfigError, type SluiceConfig } from './config/schema'
+import { type SluiceConfig } from './config/schema'
 import { formatRate } from './config/units'
 import { parseDemoArgs, runDemo } from './demo/demo'
 import { createLogger, createSluice } from './http/app'
 import { isSecretParam } from './http/redact'
 import { runStatus } from './observe/status-cli'
+import { ConfigError } from './errors'
 
 const HELP = `sluice: a local reverse proxy that shapes traffic to one shared rate-limit budget
 

@@ -70,3 +70,45 @@ export function envelope (code: string, message: string, details: Record<string,
 export function retryAfterSeconds (ms: number): number {
   return Math.max(1, Math.ceil(ms / 1000))
 }
+
+// Internal errors: thrown between Sluice's own modules and turned into a SluiceError, an exit status
+// or a log line at the edge; never sent to a client as they are.
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError'
+  readonly field: string
+  constructor (field: string, problem: string) {
+    super(`config error: ${field}: ${problem}`)
+    this.field = field
+  }
+}
+
+export class StatusUsageError extends Error {
+  override readonly name = 'StatusUsageError'
+}
+
+export class UnreachableError extends Error {
+  override readonly name = 'UnreachableError'
+}
+
+export class ClientGoneError extends Error {
+  override readonly name = 'ClientGoneError'
+}
+
+export class LeaseTimeoutError extends Error {
+  override readonly name = 'LeaseTimeoutError'
+  /** ms until the earliest lease would expire, for Retry-After */
+  readonly retryInMs: number
+  constructor (retryInMs: number) {
+    super('no concurrency slot became free within the wait bound')
+    this.retryInMs = retryInMs
+  }
+}
+
+export class LeaseAbortedError extends Error {
+  override readonly name = 'LeaseAbortedError'
+}
+
+export class StoreTimeoutError extends Error {
+  override readonly name = 'StoreTimeoutError'
+}

@@ -5,8 +5,8 @@ import { join } from 'node:path'
 import { spawnSync } from 'node:child_process'
 import t, { type Test } from 'tap'
 import { loadConfig } from '../src/config/load'
-import { ConfigError } from '../src/config/schema'
 import { parseDuration, parseRate } from '../src/config/units'
+import { ConfigError } from '../src/errors'
 
 const dir = mkdtempSync(join(tmpdir(), 'sluice-config-'))
 /** Assert that `fn` throws a ConfigError whose one-line message matches. */

@@ -2,11 +2,12 @@
 // cost-5 requests through Sluice and Redis never exceeds the budget in points in any window.
 import t from 'tap'
 import { request } from 'undici'
-import { ConfigError, parseRoute } from '../src/config/schema'
+import { parseRoute } from '../src/config/schema'
 import { costOf, pathBelow } from '../src/limiter/cost-rules'
 import { startRedis } from './helpers/redis'
 import { startSluice } from './helpers/sluice'
 import { startUpstreamProcess } from './helpers/upstream-process'
+import { ConfigError } from '../src/errors'
 
 /** Most points in any window of `windowMs` (each hit weighs its points). */
 function maxPointsInWindow (hits: Array<{ t: number, points: number }>, windowMs: number): number {

@@ -5,9 +5,9 @@ import { existsSync, readdirSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import t, { type Test } from 'tap'
-import { ConfigError } from '../src/config/schema'
 import { DEMO_DEFAULTS, demoMaxWaitMs, parseDemoArgs, runDemo, type DemoOptions, type DemoSummary } from '../src/demo/demo'
 import { startRedis } from './helpers/redis'
+import { ConfigError } from '../src/errors'
 
 const ROOT = join(__dirname, '..')
 

@@ -3,13 +3,7 @@
 import t from 'tap'
 import { ERROR_CODES } from '../src/errors'
 import { PROFILE_NAMES, type ProfileName } from '../src/profiles'
-import {
-  MAX_ERROR_BODY_BYTES,
-  normalizeUpstreamError,
-  sluiceErrorFromTransport,
-  UPSTREAM_BODY_MAX_CHARS,
-  type NormalizedError
-} from '../src/upstream/normalize'
+import { MAX_ERROR_BODY_BYTES, normalizeUpstreamError, sluiceErrorFromTransport, UPSTREAM_BODY_MAX_CHARS, type NormalizedError } from '../src/upstream/normalize'
 
 const SEED = Number(process.env.SLUICE_FUZZ_SEED ?? 0x5eed)
 const RUNS = 5000

@@ -8,13 +8,7 @@ import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { ERROR_CODES } from '../src/errors'
 import { PROFILE_NAMES, type ProfileName } from '../src/profiles'
-import {
-  MAX_ERROR_BODY_BYTES,
-  normalizeUpstreamError,
-  sluiceErrorFromTransport,
-  UPSTREAM_BODY_MAX_CHARS,
-  type NormalizedError
-} from '../src/upstream/normalize'
+import { MAX_ERROR_BODY_BYTES, normalizeUpstreamError, sluiceErrorFromTransport, UPSTREAM_BODY_MAX_CHARS, type NormalizedError } from '../src/upstream/normalize'
 
 const replyFromErrors = require('@fastify/reply-from/lib/errors') as Record<string, new (...args: unknown[]) => Error>
 

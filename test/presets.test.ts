@@ -6,7 +6,8 @@ import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { loadConfig } from '../src/config/load'
 import { loadPreset, presetNames } from '../src/config/preset'
-import { ConfigError, parseRoute } from '../src/config/schema'
+import { parseRoute } from '../src/config/schema'
+import { ConfigError } from '../src/errors'
 
 const EXPECTED = {
   'testrail-professional': { count: 180, windowMs: 60_000, key: 'instance', profile: 'testrail' },

@@ -1,8 +1,9 @@
 // A command timeout that a blocked event loop cannot trip while the reply already waits in the socket.
 import t from 'tap'
 import Redis from 'ioredis'
-import { StoreTimeoutError, withLagAwareTimeout } from '../src/store/redis-store'
+import { withLagAwareTimeout } from '../src/store/redis-store'
 import { startRedis } from './helpers/redis'
+import { StoreTimeoutError } from '../src/errors'
 
 function blockFor (ms: number): void {
   const until = performance.now() + ms

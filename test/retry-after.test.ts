@@ -1,14 +1,7 @@
 // Delays read from upstream answers. Every result is in milliseconds; the classic bug in
 // this field is seconds where ms were meant, so the expected values are written out.
 import t from 'tap'
-import {
-  clampDelayMs,
-  parseRateLimitHeaders,
-  parseResetHeader,
-  parseRetryAfter,
-  retryAfterTextMs,
-  upstreamDelayMs
-} from '../src/upstream/retry-after'
+import { clampDelayMs, parseRateLimitHeaders, parseResetHeader, parseRetryAfter, retryAfterTextMs, upstreamDelayMs } from '../src/upstream/retry-after'
 import { getProfile, isProfileName, PROFILE_NAMES } from '../src/profiles'
 import { decodeErrorBody } from '../src/upstream/normalize'
 

@@ -4,8 +4,9 @@ import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { parse as parseYaml } from 'yaml'
 import { applyPreset } from './preset'
-import { ConfigError, DEFAULTS, checkRoutes, parseRoute, type SluiceConfig } from './schema'
+import { DEFAULTS, checkRoutes, parseRoute, type SluiceConfig } from './schema'
 import { parseDuration } from './units'
+import { ConfigError } from '../errors'
 
 /** Flags of the quick start that describe the single route; each also reads SLUICE_<NAME>. */
 const ROUTE_FLAGS = {

@@ -4,7 +4,7 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parse as parseYaml } from 'yaml'
-import { ConfigError } from './schema'
+import { ConfigError } from '../errors'
 
 const NAME = /^[a-z0-9][a-z0-9-]{0,63}$/
 

@@ -2,6 +2,7 @@
 // what was expected and what was received. A bad config never starts half a server.
 import { parseDuration, parseRate, type Rate } from './units'
 import { maxCostOf, parseCostRules, type CostRule } from '../limiter/cost-rules'
+import { ConfigError } from '../errors'
 
 export const ALGORITHMS = ['token-bucket', 'sliding-window'] as const
 export type Algorithm = typeof ALGORITHMS[number]
@@ -153,15 +154,6 @@ function methodList (name: string, value: unknown): string[] {
     }
     return upper
   })
-}
-
-export class ConfigError extends Error {
-  override readonly name = 'ConfigError'
-  readonly field: string
-  constructor (field: string, problem: string) {
-    super(`config error: ${field}: ${problem}`)
-    this.field = field
-  }
 }
 
 const ROUTE_FIELDS = new Set(['name', 'prefix', 'upstream', 'limit', 'burst', 'maxWait', 'maxQueue', 'algorithm', 'key', 'margin', 'profile', 'errors', 'timeout', 'bodyLimit', 'minPause', 'maxPause', 'retryBodyLimit', 'retries', 'retryMethods', 'connectTimeout', 'mode', 'onStoreError', 'concurrency', 'cost', 'client', 'priority', 'weights'])

@@ -1,7 +1,7 @@
 // Options of `sluice demo`, their defaults, and flag parsing whose errors name the flag.
 import { parseArgs } from 'node:util'
-import { ConfigError } from '../config/schema'
 import { formatRate, parseRate, type Rate } from '../config/units'
+import { ConfigError } from '../errors'
 
 export interface DemoOptions {
   /** Result posts in the CI job's burst. Default 150. */

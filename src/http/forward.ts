@@ -7,8 +7,8 @@
 import { Readable } from 'node:stream'
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify'
 import type { RouteConfig } from '../config/schema'
-import { SluiceError, retryAfterSeconds } from '../errors'
-import { ClientGoneError, sleep, type RouteLimiter } from '../limiter/route-limiter'
+import { SluiceError, retryAfterSeconds, ClientGoneError } from '../errors'
+import { type RouteLimiter } from '../limiter/route-limiter'
 import type { BucketStore } from '../store/bucket-store'
 import { MAX_ERROR_BODY_BYTES, normalizeUpstreamError, sluiceErrorFromTransport, type NormalizedError } from '../upstream/normalize'
 import { clampDelayMs, parseRateLimitHeaders, type HeaderBag } from '../upstream/retry-after'
@@ -16,6 +16,7 @@ import { sendError } from './app'
 import { replayBody } from './request-body'
 import { SHUTDOWN, shuttingDownError } from './shutdown'
 import { decodeBody, readHead, sendEnvelope, type UpstreamResponse } from './upstream-response'
+import { sleep } from '../limiter/cancel'
 
 /** Methods that may be sent twice without doing twice what they do (RFC 9110 §9.2.2), TRACE aside. */
 export const IDEMPOTENT_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'PUT', 'DELETE', 'OPTIONS'])

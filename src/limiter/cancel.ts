@@ -52,3 +52,19 @@ export class Cancel implements CancelSignal {
     if (i !== -1) listeners.splice(i, 1)
   }
 }
+
+/** Resolves true when the delay passed, false when `signal` fired first (the client left). */
+export function sleep (ms: number, signal: CancelSignal): Promise<boolean> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve(false)
+    const onAbort = (): void => {
+      clearTimeout(timer)
+      resolve(false)
+    }
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort)
+      resolve(true)
+    }, ms)
+    signal.addEventListener('abort', onAbort, { once: true })
+  })
+}

@@ -6,25 +6,12 @@
 import { randomUUID } from 'node:crypto'
 import type { BucketStore } from '../store/bucket-store'
 import type { CancelSignal } from './cancel'
+import { LeaseAbortedError, LeaseTimeoutError } from '../errors'
 
 /** A lease lives this long unless renewed (ms); renewed every third of it while held. */
 export const LEASE_TTL_MS = 15_000
 
 type Wake = () => void
-
-export class LeaseTimeoutError extends Error {
-  override readonly name = 'LeaseTimeoutError'
-  /** ms until the earliest lease would expire, for Retry-After */
-  readonly retryInMs: number
-  constructor (retryInMs: number) {
-    super('no concurrency slot became free within the wait bound')
-    this.retryInMs = retryInMs
-  }
-}
-
-export class LeaseAbortedError extends Error {
-  override readonly name = 'LeaseAbortedError'
-}
 
 export class ConcurrencyGate {
   private readonly store: BucketStore

@@ -1,7 +1,7 @@
+import { ConfigError } from '../errors'
 // Weighted costs: how many units of the budget one request takes, by method and path. An upstream
 // that counts a POST as 5 points (GitHub's secondary limit) or a bulk endpoint as 10 calls gets the
 // same count from Sluice, in the request's one reservation.
-import { ConfigError } from '../config/schema'
 
 export interface CostRule {
   /** Upper-case method, or undefined for any method. */

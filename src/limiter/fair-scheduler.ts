@@ -11,10 +11,10 @@
 // and low priority retries when the schedule's answer says the bucket will have room.
 import { randomUUID } from 'node:crypto'
 import type { Priority, RouteConfig } from '../config/schema'
-import { SluiceError, retryAfterSeconds } from '../errors'
+import { SluiceError, retryAfterSeconds, ClientGoneError } from '../errors'
 import { hasClientPresence, slidingWindowParams, tokenBucketParams, type BucketStore, type ClientPresence } from '../store/bucket-store'
 import type { CancelSignal } from './cancel'
-import { ClientGoneError, type Admission, type RouteLimiter } from './route-limiter'
+import { type Admission, type RouteLimiter } from './route-limiter'
 
 /** Units of the budget a client of weight 1 may have reserved ahead, per instance: at least one... */
 export const LOOKAHEAD_UNITS = 1

@@ -1,12 +1,12 @@
 // Admission for one route: reserve a start time in the store (one round trip), refuse at once what
 // could not start within the wait bound, and otherwise sleep on one local timer until the start.
 import type { RouteConfig } from '../config/schema'
-import { SluiceError, retryAfterSeconds } from '../errors'
+import { SluiceError, retryAfterSeconds, ClientGoneError, LeaseAbortedError, LeaseTimeoutError } from '../errors'
 import { hasStartRecorder, hasStoreClock, type BucketPolicy, type BucketStore, type Reservation } from '../store/bucket-store'
 import { nowMs } from '../store/clock'
-import type { CancelSignal } from './cancel'
+import { sleep, type CancelSignal } from './cancel'
 import { MemoryStore } from '../store/memory-store'
-import { ConcurrencyGate, LeaseAbortedError, LeaseTimeoutError } from './concurrency-gate'
+import { ConcurrencyGate } from './concurrency-gate'
 
 /**
  * Where a route's reservations are made right now: the shared store ("redis"), the embedded one
@@ -26,30 +26,10 @@ export interface Admission {
   release?: () => void
 }
 
-/** Resolves true when the delay passed, false when `signal` fired first (the client left). */
-export function sleep (ms: number, signal: CancelSignal): Promise<boolean> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve(false)
-    const onAbort = (): void => {
-      clearTimeout(timer)
-      resolve(false)
-    }
-    const timer = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort)
-      resolve(true)
-    }, ms)
-    signal.addEventListener('abort', onAbort, { once: true })
-  })
-}
-
 /** Re-reservations a request may make after starting late, before it is forwarded late anyway. */
 const MAX_LATE_RETRIES = 5
 /** Per-bucket memory of a limiter is swept of idle buckets beyond this many (noteStart). */
 const SWEEP_ABOVE = 1024
-export class ClientGoneError extends Error {
-  override readonly name = 'ClientGoneError'
-}
-
 export class RouteLimiter {
   readonly route: RouteConfig
   readonly policy: BucketPolicy

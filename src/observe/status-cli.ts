@@ -4,6 +4,7 @@
 import { parseArgs } from 'node:util'
 import { formatRate, parseDuration } from '../config/units'
 import type { BucketStatus, SluiceStatus } from './status'
+import { StatusUsageError, UnreachableError } from '../errors'
 
 export const STATUS_DEFAULTS = { url: 'http://127.0.0.1:8080', intervalMs: 1000, timeoutMs: 3000 } as const
 
@@ -12,10 +13,6 @@ export interface StatusIo {
   err: (text: string) => void
   /** Redraw in place (clear the screen) in watch mode; false prints one table after another. */
   tty: boolean
-}
-
-export class StatusUsageError extends Error {
-  override readonly name = 'StatusUsageError'
 }
 
 export interface StatusOptions {
@@ -50,10 +47,6 @@ export function parseStatusArgs (argv: string[], env: NodeJS.ProcessEnv): Status
     if (intervalMs < 100) throw new StatusUsageError(`--interval: expected at least 100ms, got ${values.interval}`)
   }
   return { url, watch: values.watch === true, intervalMs }
-}
-
-export class UnreachableError extends Error {
-  override readonly name = 'UnreachableError'
 }
 
 export async function fetchStatus (baseUrl: string, timeoutMs: number = STATUS_DEFAULTS.timeoutMs): Promise<SluiceStatus> {

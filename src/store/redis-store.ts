@@ -7,6 +7,7 @@ import Redis, { type RedisOptions } from 'ioredis'
 import { nowMs } from './clock'
 import { admittedFromUs, refusalFromUs } from './memory-store'
 import { slidingWindowParams, tokenBucketParams, type BucketPeek, type BucketPolicy, type BucketStore, type Reservation, type TeamBoard, type ClientPresence } from './bucket-store'
+import { StoreTimeoutError } from '../errors'
 
 type Reply = [number, number, number, number, number, number]
 
@@ -58,10 +59,6 @@ const BACKSTOP_TIMEOUT_MS = 5000
 const CLOCK_SAMPLES = 3
 /** How long the offset from the fastest round trip is kept before any later one replaces it (ms): clocks drift. */
 const CLOCK_KEEP_MS = 30_000
-
-export class StoreTimeoutError extends Error {
-  override readonly name = 'StoreTimeoutError'
-}
 
 /**
  * Reject when `promise` has not settled `ms` after the call, unless the timer itself fired late (the
