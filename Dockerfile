@@ -3,7 +3,7 @@
 # non-root user. Configure it with SLUICE_* variables (SLUICE_PRESET, SLUICE_UPSTREAM, SLUICE_LIMIT,
 # SLUICE_REDIS…) or a mounted file (SLUICE_CONFIG=/etc/sluice/sluice.yaml); see README "Running in containers".
 
-FROM node:20-bookworm-slim AS build
+FROM node:24-bookworm-slim AS build
 WORKDIR /app
 # Dependencies first, so a source change does not reinstall them. --ignore-scripts: the "prepare"
 # script builds, and the sources are not copied yet.
@@ -15,7 +15,7 @@ COPY src ./src
 RUN npm run build \
  && npm prune --omit=dev --no-audit --no-fund
 
-FROM node:20-bookworm-slim AS runtime
+FROM node:24-bookworm-slim AS runtime
 ENV NODE_ENV=production \
     SLUICE_HOST=0.0.0.0 \
     SLUICE_PORT=8080
