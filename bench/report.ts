@@ -5,6 +5,16 @@ import { join } from 'node:path'
 import { RESULTS_DIR } from './table'
 
 const BENCH_DIR = join(RESULTS_DIR, '..')
+const reportPath = join(BENCH_DIR, 'REPORT.md')
+/** Everything from this line on in REPORT.md is written by hand (dated runs, what they say) and kept. */
+export const NARRATIVE_MARKER = '<!-- Written by hand from here on; npm run bench:report keeps it. -->'
+
+function keptNarrative (path: string): string {
+  if (!existsSync(path)) return ''
+  const text = readFileSync(path, 'utf8')
+  const at = text.indexOf(NARRATIVE_MARKER)
+  return at === -1 ? '' : '\n' + text.slice(at)
+}
 
 type Json = Record<string, any>
 
@@ -166,8 +176,8 @@ function main (): void {
     }
     out.push(`Goals: Jain ≥ ${t.jainAtLeast} (${runs.map((r) => `${r.variant}: ${verdict(r.contended.jain >= t.jainAtLeast)}`).join('; ')}); every newcomer request within the README bound (${runs.map((r) => `${r.variant}: ${verdict(r.newcomers.withinReadmeBound === r.newcomers.requests.length)}`).join('; ')}), and issue #8's (${runs.map((r) => `${r.variant}: ${verdict(r.newcomers.withinIssueBound === r.newcomers.requests.length)}`).join('; ')}); utilization ≥ ${t.utilizationAtLeast} while contended and alone (${runs.map((r) => `${r.variant}: ${verdict(r.utilization.contended >= t.utilizationAtLeast && r.utilization.alone >= t.utilizationAtLeast)}`).join('; ')}); never above the limit (${runs.map((r) => `${r.variant}: ${verdict(r.maxIn1s <= t.maxIn1sAtMost)}`).join('; ')}); one admission round trip per admitted request (${runs.map((r) => `${r.variant}: ${verdict(r.redis.admissionPerAdmitted <= 1.0005)}`).join('; ')}).`, '')
   }
-  writeFileSync(join(BENCH_DIR, 'REPORT.md'), out.join('\n'))
-  process.stdout.write(`wrote ${join(BENCH_DIR, 'REPORT.md')}\n`)
+  writeFileSync(reportPath, out.join('\n') + keptNarrative(reportPath))
+  process.stdout.write(`wrote ${reportPath}\n`)
 }
 
 main()
