@@ -75,7 +75,10 @@ class DelayedPipe {
 
   private arm (): void {
     if (this.head >= this.queue.length) return
-    this.timer = setTimeout(() => { this.timer = undefined; this.release() }, Math.max(0, this.queue[this.head].due - performance.now()))
+    const wait = this.queue[this.head].due - performance.now()
+    // Due already (a zero delay): at once, not a timer's millisecond later.
+    if (wait <= 0) this.release()
+    else this.timer = setTimeout(() => { this.timer = undefined; this.release() }, wait)
   }
 
   private release (): void {
