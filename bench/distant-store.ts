@@ -5,7 +5,9 @@
 // most arrivals in any 1 s window, utilization as the precision scenario defines it — with what the
 // clients got back, and Redis round trips per admitted request (INFO commandstats). One more case at
 // 0 ms empties Redis (FLUSHALL) halfway through: the budget's state is gone mid-burst.
+import { request } from 'undici'
 import { maxInWindow } from '../src/emulator'
+import { parsePrometheus } from '../test/helpers/prometheus'
 import { burst } from './burst'
 import { commandStats, sluiceCommands, startChild, startRedis, type Child } from './processes'
 import { printTable, round } from './table'
@@ -43,6 +45,24 @@ export const DISTANT_STORE_DEFAULTS: DistantStoreOptions = {
 
 interface Arrival { t: number, outcome: string }
 
+/** What the instances answered, by outcome and error code (their sluice_requests_total), store errors, and each one's store mode at the end. */
+async function outcomes (instances: Child[]): Promise<{ byCode: Record<string, number>, storeErrors: number, storeModes: string[] }> {
+  const byCode: Record<string, number> = {}
+  let storeErrors = 0
+  const storeModes: string[] = []
+  for (const child of instances) {
+    const res = await request(`${child.url}/_sluice/metrics`)
+    const metrics = parsePrometheus(await res.body.text())
+    for (const s of metrics.find('sluice_requests_total')) {
+      const key = s.labels.code === undefined || s.labels.code === '' ? s.labels.outcome : `${s.labels.outcome} ${s.labels.code}`
+      byCode[key] = (byCode[key] ?? 0) + s.value
+    }
+    storeErrors += metrics.value('sluice_store_errors_total')
+    storeModes.push(metrics.find('sluice_store_mode').filter((m) => m.value === 1).map((m) => m.labels.mode).join('+'))
+  }
+  return { byCode, storeErrors, storeModes }
+}
+
 /** The benchmark's own commands on its admin connection, left out of Sluice's round trips. */
 const BENCH_OWN = ['info', 'config|resetstat', 'flushall']
 
@@ -69,6 +89,7 @@ async function runCase (options: DistantStoreOptions, c: DistantStoreCase, index
     const stats = await commandStats(redis.client)
     const relayAfter = await relay.call<{ chunksUp: number }>('stats')
     const arrivals = await upstream.call<Arrival[]>('arrivals')
+    const answered = await outcomes(instances)
     let reservations = 0
     let releases = 0
     for (const child of instances) {
@@ -94,6 +115,10 @@ async function runCase (options: DistantStoreOptions, c: DistantStoreCase, index
       statuses: result.statuses,
       served: result.statuses['200'] ?? 0,
       refused: Object.fromEntries(Object.entries(result.statuses).filter(([code]) => code !== '200')),
+      // Sluice's own count: forwarded, rejected with its error code, cancelled.
+      outcomes: answered.byCode,
+      storeErrors: answered.storeErrors,
+      storeModesAtEnd: answered.storeModes,
       upstreamArrivals: arrivals.length,
       upstreamLimited: arrivals.filter((a) => a.outcome !== 'ok').length,
       maxIn1s: maxInWindow(times, options.windowMs),
@@ -102,9 +127,9 @@ async function runCase (options: DistantStoreOptions, c: DistantStoreCase, index
       minimumMs,
       utilization: round(minimumMs / drainMs, 3),
       elapsedMs: round(result.elapsedMs, 1),
-      // store.reserve calls beyond one per request: late starts booked again, requests sent again after a 429.
+      // Redis reservations answered (late starts booked again and requests sent again after a 429 count
+      // again; admissions the instances made without Redis, in a fallback mode, do not count).
       reservations,
-      rebooked: reservations - options.requests,
       releases,
       redis: {
         roundTrips,
@@ -129,7 +154,7 @@ export async function distantStore (options: DistantStoreOptions = DISTANT_STORE
     await redis.stop()
   }
   printTable(`Distant store: ${options.instances} instances, one Redis through a delaying relay, limit ${options.limit}/${options.windowMs / 1000}s (sliding window), ${options.requests} requests at once`,
-    ['case', 'one way ms', 'served', 'refused', 'max in 1 s', 'limit', '429s upstream', 'drain s', 'minimum s', 'utilization', 'booked again', 'Redis round trips / admitted', 'per second'],
-    runs.map((r) => [r.case as string, r.oneWayMs as number, r.served as number, JSON.stringify(r.refused), r.maxIn1s as number, r.limit as number, r.upstreamLimited as number, round(Number(r.drainMs) / 1000, 2), Number(r.minimumMs) / 1000, r.utilization as number, r.rebooked as number, (r.redis as Record<string, number>).roundTripsPerAdmitted, (r.arrivalsPerSecond as number[]).join(' ')]))
+    ['case', 'one way ms', 'served', 'refused', 'Sluice outcomes', 'max in 1 s', 'limit', '429s upstream', 'drain s', 'minimum s', 'utilization', 'Redis reservations', 'store errors', 'Redis round trips / admitted', 'per second'],
+    runs.map((r) => [r.case as string, r.oneWayMs as number, r.served as number, JSON.stringify(r.refused), JSON.stringify(r.outcomes), r.maxIn1s as number, r.limit as number, r.upstreamLimited as number, round(Number(r.drainMs) / 1000, 2), Number(r.minimumMs) / 1000, r.utilization as number, r.reservations as number, r.storeErrors as number, (r.redis as Record<string, number>).roundTripsPerAdmitted, (r.arrivalsPerSecond as number[]).join(' ')]))
   return { scenario: 'distant-store', options, targets: { maxIn1sAtMost: options.limit, utilizationAtLeast: 0.98 }, runs }
 }
