@@ -6,7 +6,7 @@ import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { Cluster, type ClusterOptions } from 'ioredis'
-import { ask, dataNodeArgs, freePorts, startRedisNode, tempDir, until, type HostPort, type RedisNode } from './redis-node'
+import { ask, dataNodeArgs, freePorts, startRedisNode, topology, until, type HostPort, type RedisNode } from './redis-node'
 
 export interface RedisClusterOptions {
   /** Default 3, the fewest `redis-cli --cluster create` accepts. */
@@ -36,19 +36,12 @@ type SlotRange = [number, number, [string, number, ...unknown[]], ...unknown[]]
 
 export async function startRedisCluster (options: RedisClusterOptions = {}): Promise<TestRedisCluster> {
   const n = options.primaries ?? 3
-  const dir = tempDir('sluice-cluster-')
-  const nodes: RedisNode[] = []
-  const clients: Cluster[] = []
-  const close = async (): Promise<void> => {
-    for (const c of clients) c.disconnect()
-    await Promise.all(nodes.map(async (node) => await node.kill()))
-    dir.remove()
-  }
+  const { dir, nodes, track, close } = topology<Cluster>('sluice-cluster-')
   try {
     // Each node's client port and its cluster bus port (named, not the default port + 10000, which may be taken).
     const ports = await freePorts(2 * n)
     for (let i = 0; i < n; i++) {
-      const nodeDir = join(dir.path, String(ports[i]))
+      const nodeDir = join(dir, String(ports[i]))
       mkdirSync(nodeDir)
       nodes.push(await startRedisNode(ports[i], nodeDir, [
         ...dataNodeArgs(ports[i], nodeDir),
@@ -72,12 +65,7 @@ export async function startRedisCluster (options: RedisClusterOptions = {}): Pro
   return {
     nodes,
     seeds,
-    client: (clientOptions) => {
-      const c = new Cluster(seeds, clientOptions)
-      c.on('error', () => {})
-      clients.push(c)
-      return c
-    },
+    client: (clientOptions) => track(new Cluster(seeds, clientOptions)),
     slotOf,
     nodeOf: async (key) => {
       const slot = await slotOf(key)

@@ -38,6 +38,38 @@ export function tempDir (prefix: string): { path: string, remove: () => void } {
   return { path, remove }
 }
 
+export interface Topology<C> {
+  /** Its temporary directory. */
+  dir: string
+  /** Its processes, killed by `close`. */
+  nodes: RedisNode[]
+  /** A client of the topology: errors are swallowed (a killed node is expected), disconnected by `close`. */
+  track: (client: C) => C
+  /** Disconnect the clients, kill the processes, remove the directory. */
+  close: () => Promise<void>
+}
+
+/** What one topology (cluster, sentinel set-up) owns, all gone with `close`. */
+export function topology<C extends { disconnect: () => void, on: (event: 'error', listener: () => void) => unknown }> (prefix: string): Topology<C> {
+  const dir = tempDir(prefix)
+  const nodes: RedisNode[] = []
+  const clients: C[] = []
+  return {
+    dir: dir.path,
+    nodes,
+    track: (client) => {
+      client.on('error', () => {})
+      clients.push(client)
+      return client
+    },
+    close: async () => {
+      for (const c of clients) c.disconnect()
+      await Promise.all(nodes.map(async (node) => await node.kill()))
+      dir.remove()
+    }
+  }
+}
+
 /** `n` distinct free loopback ports: all are held at once, so none is handed out twice. */
 export async function freePorts (n: number): Promise<number[]> {
   const servers: Server[] = []

@@ -5,7 +5,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import Redis, { type RedisOptions } from 'ioredis'
-import { ask, dataNodeArgs, freePorts, startRedisNode, tempDir, until, type HostPort, type RedisNode } from './redis-node'
+import { ask, dataNodeArgs, freePorts, startRedisNode, topology, until, type HostPort, type RedisNode } from './redis-node'
 
 export interface RedisSentinelOptions {
   /** The master's name in the Sentinel. Default 'sluice'. */
@@ -44,28 +44,21 @@ function nodeDir (root: string, name: string): string {
 
 export async function startRedisSentinel (options: RedisSentinelOptions = {}): Promise<TestRedisSentinel> {
   const name = options.name ?? 'sluice'
-  const dir = tempDir('sluice-sentinel-')
-  const processes: RedisNode[] = []
-  const clients: Redis[] = []
-  const close = async (): Promise<void> => {
-    for (const c of clients) c.disconnect()
-    await Promise.all(processes.map(async (p) => await p.kill()))
-    dir.remove()
-  }
+  const { dir, nodes: processes, track, close } = topology<Redis>('sluice-sentinel-')
   let sentinel: HostPort
   try {
     const [primaryPort, replicaPort, sentinelPort] = await freePorts(3)
     // Diskless replication without its default 5 s wait for more replicas: the replica syncs at once.
     const sync = ['--repl-diskless-sync', 'yes', '--repl-diskless-sync-delay', '0']
-    const primaryDir = nodeDir(dir.path, 'primary')
+    const primaryDir = nodeDir(dir, 'primary')
     processes.push(await startRedisNode(primaryPort, primaryDir, [...dataNodeArgs(primaryPort, primaryDir), ...sync]))
-    const replicaDir = nodeDir(dir.path, 'replica')
+    const replicaDir = nodeDir(dir, 'replica')
     processes.push(await startRedisNode(replicaPort, replicaDir, [...dataNodeArgs(replicaPort, replicaDir), ...sync, '--replicaof', '127.0.0.1', String(primaryPort)]))
     const [primary, replica] = processes
     await until('the replica in sync with the primary', 10_000, async () => String(await ask(replica, 'INFO', 'replication')).includes('master_link_status:up') ? true : undefined)
     // The Sentinel starts after the replica is attached: it learns replicas from the master's INFO,
     // which it asks for only every 10 s once connected.
-    const sentinelDir = nodeDir(dir.path, 'sentinel')
+    const sentinelDir = nodeDir(dir, 'sentinel')
     const conf = join(sentinelDir, 'sentinel.conf')
     writeFileSync(conf, [
       `port ${sentinelPort}`,
@@ -99,12 +92,7 @@ export async function startRedisSentinel (options: RedisSentinelOptions = {}): P
     sentinels: [sentinel],
     nodes,
     master,
-    client: (clientOptions) => {
-      const c = new Redis({ ...clientOptions, sentinels: [sentinel], name })
-      c.on('error', () => {})
-      clients.push(c)
-      return c
-    },
+    client: (clientOptions) => track(new Redis({ ...clientOptions, sentinels: [sentinel], name })),
     killPrimary: async () => {
       const current = await master()
       const node = nodes.find((n) => n.port === current.port)
