@@ -1,6 +1,7 @@
 // `npm run bench [-- scenario…]`: runs the scenarios (all by default), prints a table for each and
 // writes bench/results/<scenario>.json with the machine it ran on. `npm run bench:report` renders them.
 import { loadavg } from 'node:os'
+import { distantStore } from './distant-store'
 import { fairness } from './fairness'
 import { machine } from './machine'
 import { nginxReference } from './nginx'
@@ -14,7 +15,8 @@ const SCENARIOS: Record<string, () => Promise<Record<string, unknown> | undefine
   precision: async () => await precision(),
   scale: async () => await scale(),
   fairness: async () => await fairness(),
-  nginx: async () => await nginxReference()
+  nginx: async () => await nginxReference(),
+  'distant-store': async () => await distantStore()
 }
 
 async function main (): Promise<void> {
