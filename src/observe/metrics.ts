@@ -26,7 +26,7 @@ export class SluiceMetrics {
   readonly shadow: Counter<'route' | 'verdict' | 'code'>
   readonly shadowWait: Histogram<'route'>
   readonly upstreamResponses: Counter<'route' | 'class'>
-  readonly retries: Counter<'route'>
+  readonly retries: Counter<'route' | 'reason'>
   readonly pauses: Counter<'route'>
   readonly storeCommand: Histogram<'store' | 'command'>
   readonly storeErrors: Counter<'store' | 'command'>
@@ -82,8 +82,8 @@ export class SluiceMetrics {
     })
     this.retries = new Counter({
       name: 'sluice_retries_total',
-      help: 'Requests Sluice sent to the upstream again after pushback or a transient failure',
-      labelNames: ['route'],
+      help: 'Requests Sluice sent to the upstream again, by reason: after pushback or a transient failure',
+      labelNames: ['route', 'reason'],
       registers
     })
     this.pauses = new Counter({
