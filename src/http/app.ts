@@ -75,13 +75,12 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
     await app.register(async (scope) => registerRoute(scope, { route, limiter, scheduler, store: limiterStore, checkStore: store, hashSecret: config.hashSecret, unfinished }))
   }
 
+  return { app, store, limiters, schedulers, config, observer, ...lifecycle(app, store, config, logger, drain) }
+}
+
+/** Listening, closing, and the graceful shutdown of the server and its store. */
+function lifecycle (app: FastifyInstance, store: BucketStore, config: SluiceConfig, logger: Logger, drain: Drain): Pick<SluiceServer, 'listen' | 'close' | 'shutdown'> {
   return {
-    app,
-    store,
-    limiters,
-    schedulers,
-    config,
-    observer,
     listen: async () => {
       // A CI burst opens hundreds of connections at once: a deeper accept queue than Node's 511
       // (capped by the kernel's somaxconn) keeps them from being dropped and retried a second later.

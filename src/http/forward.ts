@@ -12,13 +12,12 @@ import { sleep, type Cancel } from '../limiter/cancel'
 import type { RouteLimiter } from '../limiter/route-limiter'
 import type { UpstreamSignals } from '../limiter/upstream-signals'
 import { MAX_ERROR_BODY_BYTES, normalizeUpstreamError, sluiceErrorFromTransport, type NormalizedError } from '../upstream/normalize'
-import type { HeaderBag } from '../upstream/retry-after'
 import { sendError } from './error-reply'
 import { replayBody } from './request-body'
 import type { RequestState } from './request-state'
 import { OUT_OF_TIME, backoffMs, inTime, retryDecision, type Failure, type RetryDecision, type RetryKind } from './retry-policy'
 import { SHUTDOWN, shuttingDownError } from './shutdown'
-import { decodeBody, readHead, sendEnvelope, type UpstreamResponse } from './upstream-response'
+import { clearUpstreamHeaders, concatRest, decodeBody, readHead, sendEnvelope, type UpstreamResponse } from './upstream-response'
 
 /** A waiting request re-queues behind a pause this often at most before it is sent anyway. */
 const MAX_PAUSE_CHECKS = 5
@@ -298,16 +297,4 @@ function sluiceErrorIn (err: unknown): SluiceError | undefined {
     if (e instanceof SluiceError) return e
   }
   return undefined
-}
-
-/** Removes the headers reply-from copied from an answer that is not passed on. */
-function clearUpstreamHeaders (reply: FastifyReply, headers: HeaderBag): void {
-  for (const name of Object.keys(headers)) reply.removeHeader(name)
-  reply.removeHeader('connection')
-}
-
-async function * concatRest (head: Buffer, rest: Readable): AsyncGenerator<Buffer> {
-  yield head
-  rest.resume()
-  for await (const chunk of rest) yield chunk as Buffer
 }

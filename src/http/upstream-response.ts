@@ -121,3 +121,16 @@ function decodeBounded (decoder: Transform, raw: Buffer, limit: number): Promise
     decoder.end(raw)
   })
 }
+
+/** Removes the headers reply-from copied from an answer that is not passed on. */
+export function clearUpstreamHeaders (reply: FastifyReply, headers: UpstreamResponse['headers']): void {
+  for (const name of Object.keys(headers)) reply.removeHeader(name)
+  reply.removeHeader('connection')
+}
+
+/** The bytes already read of a body, then the rest of it as it comes. */
+export async function * concatRest (head: Buffer, rest: Readable): AsyncGenerator<Buffer> {
+  yield head
+  rest.resume()
+  for await (const chunk of rest) yield chunk as Buffer
+}
