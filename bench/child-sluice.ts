@@ -3,7 +3,8 @@
 // and optionally the reserved start of every forwarded request, by request id.
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { checkRoutes, DEFAULTS, parseRoute, type SluiceConfig } from '../src/config/schema'
-import { createLogger, createSluice } from '../src/http/app'
+import { createSluice } from '../src/http/app'
+import { createLogger } from '../src/http/logger'
 import type { Reservation } from '../src/store/bucket-store'
 import { serveCalls } from './processes'
 

@@ -68,7 +68,7 @@ t.test('counters and histograms hold exactly what a known sequence of requests d
   t.ok(performance.now() - began < 2000, 'shadow requests are not delayed')
 
   // Retries and pauses are fed by the request path (upstream pushback); drive the same entry points.
-  s.observer.retry('api')
+  s.observer.retry('api', 'pushback')
   const pausedFor = await s.observer.timed(s.store).pause('api', 2000)
   t.ok(pausedFor > 1900)
 

@@ -4,7 +4,7 @@
 import t from 'tap'
 import { request } from 'undici'
 import { startEmulator, type EmulatorProfile } from '../src/emulator'
-import { upstreamStats } from '../src/http/forward'
+import { scrapeMetrics } from './helpers/prometheus'
 import { startRedis } from './helpers/redis'
 import { startSluice, type TestSluice } from './helpers/sluice'
 
@@ -51,9 +51,10 @@ t.test('pushback pauses every instance and every request still succeeds', async 
       const early = emulator.earlyAfterPushback({ graceMs: GRACE_MS })
       t.comment(`arrivals before the asked-for time: ${emulator.earlyAfterPushback()} without grace, ${early} after the first ${GRACE_MS} ms`)
       t.equal(early, 0, `no instance sent a request before the delay the API asked for (grace ${GRACE_MS} ms; ${stats.limited} pushed back, ${stats.total} arrivals)`)
-      const retried = instances.reduce((n, s) => n + upstreamStats(s.config.routes[0]!).pushbackRetries, 0)
+      const metrics = await Promise.all(instances.map(async (s) => await scrapeMetrics(s.url)))
+      const retried = metrics.reduce((n, m) => n + m.value('sluice_retries_total', { route: c.profile, reason: 'pushback' }), 0)
       t.equal(retried, stats.limited, 'every pushed-back request was sent again, and only those')
-      const paused = instances.reduce((n, s) => n + upstreamStats(s.config.routes[0]!).pauses, 0)
+      const paused = metrics.reduce((n, m) => n + m.value('sluice_upstream_pauses_total', { route: c.profile }), 0)
       t.ok(paused >= 1, `the bucket was paused (${paused} pauses set)`)
       const logged = instances.flatMap((s) => s.logs.filter((l) => l.msg === 'request' && typeof l.retries === 'number'))
       t.equal(logged.reduce((n, l) => n + (l.retries as number), 0), stats.limited, 'each retry shows in its request\'s log line')

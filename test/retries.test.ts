@@ -5,7 +5,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net'
 import { request } from 'undici'
 import { startEmulator } from '../src/emulator'
-import { upstreamStats } from '../src/http/forward'
+import { scrapeMetrics } from './helpers/prometheus'
 import { startSluice } from './helpers/sluice'
 import { startUpstream } from './helpers/upstream'
 
@@ -62,7 +62,7 @@ t.test('flaky upstream: idempotent requests succeed within their retry bound; PO
   const failed = emulator.stats()
   t.same(gets, Array(40).fill(200), `40 GET and PUT requests all succeeded (${failed['flaky-502']} 502, ${failed['flaky-503']} 503, ${failed.reset} resets on the way)`)
   t.ok(failed['flaky-502'] + failed['flaky-503'] + failed.reset > 0, 'the upstream did fail')
-  t.equal(upstreamStats(s.config.routes[0]!).transientRetries, failed['flaky-502'] + failed['flaky-503'] + failed.reset, 'each failure was retried once')
+  t.equal((await scrapeMetrics(s.url)).value('sluice_retries_total', { route: 'safe', reason: 'transient' }), failed['flaky-502'] + failed['flaky-503'] + failed.reset, 'each failure was retried once')
   const retriedLines = s.logs.filter((l) => l.msg === 'request' && typeof l.retries === 'number')
   t.ok(retriedLines.length > 0, 'retries show in the request log lines')
 

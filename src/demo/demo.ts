@@ -3,16 +3,17 @@
 // a table compares what the API and the client saw.
 import { randomUUID } from 'node:crypto'
 import type { Writable } from 'node:stream'
-import pino from 'pino'
+import pino, { type Logger } from 'pino'
 import { DEFAULTS, checkRoutes, defaultMarginMs, parseRoute, type SluiceConfig } from '../config/schema'
 import { parseDuration, formatRate } from '../config/units'
 import { maxInWindow, startEmulator, type Emulator } from '../emulator'
 import { createSluice, type SluiceServer } from '../http/app'
 import { REDACT_PATHS } from '../http/redact'
 import { runBurst, resultPost, type BurstResult } from './ci-burst'
-import { DEMO_DEFAULTS, checkDemoOptions, minimumWindows, type DemoOptions } from './options'
-import { Progress, formatSeconds } from './progress'
+import { checkDemoOptions, minimumWindows, type DemoOptions } from './options'
+import { Progress } from './progress'
 import { formatSummary, type DemoSummary, type RunSummary } from './summary'
+import { introText, maxWaitText, redactRedisUrl, verdictText, type DemoPlan } from './narration'
 import { ConfigError } from '../errors'
 
 export { DEMO_DEFAULTS, parseDemoArgs, type DemoOptions } from './options'
@@ -25,9 +26,9 @@ export interface DemoControls {
 
 const DEFAULT_MAX_WAIT_MS = parseDuration(DEFAULTS.route.maxWait)
 /**
- * Smallest margin the demo gives Sluice, in ms. Client, Sluice and API share one process here, and on a
- * busy machine (2 cores, load 5) part of a batch was measured reaching the API 75 ms after its slot:
- * more than the default margin of a 1 s window (50 ms), enough for the API to count one too many.
+ * Smallest margin the demo gives Sluice, in ms. Client, Sluice and API share one process here, so on a
+ * busy machine part of a batch can reach the API later after its slot than the default margin of a
+ * short window allows, enough for the API to count one too many.
  */
 export const DEMO_MIN_MARGIN_MS = 250
 /** How long the demo waits for a Sluice instance (and its Redis) to be ready, in ms. */
@@ -41,27 +42,6 @@ const READY_WAIT_MS = 5000
 export function demoMaxWaitMs (requests: number, limit: { count: number, windowMs: number }, marginMs: number): number {
   const lastSlotMs = minimumWindows(requests, limit) * (limit.windowMs + marginMs)
   return Math.max(DEFAULT_MAX_WAIT_MS, Math.ceil((lastSlotMs + limit.windowMs) / 1000) * 1000)
-}
-
-/** Most requests of a burst whose slots all lie within `maxWaitMs` of the first. */
-function fittingBurst (maxWaitMs: number, limit: { count: number, windowMs: number }, marginMs: number): number {
-  return limit.count * (Math.floor(maxWaitMs / (limit.windowMs + marginMs)) + 1)
-}
-
-/** Requests of the burst whose slot lies beyond `maxWaitMs` (Sluice would refuse them at once). */
-function refusedBeyond (maxWaitMs: number, requests: number, limit: { count: number, windowMs: number }, marginMs: number): number {
-  return Math.max(0, requests - fittingBurst(maxWaitMs, limit, marginMs))
-}
-
-/** The Redis URL without its password, for printing. */
-function redactRedisUrl (url: string): string {
-  try {
-    const u = new URL(url)
-    if (u.password !== '') u.password = '***'
-    return u.toString()
-  } catch {
-    return 'an invalid URL'
-  }
 }
 
 async function waitReady (url: string, redis: string | undefined): Promise<void> {
@@ -136,19 +116,79 @@ function runSummary (burst: BurstResult, emulator: Emulator, windowMs: number): 
   }
 }
 
+/** What the demo will do, worked out from its options. */
+function demoPlan (options: DemoOptions): DemoPlan {
+  const { limit, requests } = options
+  const marginMs = Math.max(defaultMarginMs(limit.windowMs), DEMO_MIN_MARGIN_MS)
+  return {
+    limit,
+    requests,
+    concurrency: options.concurrency,
+    rate: formatRate(limit),
+    marginMs,
+    maxWaitMs: demoMaxWaitMs(requests, limit, marginMs),
+    minimumMs: minimumWindows(requests, limit) * limit.windowMs,
+    instances: options.redis === undefined ? 1 : 2,
+    redis: options.redis
+  }
+}
+
+/** Start the demo's Sluice instances (pushed to `sluices` as they start, for the caller to close); resolves to their URLs once ready. */
+async function startSluices (plan: DemoPlan, options: DemoOptions, upstream: string, logger: Logger, sluices: SluiceServer[]): Promise<string[]> {
+  const route = parseRoute({
+    name: 'testrail',
+    upstream,
+    limit: plan.rate,
+    algorithm: 'sliding-window',
+    profile: 'testrail',
+    maxWait: plan.maxWaitMs,
+    margin: plan.marginMs,
+    // Every post of the burst may wait at once in one instance.
+    maxQueue: Math.max(DEFAULTS.route.maxQueue, plan.requests)
+  }, 'route')
+  checkRoutes([route])
+  const sluiceUrls: string[] = []
+  // A fresh key prefix: the demo never draws on (or leaves keys in) a real team's budget.
+  const keyPrefix = options.redis === undefined ? DEFAULTS.keyPrefix : `sluice-demo:${randomUUID().slice(0, 8)}:`
+  for (let i = 0; i < plan.instances; i++) {
+    const config: SluiceConfig = {
+      host: '127.0.0.1',
+      port: options.port === 0 ? 0 : options.port + i,
+      redis: options.redis,
+      keyPrefix,
+      hashSecret: DEFAULTS.hashSecret,
+      logLevel: 'silent',
+      routes: [route]
+    }
+    const sluice = await createSluice(config, { logger })
+    sluices.push(sluice)
+    const url = await sluice.listen()
+    await waitReady(url, options.redis)
+    sluiceUrls.push(url)
+  }
+  return sluiceUrls
+}
+
+/** With --keep: leave everything running, told how to use it, until a signal (or `stop`) ends it. */
+async function keepRunning (output: Writable, emulator: Emulator, sluices: SluiceServer[], sluiceUrls: string[], stop: AbortSignal | undefined): Promise<void> {
+  emulator.reset()
+  for (const s of sluices) s.app.log.level = 'info'
+  const example = resultPost(0)
+  output.write('\nKept running until Ctrl-C (SIGINT) or SIGTERM; request log lines go to stderr. Point your own client at Sluice:\n' +
+    `  curl -X POST -H 'content-type: application/json' -d '${example.body}' '${sluiceUrls[0]!}${example.path}'\n` +
+    `The emulated API (its window emptied) is at ${emulator.url}.\n`)
+  const reason = await waitForStop(stop)
+  output.write(`\n${reason}: stopping.\n`)
+}
+
 /**
  * Run the demo, writing its report to `output`; resolves with what it measured once everything it
  * started is stopped (with `keep`: after SIGINT, SIGTERM or `controls.stop`).
  */
 export async function runDemo (options: DemoOptions, output: Writable, controls: DemoControls = {}): Promise<DemoSummary> {
   checkDemoOptions(options)
-  const { limit, requests } = options
-  const rate = formatRate(limit)
-  const windowS = limit.windowMs / 1000
-  const marginMs = Math.max(defaultMarginMs(limit.windowMs), DEMO_MIN_MARGIN_MS)
-  const maxWaitMs = demoMaxWaitMs(requests, limit, marginMs)
-  const minimumMs = minimumWindows(requests, limit) * limit.windowMs
-  const instances = options.redis === undefined ? 1 : 2
+  const plan = demoPlan(options)
+  const { limit, requests } = plan
   // Request log lines (only shown with --keep) go to stderr: stdout carries the report.
   const logger = pino({ level: 'silent', redact: { paths: REDACT_PATHS, remove: true }, base: { name: 'sluice' } }, process.stderr)
 
@@ -156,59 +196,17 @@ export async function runDemo (options: DemoOptions, output: Writable, controls:
   const sluices: SluiceServer[] = []
   try {
     emulator = await startEmulator({ profile: 'testrail', limit: limit.count, windowMs: limit.windowMs })
-    const route = parseRoute({
-      name: 'testrail',
-      upstream: emulator.url,
-      limit: rate,
-      algorithm: 'sliding-window',
-      profile: 'testrail',
-      maxWait: maxWaitMs,
-      margin: marginMs,
-      // Every post of the burst may wait at once in one instance.
-      maxQueue: Math.max(DEFAULTS.route.maxQueue, requests)
-    }, 'route')
-    checkRoutes([route])
-    const sluiceUrls: string[] = []
-    // A fresh key prefix: the demo never draws on (or leaves keys in) a real team's budget.
-    const keyPrefix = options.redis === undefined ? DEFAULTS.keyPrefix : `sluice-demo:${randomUUID().slice(0, 8)}:`
-    for (let i = 0; i < instances; i++) {
-      const config: SluiceConfig = {
-        host: '127.0.0.1',
-        port: options.port === 0 ? 0 : options.port + i,
-        redis: options.redis,
-        keyPrefix,
-        hashSecret: DEFAULTS.hashSecret,
-        logLevel: 'silent',
-        routes: [route]
-      }
-      const sluice = await createSluice(config, { logger })
-      sluices.push(sluice)
-      const url = await sluice.listen()
-      await waitReady(url, options.redis)
-      sluiceUrls.push(url)
-    }
+    const sluiceUrls = await startSluices(plan, options, emulator.url, logger, sluices)
+    output.write(introText(plan, emulator.url, sluiceUrls))
 
-    const store = options.redis === undefined ? 'memory store' : `Redis ${redactRedisUrl(options.redis)}, shared by both`
-    const scaled = limit.count === DEMO_DEFAULTS.limit.count && limit.windowMs === DEMO_DEFAULTS.limit.windowMs
-      ? '; scaled down here so the demo takes seconds, not minutes'
-      : ''
-    const defaultMs = defaultMarginMs(limit.windowMs)
-    const raised = marginMs > defaultMs
-      ? `  (Sluice's default margin here is ${defaultMs} ms; more in the demo: client, Sluice and API share one process, where a busy CPU delays forwarding)\n`
-      : ''
-    output.write(`sluice demo: a CI job posts ${requests} test results, ${options.concurrency} at a time, to an emulated TestRail that allows ${rate}\n` +
-      `(TestRail Cloud allows 180/min${scaled}).\n\n` +
-      `  emulated API  ${emulator.url}   answers 429 {"error": ...} with Retry-After above ${limit.count} per ${windowS} s\n` +
-      `  Sluice        ${sluiceUrls.join(', ')}   sliding-window ${rate}, ${store}, margin ${marginMs} ms\n${raised}\n`)
-
-    const answerTimeoutMs = maxWaitMs + 30_000
+    const answerTimeoutMs = plan.maxWaitMs + 30_000
     const direct = await playBurst('Run 1: straight at the API. Like a plain CI script, the client sends each post once and counts a 429 as a failed post (no retry).\n',
       output, [emulator.url], options, answerTimeoutMs)
     const directSummary = runSummary(direct, emulator, limit.windowMs)
 
     // Run 2 starts on an empty window, as run 1 did.
     emulator.reset()
-    const split = instances === 1 ? '' : ` (posts alternate between the ${instances} instances)`
+    const split = plan.instances === 1 ? '' : ` (posts alternate between the ${plan.instances} instances)`
     const throughSluice = await playBurst(`\nRun 2: the same burst through Sluice${split}, which holds each post until the budget has room.\n`,
       output, sluiceUrls, options, answerTimeoutMs)
     const sluiceSummary = runSummary(throughSluice, emulator, limit.windowMs)
@@ -217,11 +215,11 @@ export async function runDemo (options: DemoOptions, output: Writable, controls:
       requests,
       concurrency: options.concurrency,
       limit,
-      instances,
+      instances: plan.instances,
       store: options.redis === undefined ? 'memory' : 'redis',
-      minimumMs,
-      maxWaitMs,
-      marginMs,
+      minimumMs: plan.minimumMs,
+      maxWaitMs: plan.maxWaitMs,
+      marginMs: plan.marginMs,
       direct: directSummary,
       sluice: sluiceSummary,
       sluiceUrls,
@@ -229,22 +227,8 @@ export async function runDemo (options: DemoOptions, output: Writable, controls:
       ok: sluiceSummary.failures === 0 && sluiceSummary.upstream429s === 0 && sluiceSummary.sent === requests
     }
     output.write(`\n${formatSummary(summary)}\n`)
-
-    const lastSlotMs = minimumWindows(requests, limit) * (limit.windowMs + marginMs)
-    const refusedByDefault = refusedBeyond(DEFAULT_MAX_WAIT_MS, requests, limit, marginMs)
-    const why = 'Sluice refuses at once (429 RATE_LIMITED with Retry-After) any request whose slot is further away than maxWait'
-    output.write(refusedByDefault === 0
-      ? `maxWait: the last post's slot is ${formatSeconds(lastSlotMs)} after the first, within Sluice's default maxWait of ${formatSeconds(DEFAULT_MAX_WAIT_MS)}.\n` +
-        `${why}, so a longer burst (here more than ${fittingBurst(DEFAULT_MAX_WAIT_MS, limit, marginMs)} posts) needs --max-wait raised to fit it; the demo then does that itself.\n\n`
-      : `maxWait: the last post's slot is ${formatSeconds(lastSlotMs)} after the first, beyond Sluice's default maxWait of ${formatSeconds(DEFAULT_MAX_WAIT_MS)}.\n` +
-        `${why}, so with the default the last ${refusedByDefault} posts would have been refused. The demo set maxWait to ${formatSeconds(maxWaitMs)};\n` +
-        'give --max-wait the same room for your own longest burst.\n\n')
-
-    if (summary.ok) {
-      output.write(`OK: through Sluice ${sluiceSummary.ok} of ${requests} posts succeeded, the API answered no 429, and no ${windowS} s window held more than ${sluiceSummary.peakInWindow} (limit ${limit.count}).\n`)
-    } else {
-      output.write(`FAILED: through Sluice ${sluiceSummary.failures} posts failed and the API answered ${sluiceSummary.upstream429s} 429s (answers by status: ${JSON.stringify(sluiceSummary.statuses)}).\n`)
-    }
+    output.write(maxWaitText(plan, DEFAULT_MAX_WAIT_MS))
+    output.write(verdictText(summary))
 
     const pages = await adminPages(sluiceUrls[0]!, emulator)
     if (pages.length > 0) {
@@ -253,16 +237,7 @@ export async function runDemo (options: DemoOptions, output: Writable, controls:
       output.write(`health    ${sluiceUrls.map((u) => `${u}/_sluice/health`).join(', ')}\n`)
     }
 
-    if (options.keep) {
-      emulator.reset()
-      for (const s of sluices) s.app.log.level = 'info'
-      const example = resultPost(0)
-      output.write('\nKept running until Ctrl-C (SIGINT) or SIGTERM; request log lines go to stderr. Point your own client at Sluice:\n' +
-        `  curl -X POST -H 'content-type: application/json' -d '${example.body}' '${sluiceUrls[0]!}${example.path}'\n` +
-        `The emulated API (its window emptied) is at ${emulator.url}.\n`)
-      const reason = await waitForStop(controls.stop)
-      output.write(`\n${reason}: stopping.\n`)
-    }
+    if (options.keep) await keepRunning(output, emulator, sluices, sluiceUrls, controls.stop)
     return summary
   } finally {
     for (const s of sluices) await s.close().catch(() => {})

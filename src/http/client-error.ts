@@ -31,8 +31,8 @@ export function serverTimeouts (config: SluiceConfig): ServerTimeouts {
   const maxWaitMs = Math.max(0, ...config.routes.map((r) => r.maxWaitMs))
   const upstreamMs = Math.max(0, ...config.routes.map((r) => r.timeoutMs))
   return {
-    // Long enough that a burst of thousands of connections on a busy machine is parsed in time (at
-    // 10 s, 31 of 10,000 benchmark requests got 408), short enough to end a slowloris.
+    // Long enough that a burst of thousands of connections on a busy machine is parsed in time,
+    // short enough to end a slowloris.
     headersMs: 30_000,
     requestMs: maxWaitMs + 120_000,
     // Longer than common client pools keep idle sockets (undici 4 s, Node's agent 5 s), so the

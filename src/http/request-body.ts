@@ -149,6 +149,7 @@ const HEX4 = /[0-9a-fA-F]{4}/y
  * text is JSON. Iterative, so deep nesting cannot overflow the stack.
  */
 export function jsonErrorOffset (s: string): number {
+  // Long: one state machine over the text; split up, its cursor and stack would be shared by closures anyway.
   let i = 0
   const stack: Array<'[' | '{'> = []
   const skipWs = (): void => {

@@ -3,10 +3,9 @@
 import type { Readable, Transform } from 'node:stream'
 import { constants as zlibConstants, createBrotliDecompress, createGunzip, createInflate, createInflateRaw } from 'node:zlib'
 import type { FastifyReply } from 'fastify'
-import type { RouteConfig } from '../config/schema'
 import type { Envelope } from '../errors'
 import { MAX_ERROR_BODY_BYTES, type NormalizedError } from '../upstream/normalize'
-import { rateLimitHeaders } from './rate-limit-headers'
+import { rateLimitHeaders, type RouteBudget } from './rate-limit-headers'
 
 export interface UpstreamResponse {
   statusCode: number
@@ -20,16 +19,17 @@ const BODY_HEADERS = ['content-length', 'content-encoding', 'content-type', 'con
 
 /**
  * Send an envelope in place of whatever the upstream answered: its body headers go, Sluice's
- * rate-limit headers stay (or are added, when no upstream response carried them).
+ * rate-limit headers stay (or are added, when no upstream response carried them), from the route's
+ * current budget (its limiter).
  */
-export function sendEnvelope (reply: FastifyReply, route: RouteConfig, normalized: Pick<NormalizedError, 'status' | 'envelope' | 'retryAfterS'>): void {
+export function sendEnvelope (reply: FastifyReply, budget: RouteBudget, normalized: Pick<NormalizedError, 'status' | 'envelope' | 'retryAfterS'>): void {
   if (reply.sent || reply.raw.headersSent) return
   const state = reply.request.sluice
   const body: Envelope = normalized.envelope
   body.error.details.request_id = reply.request.id
   if (state !== undefined) state.code = body.error.code
   for (const name of BODY_HEADERS) reply.removeHeader(name)
-  if (state?.view !== undefined) reply.headers(rateLimitHeaders(route, state.view, state.waitedMs))
+  if (state?.view !== undefined) reply.headers(rateLimitHeaders(budget, state.view, state.waitedMs))
   if (normalized.retryAfterS !== undefined) reply.header('retry-after', String(normalized.retryAfterS))
   reply.code(normalized.status).type('application/json').send(body)
 }
@@ -120,4 +120,17 @@ function decodeBounded (decoder: Transform, raw: Buffer, limit: number): Promise
     decoder.on('error', finish)
     decoder.end(raw)
   })
+}
+
+/** Removes the headers reply-from copied from an answer that is not passed on. */
+export function clearUpstreamHeaders (reply: FastifyReply, headers: UpstreamResponse['headers']): void {
+  for (const name of Object.keys(headers)) reply.removeHeader(name)
+  reply.removeHeader('connection')
+}
+
+/** The bytes already read of a body, then the rest of it as it comes. */
+export async function * concatRest (head: Buffer, rest: Readable): AsyncGenerator<Buffer> {
+  yield head
+  rest.resume()
+  for await (const chunk of rest) yield chunk as Buffer
 }

@@ -67,6 +67,20 @@ export class RouteLimiter {
   }
 
   /**
+   * Follow a limit the upstream announced (upstream-signals.ts): the burst stays within it, and with
+   * limit: auto the window follows too. The route's config is left as it was.
+   */
+  setLimit (limit: number, windowMs: number): void {
+    const policy = this.policy
+    policy.limit = limit
+    policy.burst = Math.min(this.route.burst, limit)
+    if (this.route.limitAuto && windowMs !== policy.windowMs) {
+      policy.windowMs = windowMs
+      policy.marginMs = Math.max(50, Math.round(windowMs / 100))
+    }
+  }
+
+  /**
    * Where this route's reservations are made right now. The mode changes with a request (see book()),
    * so while Redis is not connected the route is in its onStoreError mode already, as its next request
    * will be, even before one comes (Redis unreachable from the start, or just gone).

@@ -3,23 +3,19 @@
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import type { RouteConfig } from '../config/schema'
 import { envelope } from '../errors'
+import { markAdmin } from '../http/request-state'
 import type { Observer } from './observer'
 
 declare module 'fastify' {
   interface FastifyInstance {
-    /** Counters the request path may feed, e.g. `request.server.observer.retry(route.name)`. */
+    /** Counters the request path may feed, e.g. `request.server.observer.retry(route.name, 'pushback')`. */
     observer: Observer
   }
 }
 
 // The page may load nothing from anywhere: inline style and script, and events from Sluice itself.
 const DASHBOARD_CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-
-function markAdmin (request: FastifyRequest): void {
-  request.sluice = { route: undefined as unknown as RouteConfig, bucket: undefined, waitedMs: 0, view: undefined, outcome: 'admin' }
-}
 
 /**
  * Attach the observer (the request path reaches it as app.observer, its heartbeat starts with the

@@ -5,7 +5,7 @@ import type { StoreMode } from '../limiter/route-limiter'
 
 /** Wait in Sluice, s: from "no wait" up to the longest sensible maxWait. */
 export const WAIT_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600]
-/** One store command, s: a Redis round trip on loopback is ~0.2 ms, across a network a few ms. */
+/** One store command, s: from a round trip on loopback (well under a millisecond) to one across a slow network. */
 export const STORE_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1]
 
 /** Every store mode a route can be in (route-limiter.ts), so each gets a 0 or a 1. */
@@ -26,7 +26,7 @@ export class SluiceMetrics {
   readonly shadow: Counter<'route' | 'verdict' | 'code'>
   readonly shadowWait: Histogram<'route'>
   readonly upstreamResponses: Counter<'route' | 'class'>
-  readonly retries: Counter<'route'>
+  readonly retries: Counter<'route' | 'reason'>
   readonly pauses: Counter<'route'>
   readonly storeCommand: Histogram<'store' | 'command'>
   readonly storeErrors: Counter<'store' | 'command'>
@@ -34,6 +34,7 @@ export class SluiceMetrics {
   readonly clientWait: Counter<'route' | 'client'>
 
   constructor (routes: Array<{ name: string, limit: number, windowS: number }>, collectors: Collectors) {
+    // Long: the list of this registry's metrics, each declared once with its help text; no logic.
     const registers = [this.registry]
     this.requests = new Counter({
       name: 'sluice_requests_total',
@@ -82,8 +83,8 @@ export class SluiceMetrics {
     })
     this.retries = new Counter({
       name: 'sluice_retries_total',
-      help: 'Requests Sluice sent to the upstream again after pushback or a transient failure',
-      labelNames: ['route'],
+      help: 'Requests Sluice sent to the upstream again, by reason: after pushback or a transient failure',
+      labelNames: ['route', 'reason'],
       registers
     })
     this.pauses = new Counter({

@@ -3,21 +3,23 @@
 // wrapped to time its commands and notice pauses; a one-second heartbeat publishes this instance's
 // figures to the shared store and reads everyone else's. Nothing here is on the admission path
 // except a few counter increments.
-import type { ClientStats } from '../limiter/fair-scheduler'
 import { randomUUID } from 'node:crypto'
 import { hostname } from 'node:os'
 import type { FastifyReply } from 'fastify'
 import type { Logger } from 'pino'
 import type { RouteConfig, SluiceConfig } from '../config/schema'
-import type { RequestState } from '../http/app'
+import type { RequestState } from '../http/request-state'
+import type { RetryKind } from '../http/retry-policy'
 import type { Admission, RouteLimiter } from '../limiter/route-limiter'
 import { isShadowAdmission } from '../limiter/shadow-limiter'
 import { isTeamBoard, type BucketPeek, type BucketStore } from '../store/bucket-store'
-import { BucketActivity, SERIES_S } from './activity'
+import { SERIES_S } from './activity'
+import { BucketTracker, type QueueSource } from './bucket-tracker'
 import { EventHub } from './event-stream'
 import { HISTORY_S, History } from './history'
 import { SluiceMetrics } from './metrics'
-import { bucketStatus, parseSnapshot, teamSeries, type InstanceSnapshot, type SluiceStatus } from './status'
+import { bucketStatus, parseSnapshot, teamSeries, type ClientUsage, type InstanceSnapshot, type SluiceStatus } from './status'
+import { timedStore } from './timed-store'
 
 export interface ObserverOptions {
   /** How often this instance publishes its figures and reads the team's, ms. Default 1000. */
@@ -28,13 +30,9 @@ export interface ObserverOptions {
    * Queues in front of the limiters (fair-scheduler.ts), by route: a request held there waits too.
    * Read lazily, so the map may be filled after the observer is made.
    */
-  schedulers?: Map<string, { queueDepth: (bucket: string) => number, clients?: () => ClientStats[] }>
+  schedulers?: Map<string, QueueSource>
 }
 
-/** Buckets (one per credential with key: header:…) idle this long are forgotten, ms. */
-const BUCKET_IDLE_MS = HISTORY_S * 1000
-/** At most this many buckets are tracked (labels, status rows); the idlest go first. */
-const MAX_BUCKETS = 500
 /**
  * Buckets read from the store per status, the most recently used first (one read-only script each;
  * with key: header:… there may be hundreds of buckets): the others show remaining as unknown (null).
@@ -46,19 +44,18 @@ const TICK_POINTS_S = 15
 export class Observer {
   readonly id = randomUUID()
   readonly metrics: SluiceMetrics
-  private readonly config: SluiceConfig
   private readonly store: BucketStore
   private readonly limiters: Map<string, RouteLimiter>
   private readonly logger: Logger
   private readonly routes = new Map<string, RouteConfig>()
-  private readonly activity = new Map<string, BucketActivity>()
+  private readonly tracker: BucketTracker
   private readonly admittedStates = new WeakSet<RequestState>()
   private readonly countedStates = new WeakSet<RequestState>()
   private readonly history = new History()
   readonly events = new EventHub()
   private readonly heartbeatMs: number
   private readonly instanceTtlMs: number
-  private readonly schedulers: Map<string, { queueDepth: (bucket: string) => number, clients?: () => ClientStats[] }>
+  private readonly schedulers: Map<string, QueueSource>
   private readonly startedAt = new Date().toISOString()
   private timer: NodeJS.Timeout | undefined
   private ticking = false
@@ -67,7 +64,6 @@ export class Observer {
   private last: SluiceStatus | undefined
 
   constructor (config: SluiceConfig, store: BucketStore, limiters: Map<string, RouteLimiter>, logger: Logger, options: ObserverOptions = {}) {
-    this.config = config
     this.store = store
     this.limiters = limiters
     this.logger = logger
@@ -75,53 +71,22 @@ export class Observer {
     this.instanceTtlMs = options.instanceTtlMs ?? 5000
     this.schedulers = options.schedulers ?? new Map()
     for (const r of config.routes) this.routes.set(r.name, r)
+    this.tracker = new BucketTracker(this.routes, limiters, this.schedulers)
     this.metrics = new SluiceMetrics(config.routes.map((r) => ({ name: r.name, limit: r.limit.count, windowS: r.limit.windowMs / 1000 })), {
-      buckets: () => this.bucketFigures(),
-      inFlight: () => this.inFlightByRoute(),
+      buckets: () => this.tracker.figures(),
+      inFlight: () => this.tracker.inFlightByRoute(),
       liveInstances: () => this.liveCount,
       storeModes: () => config.routes.map((r) => ({ route: r.name, mode: this.storeModeOf(r.name) }))
     })
     for (const r of config.routes) {
       // A budget per route is known from the start; per-credential buckets appear when first used.
-      if (r.key.kind === 'instance') this.activityOf(r, r.name)
+      if (r.key.kind === 'instance') this.tracker.of(r, r.name)
     }
   }
 
   /** The store as the limiters should see it: every command timed, every pause noticed. */
   timed (store: BucketStore): BucketStore {
-    const metrics = this.metrics
-    const onPause = (bucket: string, ms: number): void => this.paused(bucket, ms)
-    // Methods are bound once, not on every access (the limiters call several per request); a method
-    // replaced on the store is bound anew.
-    const bound = new Map<string | symbol, { fn: unknown, method: unknown }>()
-    const timedMethod = (fn: (...args: unknown[]) => Promise<unknown>, target: BucketStore, prop: string): unknown => {
-      return async (...args: unknown[]): Promise<unknown> => {
-        const labels = { store: target.kind, command: prop }
-        const end = metrics.storeCommand.startTimer(labels)
-        try {
-          const result = await fn.apply(target, args)
-          if (prop === 'pause') onPause(String(args[0]), Number(result))
-          return result
-        } catch (err) {
-          metrics.storeErrors.inc(labels)
-          throw err
-        } finally {
-          end()
-        }
-      }
-    }
-    return new Proxy(store, {
-      get (target, prop) {
-        const value = Reflect.get(target, prop, target) as unknown
-        if (typeof value !== 'function') return value
-        const known = bound.get(prop)
-        if (known?.fn === value) return known.method
-        const fn = value as (...args: unknown[]) => Promise<unknown>
-        const method = prop === 'reserve' || prop === 'release' || prop === 'pause' ? timedMethod(fn, target, prop) : fn.bind(target)
-        bound.set(prop, { fn: value, method })
-        return method
-      }
-    })
+    return timedStore(store, this.metrics, (bucket, ms) => this.paused(bucket, ms))
   }
 
   /** A request got its slot (or, on a shadow route, its verdict) and is about to be forwarded. */
@@ -129,7 +94,7 @@ export class Observer {
     if (this.admittedStates.has(state)) return
     this.admittedStates.add(state)
     const route = state.route
-    const act = this.activityOf(route, admission.bucket)
+    const act = this.tracker.of(route, admission.bucket)
     act.tokensRemaining = admission.reservation.remaining
     act.count('forwarded')
     this.metrics.wait.observe({ route: route.name }, admission.waitedMs / 1000)
@@ -169,16 +134,16 @@ export class Observer {
       this.metrics.requests.inc({ route, outcome: 'cancelled', code: '' })
     } else {
       this.metrics.requests.inc({ route, outcome: 'rejected', code: state.code ?? 'UNKNOWN' })
-      if (state.bucket !== undefined) this.activityOf(state.route, state.bucket).count('rejected')
+      if (state.bucket !== undefined) this.tracker.of(state.route, state.bucket).count('rejected')
     }
     if (state.upstreamStatus !== undefined) {
       this.metrics.upstreamResponses.inc({ route, class: `${Math.floor(state.upstreamStatus / 100)}xx` })
     }
   }
 
-  /** Sluice sent a request to the upstream again (after pushback or a transient failure). */
-  retry (route: string): void {
-    this.metrics.retries.inc({ route })
+  /** Sluice sent a request to the upstream again, after pushback or a transient failure (`reason`). */
+  retry (route: string, reason: RetryKind): void {
+    this.metrics.retries.inc({ route, reason })
   }
 
   /** Where a route makes its reservations now (redis, memory; local, open or closed during an outage). */
@@ -191,7 +156,7 @@ export class Observer {
     const route = this.routes.get(bucket.split(':')[0])
     if (route === undefined) return
     this.metrics.pauses.inc({ route: route.name })
-    const act = this.activityOf(route, bucket)
+    const act = this.tracker.of(route, bucket)
     act.pausedUntilMs = Math.max(act.pausedUntilMs, Date.now() + ms)
   }
 
@@ -215,44 +180,24 @@ export class Observer {
    */
   async status (options: { peek?: boolean } = {}): Promise<SluiceStatus> {
     const now = Date.now()
-    this.forgetIdle(now)
-    const own = this.snapshot(now)
-    let snapshots: InstanceSnapshot[] = [own]
-    let reachable = true
-    const board = isTeamBoard(this.store) ? this.store : undefined
-    if (board !== undefined) {
-      try {
-        this.liveCount = await board.heartbeat(this.id, JSON.stringify(own), this.instanceTtlMs)
-        const live = await board.liveInstances()
-        snapshots = [own]
-        for (const [id, text] of live) {
-          const snap = id === this.id ? undefined : parseSnapshot(text)
-          if (snap !== undefined) snapshots.push(snap)
-        }
-        this.liveCount = snapshots.length
-      } catch {
-        reachable = false
-      }
-    }
-    const names = new Set<string>(this.activity.keys())
+    this.tracker.forgetIdle(now)
+    const { snapshots, reachable } = await this.heartbeat(this.snapshot(now))
+    const names = new Set<string>(this.tracker.buckets())
     for (const snap of snapshots) for (const [bucket, b] of Object.entries(snap.buckets)) if (this.routes.has(b.r)) names.add(bucket)
     const buckets = [...names].sort()
-    const peeked = new Set([...names].sort((a, b) => (this.activity.get(b)?.lastSeenMs ?? 0) - (this.activity.get(a)?.lastSeenMs ?? 0)).slice(0, MAX_PEEKS))
-    const peeks = await Promise.all(buckets.map(async (bucket): Promise<BucketPeek | undefined> => {
-      const route = this.routeOf(bucket, snapshots)
-      const limiter = route === undefined ? undefined : this.limiters.get(route.name)
-      if (board === undefined || limiter === undefined || !reachable || options.peek === false || !peeked.has(bucket)) return undefined
-      return await board.peek(bucket, limiter.policy).catch(() => undefined)
-    }))
+    const peeks = reachable && options.peek !== false ? await this.peek(buckets, names, snapshots) : []
     const rows = []
     for (let i = 0; i < buckets.length; i++) {
       const bucket = buckets[i]
-      const route = this.routeOf(bucket, snapshots)
+      const route = this.tracker.routeOf(bucket, snapshots)
       if (route === undefined) continue
-      const act = this.activity.get(bucket)
+      const act = this.tracker.get(bucket)
+      const policy = this.limiters.get(route.name)?.policy
       rows.push(bucketStatus({
         route,
         bucket,
+        limit: policy?.limit ?? route.limit.count,
+        windowMs: policy?.windowMs ?? route.limit.windowMs,
         storeMode: this.storeModeOf(route.name),
         waitMs: act?.waitPercentiles(now) ?? { p50: 0, p90: 0, p99: 0, count: 0 },
         requestsLastMinute: act === undefined ? 0 : act.series(now).reduce((n, s) => n + s[1], 0)
@@ -266,22 +211,59 @@ export class Observer {
       instance: { id: this.id, store: this.store.kind, storeReachable: reachable },
       instances: snapshots.map((s) => ({ id: s.id, host: s.host, pid: s.pid, startedAt: s.startedAt })),
       buckets: rows,
-      clients: [...this.schedulers].flatMap(([route, s]) => (s.clients?.() ?? []).map((c) => ({
-        route,
-        bucket: c.bucket,
-        client: c.client,
-        weight: c.weight,
-        admitted: c.admitted,
-        units: c.units,
-        rejected: c.rejected,
-        cancelled: c.cancelled,
-        meanWaitMs: c.admitted === 0 ? 0 : Math.round(c.waitedMsTotal / c.admitted),
-        maxWaitMs: Math.round(c.waitedMsMax),
-        waiting: c.held + c.reserved
-      })))
+      clients: this.clientUsage()
     }
     this.last = status
     return status
+  }
+
+  /** Publish this instance's heartbeat and read everyone's: the live instances' snapshots, own first. */
+  private async heartbeat (own: InstanceSnapshot): Promise<{ snapshots: InstanceSnapshot[], reachable: boolean }> {
+    const board = isTeamBoard(this.store) ? this.store : undefined
+    if (board === undefined) return { snapshots: [own], reachable: true }
+    try {
+      this.liveCount = await board.heartbeat(this.id, JSON.stringify(own), this.instanceTtlMs)
+      const live = await board.liveInstances()
+      const snapshots = [own]
+      for (const [id, text] of live) {
+        const snap = id === this.id ? undefined : parseSnapshot(text)
+        if (snap !== undefined) snapshots.push(snap)
+      }
+      this.liveCount = snapshots.length
+      return { snapshots, reachable: true }
+    } catch {
+      return { snapshots: [own], reachable: false }
+    }
+  }
+
+  /** Each bucket's state in the store, for the MAX_PEEKS most recently used (undefined for the others). */
+  private async peek (buckets: string[], names: Set<string>, snapshots: InstanceSnapshot[]): Promise<Array<BucketPeek | undefined>> {
+    const board = isTeamBoard(this.store) ? this.store : undefined
+    if (board === undefined) return []
+    const peeked = new Set([...names].sort((a, b) => (this.tracker.get(b)?.lastSeenMs ?? 0) - (this.tracker.get(a)?.lastSeenMs ?? 0)).slice(0, MAX_PEEKS))
+    return await Promise.all(buckets.map(async (bucket): Promise<BucketPeek | undefined> => {
+      const route = this.tracker.routeOf(bucket, snapshots)
+      const limiter = route === undefined ? undefined : this.limiters.get(route.name)
+      if (limiter === undefined || !peeked.has(bucket)) return undefined
+      return await board.peek(bucket, limiter.policy).catch(() => undefined)
+    }))
+  }
+
+  /** Usage and waits of the fair-share clients this instance has seen. */
+  private clientUsage (): ClientUsage[] {
+    return [...this.schedulers].flatMap(([route, s]) => (s.clients?.() ?? []).map((c) => ({
+      route,
+      bucket: c.bucket,
+      client: c.client,
+      weight: c.weight,
+      admitted: c.admitted,
+      units: c.units,
+      rejected: c.rejected,
+      cancelled: c.cancelled,
+      meanWaitMs: c.admitted === 0 ? 0 : Math.round(c.waitedMsTotal / c.admitted),
+      maxWaitMs: Math.round(c.waitedMsMax),
+      waiting: c.held + c.reserved
+    })))
   }
 
   /** The first event of a new dashboard stream: the status and the whole chart history. */
@@ -312,74 +294,6 @@ export class Observer {
   }
 
   private snapshot (now: number): InstanceSnapshot {
-    const buckets: InstanceSnapshot['buckets'] = {}
-    for (const [bucket, act] of this.activity) {
-      buckets[bucket] = {
-        r: act.route,
-        q: this.queueDepth(act.route, bucket),
-        f: act.inFlight,
-        u: act.forwardedInWindow(now),
-        s: act.series(now)
-      }
-    }
-    return { v: 1, id: this.id, host: hostname(), pid: process.pid, startedAt: this.startedAt, store: this.store.kind, buckets }
-  }
-
-  /** Requests of this instance waiting in a bucket: in the fair queue or for their slot (shadow: would be). */
-  private queueDepth (route: string, bucket: string): number {
-    const limited = this.limiters.get(route)?.queueDepth(bucket) ?? 0
-    if (this.routes.get(route)?.mode === 'shadow') return limited
-    return Math.max(limited, this.schedulers.get(route)?.queueDepth(bucket) ?? 0)
-  }
-
-  private routeOf (bucket: string, snapshots: InstanceSnapshot[]): RouteConfig | undefined {
-    const own = this.activity.get(bucket)
-    if (own !== undefined) return this.routes.get(own.route)
-    for (const snap of snapshots) {
-      const name = snap.buckets[bucket]?.r
-      if (name !== undefined) return this.routes.get(name)
-    }
-    return undefined
-  }
-
-  private activityOf (route: RouteConfig, bucket: string): BucketActivity {
-    let act = this.activity.get(bucket)
-    if (act === undefined) {
-      act = new BucketActivity(route.name, bucket, route.limit.windowMs / 1000)
-      this.activity.set(bucket, act)
-      if (this.activity.size > MAX_BUCKETS) this.forgetIdle(Date.now(), true)
-    }
-    return act
-  }
-
-  private forgetIdle (now: number, evictOne = false): void {
-    let idlest: BucketActivity | undefined
-    for (const act of this.activity.values()) {
-      if (act.route === act.bucket) continue // a route's own budget stays
-      if (act.inFlight > 0 || this.queueDepth(act.route, act.bucket) > 0) continue
-      if (now - act.lastSeenMs > BUCKET_IDLE_MS) this.activity.delete(act.bucket)
-      else if (idlest === undefined || act.lastSeenMs < idlest.lastSeenMs) idlest = act
-    }
-    if (evictOne && this.activity.size > MAX_BUCKETS && idlest !== undefined) this.activity.delete(idlest.bucket)
-  }
-
-  private * bucketFigures (): Generator<{ route: string, bucket: string, queueDepth: number, pauseRemainingS: number, tokensRemaining: number | undefined }> {
-    const now = Date.now()
-    for (const act of this.activity.values()) {
-      yield {
-        route: act.route,
-        bucket: act.bucket,
-        queueDepth: this.queueDepth(act.route, act.bucket),
-        pauseRemainingS: Math.max(0, act.pausedUntilMs - now) / 1000,
-        tokensRemaining: act.tokensRemaining
-      }
-    }
-  }
-
-  private * inFlightByRoute (): Generator<{ route: string, inFlight: number }> {
-    const sums = new Map<string, number>()
-    for (const r of this.config.routes) sums.set(r.name, 0)
-    for (const act of this.activity.values()) sums.set(act.route, (sums.get(act.route) ?? 0) + act.inFlight)
-    for (const [route, inFlight] of sums) yield { route, inFlight }
+    return { v: 1, id: this.id, host: hostname(), pid: process.pid, startedAt: this.startedAt, store: this.store.kind, buckets: this.tracker.snapshot(now) }
   }
 }

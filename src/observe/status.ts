@@ -89,6 +89,9 @@ export interface ClientUsage {
 export interface LocalBucket {
   route: RouteConfig
   bucket: string
+  /** The route's budget now (its limiter's: the limit may follow the upstream's announcements). */
+  limit: number
+  windowMs: number
   storeMode: string
   waitMs: WaitPercentiles
   requestsLastMinute: number
@@ -138,14 +141,14 @@ export function bucketStatus (local: LocalBucket, snapshots: InstanceSnapshot[],
     inFlight += b.f
     usedInWindow += b.u
   }
-  const limit = route.limit.count
+  const limit = local.limit
   return {
     bucket,
     route: route.name,
     mode: route.mode,
     algorithm: route.algorithm,
     limit,
-    windowS: route.limit.windowMs / 1000,
+    windowS: local.windowMs / 1000,
     store: local.storeMode,
     remaining: peek === undefined ? null : peek.remaining,
     booked: peek === undefined ? null : peek.booked,

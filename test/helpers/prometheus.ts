@@ -1,6 +1,7 @@
 // A strict reader of the Prometheus text exposition format (version 0.0.4): every line must be a
 // HELP, a TYPE or a sample of a declared family; histograms must be cumulative and end in +Inf.
 // Throws on the first line that does not parse, naming it.
+import { request } from 'undici'
 
 export interface Sample {
   name: string
@@ -104,4 +105,10 @@ export function parsePrometheus (text: string): Exposition {
   }
   const find = (name: string, labels: Record<string, string> = {}): Sample[] => samples.filter((s) => s.name === name && matches(s, labels))
   return { types, samples, find, value: (name, labels = {}) => find(name, labels).reduce((n, s) => n + s.value, 0) }
+}
+
+/** GET /_sluice/metrics of a running Sluice at `baseUrl`, parsed. */
+export async function scrapeMetrics (baseUrl: string): Promise<Exposition> {
+  const res = await request(`${baseUrl}/_sluice/metrics`)
+  return parsePrometheus(await res.body.text())
 }

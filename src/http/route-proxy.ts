@@ -1,0 +1,81 @@
+// One route, mounted at its prefix: a connection pool to its upstream, the body parser, admission
+// (admission.ts) as the preHandler, and the proxy, whose every attempt upstream goes through
+// forward.ts, with the route's budget told in the response headers.
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import proxy from '@fastify/http-proxy'
+import { Pool } from 'undici'
+import type { RouteConfig } from '../config/schema'
+import type { FairScheduler } from '../limiter/fair-scheduler'
+import type { RouteLimiter } from '../limiter/route-limiter'
+import { UpstreamSignals } from '../limiter/upstream-signals'
+import type { BucketStore } from '../store/bucket-store'
+import type { Unfinished } from './access-log'
+import { createAdmission } from './admission'
+import { endBodilessResponses } from './bodiless-responses'
+import { createForwarder } from './forward'
+import { forwardedRequestHeaders, withoutHopByHop } from './hop-by-hop'
+import { rateLimitHeaders } from './rate-limit-headers'
+import { requestBodyParser } from './request-body'
+
+export interface RouteParts {
+  route: RouteConfig
+  limiter: RouteLimiter
+  scheduler: FairScheduler
+  /** The store the limiter reserves in (instrumented), where pauses are set. */
+  store: BucketStore
+  /** The same store without instrumentation, whose pause announcements are followed. */
+  checkStore: BucketStore
+  hashSecret: string
+  unfinished: Unfinished
+}
+
+export async function registerRoute (scope: FastifyInstance, parts: RouteParts): Promise<void> {
+  const { route, limiter } = parts
+  const origin = new URL(route.upstream).origin
+  const pool = new Pool(origin, {
+    connections: 128,
+    pipelining: 1,
+    headersTimeout: route.timeoutMs,
+    bodyTimeout: route.timeoutMs,
+    connect: { timeout: route.connectTimeoutMs, rejectUnauthorized: true }
+  }).compose(endBodilessResponses)
+  scope.addHook('onClose', async () => { await pool.close() })
+
+  // One parser for every content type: JSON bodies are read and checked before admission
+  // (MALFORMED_JSON takes no token); the rest streams (request-body.ts).
+  scope.removeAllContentTypeParsers()
+  scope.addContentTypeParser('*', requestBodyParser(route, route.mode === 'shadow' ? 0 : route.retryBodyLimit))
+
+  const log = scope.log
+  const signals = new UpstreamSignals({ route, limiter, store: parts.store, checkStore: parts.checkStore, log: (level, fields, message) => log[level](fields, message) })
+  await scope.register(proxy, {
+    upstream: route.upstream,
+    proxyPayloads: false,
+    // Every attempt upstream: pauses on pushback, retries, the upstream's own numbers (forward.ts).
+    handler: createForwarder({ route, limiter, signals, logger: log }),
+    prefix: route.prefix === '/' ? '' : route.prefix,
+    preHandler: createAdmission(parts),
+    undici: pool as never,
+    disableRequestLogging: true,
+    replyOptions: {
+      // Retries go through the limiter (they take budget like any request), so reply-from's own
+      // retries (GET on 503, up to 10 times) are turned off. reply-from reads this per call, from
+      // the reply options: as a plugin option it was ignored.
+      retryDelay: () => null,
+      rewriteRequestHeaders: (request: FastifyRequest, headers: Record<string, unknown>) => {
+        const out = forwardedRequestHeaders(headers)
+        out['x-request-id'] = request.id
+        return out
+      },
+      rewriteHeaders: (headers: Record<string, unknown>, request: FastifyRequest | undefined) => {
+        // A copy: forward.ts still reads the upstream's own rate-limit headers from the original.
+        const out = withoutHopByHop(headers)
+        const state = request?.sluice
+        if (request === undefined || state?.view === undefined) return out
+        rateLimitHeaders(limiter, state.view, state.waitedMs, out)
+        out['x-request-id'] = request.id
+        return out
+      }
+    }
+  } as never)
+}

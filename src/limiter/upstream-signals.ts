@@ -1,0 +1,126 @@
+// What the upstream tells Sluice about one route's budget: pauses (pushback, or an announced budget
+// that is spent until its reset) and announced limits. Pauses go to the shared store, so every
+// instance holds back; an announced limit is followed through the route's limiter (setLimit), never
+// written into the route's config.
+import type { RouteConfig } from '../config/schema'
+import type { BucketStore } from '../store/bucket-store'
+import { clampDelayMs, parseRateLimitHeaders, type HeaderBag } from '../upstream/retry-after'
+import type { LimiterLog, RouteLimiter } from './route-limiter'
+
+export interface UpstreamSignalsOptions {
+  route: RouteConfig
+  limiter: RouteLimiter
+  /** Where pauses are set (the store the limiter reserves in, so every reservation honours them). */
+  store: BucketStore
+  /** The same store without instrumentation: its announcements of every instance's pauses are followed. */
+  checkStore: BucketStore
+  log: LimiterLog
+}
+
+export class UpstreamSignals {
+  private readonly route: RouteConfig
+  private readonly limiter: RouteLimiter
+  private readonly store: BucketStore
+  private readonly log: LimiterLog
+  private readonly shadow: boolean
+  /** What the config says, before any announcement: an adopted limit never goes above it. */
+  private readonly configuredLimit: number
+  /**
+   * Announcements of the upstream's budget for the whole route. A route keyed per header has one bucket
+   * per key, and keys differ (token tiers): one key's answer must not shrink every key's budget, so
+   * such a route follows only the pauses (remaining 0) of each bucket. Numbers tagged with a budget
+   * other than GitHub's primary one (X-RateLimit-Resource: search, graphql, …) are another budget.
+   */
+  private readonly adoptsLimits: boolean
+  private warnedLimit = false
+  /** Pauses known to this instance, epoch ms per bucket: its own, and others' announced by the store. */
+  private readonly knownPause = new Map<string, number>()
+
+  constructor (opts: UpstreamSignalsOptions) {
+    this.route = opts.route
+    this.limiter = opts.limiter
+    this.store = opts.store
+    this.log = opts.log
+    this.shadow = opts.route.mode === 'shadow'
+    this.configuredLimit = opts.route.limit.count
+    this.adoptsLimits = opts.route.limitAuto || opts.route.key.kind === 'instance'
+    // Every pause any instance sets is announced (one pub/sub message per pause, no polling), so a
+    // request that slept for its slot knows, without a store round trip, whether it must queue again.
+    if (!this.shadow) opts.checkStore.onPause((bucket, delayMs) => this.notePause(bucket, Date.now() + delayMs))
+  }
+
+  /** Whether a pause this instance knows of holds `bucket` now (no store round trip). */
+  pausedHere (bucket: string): boolean {
+    const until = this.knownPause.get(bucket)
+    if (until === undefined) return false
+    if (until > Date.now()) return true
+    this.knownPause.delete(bucket)
+    return false
+  }
+
+  /**
+   * The upstream pushed back: pause the bucket for the delay it asked for (without one: one window of
+   * the route's budget), within the route's pause bounds. Resolves to that pause, ms.
+   */
+  async pushback (bucket: string, delayMs: number | undefined, why: string): Promise<number> {
+    const pauseMs = clampDelayMs(delayMs ?? this.limiter.policy.windowMs, this.route.minPauseMs, this.route.maxPauseMs)
+    await this.pause(bucket, pauseMs, why)
+    return pauseMs
+  }
+
+  /** Steer by the upstream's own numbers: an exhausted budget pauses, a lower limit is adopted. */
+  follow (headers: HeaderBag, bucket: string): void {
+    const info = parseRateLimitHeaders(headers, Date.now())
+    if (info.limit !== undefined && info.limit >= 1 && !this.shadow && this.adoptsLimits && (info.resource === undefined || info.resource === 'core')) {
+      this.adopt(info.limit, info.windowMs)
+    }
+    if (info.remaining === 0 && info.resetMs !== undefined && info.resetMs > 0) {
+      void this.pause(bucket, clampDelayMs(info.resetMs, 0, this.route.maxPauseMs), 'upstream reports remaining 0 until reset')
+    }
+  }
+
+  private notePause (bucket: string, untilMs: number): void {
+    if (untilMs > (this.knownPause.get(bucket) ?? 0)) this.knownPause.set(bucket, untilMs)
+  }
+
+  private async pause (bucket: string, delayMs: number, why: string): Promise<void> {
+    if (this.shadow || delayMs <= 0) return
+    const route = this.route.name
+    this.notePause(bucket, Date.now() + delayMs)
+    try {
+      await this.store.pause(bucket, delayMs)
+    } catch (err) {
+      this.log('warn', { route, bucket, err: (err as Error).message }, 'could not store a pause; this instance still backs off through its retries')
+    }
+    this.log('info', { route, bucket, pauseMs: Math.round(delayMs), why }, 'bucket paused')
+  }
+
+  private adopt (announced: number, announcedWindowMs: number | undefined): void {
+    const policy = this.limiter.policy
+    const name = this.route.name
+    if (this.route.limitAuto) {
+      const windowMs = announcedWindowMs !== undefined && announcedWindowMs > 0 ? announcedWindowMs : policy.windowMs
+      const limit = Math.floor(announced)
+      if (limit === policy.limit && windowMs === policy.windowMs) return
+      this.limiter.setLimit(limit, windowMs)
+      this.log('info', { route: name, limit, windowMs }, `route ${name}: limit auto adopts the upstream's announced ${limit} per ${windowMs} ms`)
+      return
+    }
+    // The announcement in the route's own window, so 5000/h and 180/min compare.
+    const inRouteWindow = announcedWindowMs !== undefined && announcedWindowMs > 0 && announcedWindowMs !== policy.windowMs
+      ? Math.floor(announced * policy.windowMs / announcedWindowMs)
+      : Math.floor(announced)
+    // The limit follows the latest announcement, down and back up, never above the configured one.
+    const configured = this.configuredLimit
+    const limit = Math.min(inRouteWindow, configured)
+    if (limit < 1 || limit === policy.limit) return
+    this.limiter.setLimit(limit, policy.windowMs)
+    if (limit < configured && !this.warnedLimit) {
+      this.warnedLimit = true
+      this.log('warn', { route: name, configured, announced: inRouteWindow, windowMs: policy.windowMs },
+        `route ${name}: the upstream announces a limit of ${inRouteWindow} per ${policy.windowMs} ms, below the configured ${configured}; Sluice follows the upstream`)
+    } else if (limit === configured) {
+      this.log('info', { route: name, limit, windowMs: policy.windowMs }, `route ${name}: the upstream announces ${inRouteWindow} per ${policy.windowMs} ms again; back to the configured ${limit}`)
+    }
+  }
+}
