@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { parse as parseYaml } from 'yaml'
 import { applyPreset } from './preset'
-import { DEFAULTS, checkRoutes, parseRoute, type SluiceConfig } from './schema'
+import { ADMIN_ROUTE_SETS, DEFAULTS, checkRoutes, parseRoute, type AdminRoutes, type SluiceConfig } from './schema'
 import { parseDuration } from './units'
 import { ConfigError } from '../errors'
 
@@ -109,10 +109,10 @@ function drainTimeoutMs (value: unknown): number {
   }
 }
 
-function adminRoutes (value: unknown): 'all' | 'essential' {
+function adminRoutes (value: unknown): AdminRoutes {
   const v = value ?? DEFAULTS.adminRoutes
-  if (v !== 'all' && v !== 'essential') throw new ConfigError('adminRoutes', `expected all (every admin route) or essential (health and ready only), got ${JSON.stringify(v)}`)
-  return v
+  if (!(ADMIN_ROUTE_SETS as readonly unknown[]).includes(v)) throw new ConfigError('adminRoutes', `expected all (every admin route) or essential (health and ready only), got ${JSON.stringify(v)}`)
+  return v as AdminRoutes
 }
 
 export function loadConfig (argv: string[], env: NodeJS.ProcessEnv): SluiceConfig {
