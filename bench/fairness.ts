@@ -8,14 +8,13 @@
 // what the instances send while nothing waits (polling would show there). Run on fresh instances
 // (their first requests open the connections to the upstream) and on instances that forwarded a few.
 import { createHash } from 'node:crypto'
-import { readdirSync, readFileSync } from 'node:fs'
-import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { Agent, request } from 'undici'
 import { parseRoute } from '../src/config/schema'
 import { densestWindow } from '../src/emulator'
 import { lookaheadUnitsFor } from '../src/limiter/fair-scheduler'
 import { tokenBucketParams } from '../src/store/bucket-store'
+import { loadLuaScript, SCRIPTS } from '../src/store/lua-scripts'
 import { commandStats, sluiceCommands, startChild, startRedis, type BenchRedis, type Child } from './processes'
 import { percentile, printTable, round } from './table'
 
@@ -90,10 +89,9 @@ const scriptKey = (text: string, fromMonitor: boolean): string =>
 
 /** Script SHA1 (EVALSHA, as ioredis defineCommand sends it) and script key (EVAL, after a NOSCRIPT) → file name. */
 function scriptNames (): Map<string, string> {
-  const dir = join(__dirname, '..', 'src', 'store', 'lua')
   const names = new Map<string, string>()
-  for (const file of readdirSync(dir).filter((f) => f.endsWith('.lua'))) {
-    const text = readFileSync(join(dir, file), 'utf8')
+  for (const [, file] of SCRIPTS) {
+    const text = loadLuaScript(file)
     const name = file.replace(/\.lua$/, '')
     names.set(createHash('sha1').update(text).digest('hex'), name)
     names.set(scriptKey(text, false), name)

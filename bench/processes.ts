@@ -2,11 +2,12 @@
 // generator, the proxy under test and the origin do not share one event loop. Children talk to the
 // parent over IPC: "ready" with their URL, then request/reply calls.
 import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import Redis from 'ioredis'
+import { loadLuaScript, SCRIPTS } from '../src/store/lua-scripts'
 
 export interface Child {
   url: string
@@ -122,10 +123,9 @@ export async function commandStats (client: Redis): Promise<Record<string, numbe
  * connection, before a run's counts are reset), with `benchOwn`, the benchmark's own commands.
  */
 export function sluiceCommands (stats: Record<string, number>, benchOwn: string[]): Record<string, number> {
-  const dir = join(__dirname, '..', 'src', 'store', 'lua')
   const leftOut = new Set(benchOwn)
-  for (const file of readdirSync(dir).filter((f) => f.endsWith('.lua'))) {
-    for (const m of readFileSync(join(dir, file), 'utf8').matchAll(/redis\.call\('([A-Za-z]+)'/g)) leftOut.add(m[1].toLowerCase())
+  for (const [, file] of SCRIPTS) {
+    for (const m of loadLuaScript(file).matchAll(/redis\.call\('([A-Za-z]+)'/g)) leftOut.add(m[1].toLowerCase())
   }
   return Object.fromEntries(Object.entries(stats).filter(([name]) => !leftOut.has(name)))
 }

@@ -74,6 +74,18 @@ export function retryAfterSeconds (ms: number): number {
 // Internal errors: thrown between Sluice's own modules and turned into a SluiceError, an exit status
 // or a log line at the edge; never sent to a client as they are.
 
+/**
+ * A received value for an error message that says what was expected and what was received: JSON
+ * (strings quoted, objects spelled out), numbers as JavaScript writes them (NaN, Infinity), and its type.
+ */
+export function describeValue (value: unknown): string {
+  let shown: string | undefined
+  try {
+    shown = typeof value === 'number' ? String(value) : JSON.stringify(value)
+  } catch {}
+  return `${shown ?? String(value)} (${value === null ? 'null' : typeof value})`
+}
+
 export class ConfigError extends Error {
   override readonly name = 'ConfigError'
   readonly field: string

@@ -1,7 +1,7 @@
 // A command timeout that a blocked event loop cannot trip while the reply already waits in the socket.
 import t from 'tap'
 import Redis from 'ioredis'
-import { withLagAwareTimeout } from '../src/store/redis-store'
+import { withLagAwareTimeout } from '../src/store/lag-aware-timeout'
 import { startRedis } from './helpers/redis'
 import { StoreTimeoutError } from '../src/errors'
 

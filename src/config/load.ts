@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { parse as parseYaml } from 'yaml'
 import { applyPreset } from './preset'
-import { DEFAULTS, checkRoutes, parseRoute, type SluiceConfig } from './schema'
+import { ADMIN_ROUTE_SETS, DEFAULTS, checkRoutes, parseRoute, type AdminRoutes, type RouteConfig, type SluiceConfig } from './schema'
 import { parseDuration } from './units'
 import { ConfigError } from '../errors'
 
@@ -109,16 +109,54 @@ function drainTimeoutMs (value: unknown): number {
   }
 }
 
-function adminRoutes (value: unknown): 'all' | 'essential' {
+function adminRoutes (value: unknown): AdminRoutes {
   const v = value ?? DEFAULTS.adminRoutes
-  if (v !== 'all' && v !== 'essential') throw new ConfigError('adminRoutes', `expected all (every admin route) or essential (health and ready only), got ${JSON.stringify(v)}`)
-  return v
+  if (!(ADMIN_ROUTE_SETS as readonly unknown[]).includes(v)) throw new ConfigError('adminRoutes', `expected all (every admin route) or essential (health and ready only), got ${JSON.stringify(v)}`)
+  return v as AdminRoutes
+}
+
+type Pick = (flag: string) => string | undefined
+
+/** The routes of a config file; the quick-start route's flags cannot be combined with one. */
+function fileRoutes (configPath: string, file: Record<string, unknown>, pick: Pick): RouteConfig[] {
+  const stray = Object.keys(ROUTE_FLAGS).find((flag) => pick(flag) !== undefined)
+  if (stray !== undefined) {
+    throw new ConfigError(`--${stray}`, `describes the single quick-start route and cannot be combined with --config; set it on a route in ${configPath} (or unset ${envName(stray)})`)
+  }
+  if (pick('preset') !== undefined) {
+    throw new ConfigError('--preset', `describes the single quick-start route and cannot be combined with --config; write "preset: ${String(pick('preset'))}" on a route in ${configPath} (or unset ${envName('preset')})`)
+  }
+  if (!Array.isArray(file.routes)) throw new ConfigError('routes', `expected a list of routes in ${configPath}, got ${JSON.stringify(file.routes) ?? 'nothing'}`)
+  return file.routes.map((r, i) => parseRoute(withPreset(r, `routes[${i}].preset`), `routes[${i}]`))
+}
+
+/** The single route of the quick start, from flags and variables (and a preset). */
+function quickStartRoute (pick: Pick): RouteConfig[] {
+  const routeFromFlags: Record<string, unknown> = {}
+  for (const [flag, key] of Object.entries(ROUTE_FLAGS)) {
+    const v = pick(flag)
+    if (v !== undefined) routeFromFlags[key] = v
+  }
+  const preset = pick('preset')
+  if (preset !== undefined) Object.assign(routeFromFlags, applyPreset(preset, '--preset', routeFromFlags))
+  if (routeFromFlags.upstream === undefined) throw new ConfigError('--upstream', 'is required (or --config FILE); e.g. sluice --upstream https://acme.testrail.io --limit 180/min')
+  if (routeFromFlags.limit === undefined) throw new ConfigError('--limit', 'is required, e.g. --limit 180/min')
+  try {
+    return [parseRoute(routeFromFlags, 'route')]
+  } catch (err) {
+    // Name the flag the user typed, not the internal field.
+    if (!(err instanceof ConfigError)) throw err
+    const key = err.field.replace(/^route\./, '')
+    const flag = Object.entries(ROUTE_FLAGS).find(([, k]) => k === key)?.[0]
+    if (flag === undefined) throw err
+    throw new ConfigError(`--${flag}`, err.message.replace(/^config error: [^:]+: /, ''))
+  }
 }
 
 export function loadConfig (argv: string[], env: NodeJS.ProcessEnv): SluiceConfig {
   const flags = parseServeArgs(argv)
   // A flag wins over its environment variable.
-  const pick = (flag: string): string | undefined => {
+  const pick: Pick = (flag) => {
     const v = flags[flag]
     if (typeof v === 'string') return v
     // An empty variable counts as unset: compose files and manifests write `SLUICE_LIMIT: ${SLUICE_LIMIT:-}`.
@@ -138,39 +176,7 @@ export function loadConfig (argv: string[], env: NodeJS.ProcessEnv): SluiceConfi
   }
   if (global.redis === undefined && env.REDIS_URL !== undefined && env.REDIS_URL !== '') global.redis = env.REDIS_URL
 
-  const routeFromFlags: Record<string, unknown> = {}
-  for (const [flag, key] of Object.entries(ROUTE_FLAGS)) {
-    const v = pick(flag)
-    if (v !== undefined) routeFromFlags[key] = v
-  }
-
-  let routes
-  if (configPath !== undefined) {
-    const stray = Object.keys(ROUTE_FLAGS).find((flag) => pick(flag) !== undefined)
-    if (stray !== undefined) {
-      throw new ConfigError(`--${stray}`, `describes the single quick-start route and cannot be combined with --config; set it on a route in ${configPath} (or unset ${envName(stray)})`)
-    }
-    if (pick('preset') !== undefined) {
-      throw new ConfigError('--preset', `describes the single quick-start route and cannot be combined with --config; write "preset: ${String(pick('preset'))}" on a route in ${configPath} (or unset ${envName('preset')})`)
-    }
-    if (!Array.isArray(file.routes)) throw new ConfigError('routes', `expected a list of routes in ${configPath}, got ${JSON.stringify(file.routes) ?? 'nothing'}`)
-    routes = file.routes.map((r, i) => parseRoute(withPreset(r, `routes[${i}].preset`), `routes[${i}]`))
-  } else {
-    const preset = pick('preset')
-    if (preset !== undefined) Object.assign(routeFromFlags, applyPreset(preset, '--preset', routeFromFlags))
-    if (routeFromFlags.upstream === undefined) throw new ConfigError('--upstream', 'is required (or --config FILE); e.g. sluice --upstream https://acme.testrail.io --limit 180/min')
-    if (routeFromFlags.limit === undefined) throw new ConfigError('--limit', 'is required, e.g. --limit 180/min')
-    try {
-      routes = [parseRoute(routeFromFlags, 'route')]
-    } catch (err) {
-      // Name the flag the user typed, not the internal field.
-      if (!(err instanceof ConfigError)) throw err
-      const key = err.field.replace(/^route\./, '')
-      const flag = Object.entries(ROUTE_FLAGS).find(([, k]) => k === key)?.[0]
-      if (flag === undefined) throw err
-      throw new ConfigError(`--${flag}`, err.message.replace(/^config error: [^:]+: /, ''))
-    }
-  }
+  const routes = configPath === undefined ? quickStartRoute(pick) : fileRoutes(configPath, file, pick)
   checkRoutes(routes)
 
   const port = Number(global.port ?? DEFAULTS.port)

@@ -2,13 +2,11 @@
 // what was expected and what was received. A bad config never starts half a server.
 import { parseDuration, parseRate, type Rate } from './units'
 import { maxCostOf, parseCostRules, type CostRule } from '../limiter/cost-rules'
-import { ConfigError } from '../errors'
+import { ConfigError, describeValue } from '../errors'
+import { PROFILE_NAMES, type ProfileName } from '../profiles/profile'
 
 export const ALGORITHMS = ['token-bucket', 'sliding-window'] as const
 export type Algorithm = typeof ALGORITHMS[number]
-
-export const PROFILES = ['generic', 'testrail', 'testmo', 'zulip', 'github'] as const
-export type ProfileName = typeof PROFILES[number]
 
 export type BucketKey = { kind: 'instance' } | { kind: 'header', header: string }
 
@@ -77,6 +75,10 @@ export type StoreErrorMode = typeof STORE_ERROR_MODES[number]
 export const ROUTE_MODES = ['enforce', 'shadow'] as const
 export type RouteMode = typeof ROUTE_MODES[number]
 
+export const ADMIN_ROUTE_SETS = ['all', 'essential'] as const
+/** Which admin routes are served: every one, or only the probes' (/_sluice/health and /_sluice/ready). */
+export type AdminRoutes = typeof ADMIN_ROUTE_SETS[number]
+
 export interface SluiceConfig {
   host: string
   port: number
@@ -89,7 +91,7 @@ export interface SluiceConfig {
   /** On SIGTERM/SIGINT, how long in-flight and waiting requests may still proceed (ms); default 30 s. */
   drainTimeoutMs?: number
   /** "all" (default) serves every admin route; "essential" only /_sluice/health and /_sluice/ready. */
-  adminRoutes?: 'all' | 'essential'
+  adminRoutes?: AdminRoutes
   routes: RouteConfig[]
 }
 
@@ -100,7 +102,7 @@ export const DEFAULTS = {
   hashSecret: 'sluice-default-hash-secret',
   logLevel: 'info',
   drainTimeout: '30s',
-  adminRoutes: 'all' as 'all' | 'essential',
+  adminRoutes: 'all' as AdminRoutes,
   route: {
     prefix: '/',
     burst: 1,
@@ -126,10 +128,9 @@ export const DEFAULTS = {
 } as const
 
 /**
- * Default margin (ms): 1% of the window, at least 100 ms. Measured on loopback, the first requests of
- * a cold process reach the upstream ~40 ms after their reserved start while warm ones take ~2 ms;
- * on a loaded 2-core machine (load 6) single requests arrived up to ~75 ms late; over the internet the
- * spread is larger, and minute windows get a proportionally larger margin.
+ * Default margin (ms): 1% of the window, at least 100 ms. Requests reach the upstream later than their
+ * reserved start (a cold process, a loaded machine, the internet), and by a varying amount; the
+ * margin absorbs that spread, and minute windows get a proportionally larger margin.
  */
 export function defaultMarginMs (windowMs: number): number {
   return Math.max(100, Math.round(windowMs / 100))
@@ -146,21 +147,17 @@ const HTTP_METHODS = ['GET', 'HEAD', 'PUT', 'DELETE', 'OPTIONS', 'POST', 'PATCH'
 
 function methodList (name: string, value: unknown): string[] {
   const items = typeof value === 'string' ? value.split(',').map((m) => m.trim()).filter((m) => m !== '') : value
-  if (!Array.isArray(items)) throw new ConfigError(name, `expected a list of HTTP methods such as [POST, PATCH], got ${describe(value)}`)
+  if (!Array.isArray(items)) throw new ConfigError(name, `expected a list of HTTP methods such as [POST, PATCH], got ${describeValue(value)}`)
   return items.map((m: unknown) => {
     const upper = typeof m === 'string' ? m.toUpperCase() : m
     if (typeof upper !== 'string' || !(HTTP_METHODS as readonly string[]).includes(upper)) {
-      throw new ConfigError(name, `expected HTTP methods from ${HTTP_METHODS.join(', ')}, got ${describe(m)}`)
+      throw new ConfigError(name, `expected HTTP methods from ${HTTP_METHODS.join(', ')}, got ${describeValue(m)}`)
     }
     return upper
   })
 }
 
 const ROUTE_FIELDS = new Set(['name', 'prefix', 'upstream', 'limit', 'burst', 'maxWait', 'maxQueue', 'algorithm', 'key', 'margin', 'profile', 'errors', 'timeout', 'bodyLimit', 'minPause', 'maxPause', 'retryBodyLimit', 'retries', 'retryMethods', 'connectTimeout', 'mode', 'onStoreError', 'concurrency', 'cost', 'client', 'priority', 'weights'])
-
-function describe (value: unknown): string {
-  return `${JSON.stringify(value) ?? String(value)} (${value === null ? 'null' : typeof value})`
-}
 
 function field<T> (name: string, fn: () => T): T {
   try {
@@ -174,25 +171,25 @@ function field<T> (name: string, fn: () => T): T {
 function integer (name: string, value: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
   const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : value
   if (typeof n !== 'number' || !Number.isInteger(n) || n < min || n > max) {
-    throw new ConfigError(name, `expected an integer from ${min} to ${max}, got ${describe(value)}`)
+    throw new ConfigError(name, `expected an integer from ${min} to ${max}, got ${describeValue(value)}`)
   }
   return n
 }
 
 function oneOf<T extends string> (name: string, value: unknown, allowed: readonly T[]): T {
   if (typeof value !== 'string' || !(allowed as readonly string[]).includes(value)) {
-    throw new ConfigError(name, `expected one of ${allowed.join(', ')}, got ${describe(value)}`)
+    throw new ConfigError(name, `expected one of ${allowed.join(', ')}, got ${describeValue(value)}`)
   }
   return value as T
 }
 
 export function parseUpstream (name: string, value: unknown): string {
-  if (typeof value !== 'string' || value.trim() === '') throw new ConfigError(name, `expected an http:// or https:// URL, got ${describe(value)}`)
+  if (typeof value !== 'string' || value.trim() === '') throw new ConfigError(name, `expected an http:// or https:// URL, got ${describeValue(value)}`)
   let url: URL
   try {
     url = new URL(value)
   } catch {
-    throw new ConfigError(name, `expected an http:// or https:// URL, got ${describe(value)}`)
+    throw new ConfigError(name, `expected an http:// or https:// URL, got ${describeValue(value)}`)
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new ConfigError(name, `expected an http:// or https:// URL, got protocol ${url.protocol}`)
   if (url.username !== '' || url.password !== '') throw new ConfigError(name, 'credentials in the upstream URL are not allowed: send them as request headers')
@@ -202,12 +199,12 @@ export function parseUpstream (name: string, value: unknown): string {
 
 export function parseClient (name: string, value: unknown): ClientSource {
   if (typeof value === 'string' && /^header:[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(value)) return { header: value.slice('header:'.length).toLowerCase() }
-  throw new ConfigError(name, `expected "header:<name>" (for example header:x-ci-job-id), got ${describe(value)}`)
+  throw new ConfigError(name, `expected "header:<name>" (for example header:x-ci-job-id), got ${describeValue(value)}`)
 }
 
 export function parseWeights (name: string, value: unknown): Record<string, number> {
   if (value === undefined) return {}
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new ConfigError(name, `expected a mapping of client to weight, e.g. {nightly: 3}, got ${describe(value)}`)
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new ConfigError(name, `expected a mapping of client to weight, e.g. {nightly: 3}, got ${describeValue(value)}`)
   const weights: Record<string, number> = {}
   for (const [client, w] of Object.entries(value as Record<string, unknown>)) weights[client] = integer(`${name}.${client}`, w, 1, MAX_WEIGHT)
   return weights
@@ -218,12 +215,12 @@ export function parseKey (name: string, value: unknown): BucketKey {
   if (typeof value === 'string' && /^header:[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(value)) {
     return { kind: 'header', header: value.slice('header:'.length).toLowerCase() }
   }
-  throw new ConfigError(name, `expected "instance" or "header:<name>", got ${describe(value)}`)
+  throw new ConfigError(name, `expected "instance" or "header:<name>", got ${describeValue(value)}`)
 }
 
 function parsePrefix (name: string, value: unknown): string {
   if (typeof value !== 'string' || !/^\/[A-Za-z0-9._~!$&'()*+,;=:@/-]*$/.test(value) || value.includes('//') || /(^|\/)\.\.?(\/|$)/.test(value)) {
-    throw new ConfigError(name, `expected a path such as /testrail or /, got ${describe(value)}`)
+    throw new ConfigError(name, `expected a path such as /testrail or /, got ${describeValue(value)}`)
   }
   if (value.startsWith('/_sluice')) throw new ConfigError(name, '/_sluice is reserved for Sluice\'s own admin routes')
   return value.length > 1 ? value.replace(/\/$/, '') : value
@@ -231,14 +228,14 @@ function parsePrefix (name: string, value: unknown): string {
 
 /** Validate one route; `at` is its path in the config, e.g. "routes[1]". */
 export function parseRoute (raw: unknown, at: string): RouteConfig {
-  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError(at, `expected a mapping, got ${describe(raw)}`)
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError(at, `expected a mapping, got ${describeValue(raw)}`)
   const r = raw as Record<string, unknown>
   for (const key of Object.keys(r)) {
     if (!ROUTE_FIELDS.has(key)) throw new ConfigError(`${at}.${key}`, `unknown field; known fields are ${[...ROUTE_FIELDS].join(', ')}`)
   }
   const d = DEFAULTS.route
   const name = r.name ?? 'default'
-  if (typeof name !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(name)) throw new ConfigError(`${at}.name`, `expected 1-64 letters, digits, "_", "." or "-", got ${describe(name)}`)
+  if (typeof name !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(name)) throw new ConfigError(`${at}.name`, `expected 1-64 letters, digits, "_", "." or "-", got ${describeValue(name)}`)
   if (r.upstream === undefined) throw new ConfigError(`${at}.upstream`, 'is required (the URL of the API this route forwards to)')
   if (r.limit === undefined) throw new ConfigError(`${at}.limit`, 'is required, e.g. 180/min')
   const limitAuto = r.limit === 'auto'
@@ -262,7 +259,7 @@ export function parseRoute (raw: unknown, at: string): RouteConfig {
     algorithm,
     key: parseKey(`${at}.key`, r.key ?? d.key),
     marginMs: r.margin === undefined ? defaultMarginMs(limit.windowMs) : field(`${at}.margin`, () => parseDuration(r.margin)),
-    profile: oneOf(`${at}.profile`, r.profile ?? d.profile, PROFILES),
+    profile: oneOf(`${at}.profile`, r.profile ?? d.profile, PROFILE_NAMES),
     errors: oneOf(`${at}.errors`, r.errors ?? d.errors, ['envelope', 'upstream'] as const),
     timeoutMs: field(`${at}.timeout`, () => parseDuration(r.timeout ?? d.timeout)),
     bodyLimit: integer(`${at}.bodyLimit`, r.bodyLimit ?? d.bodyLimit, 0),

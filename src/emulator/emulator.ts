@@ -148,6 +148,23 @@ class EmulatorServer implements Emulator {
     }
   }
 
+  /** The outcome of an arrival at `t`, and the reply it gets (none: 200 with `okHeaders`, or a reset). */
+  private decide (t: number): { outcome: Outcome, reply?: Reply, okHeaders: Record<string, string> } {
+    // Order matters: maintenance shuts the whole API; gateway failures happen before the API counts
+    // the call; only calls the API accepts take room in the window.
+    if (t < this.maintenanceUntil) {
+      return { outcome: 'maintenance', reply: maintenanceReply(this.maintenanceUntil - t, this.maintenanceRetryAfter), okHeaders: {} }
+    }
+    const flaky = this.dice.roll()
+    if (flaky === 'reset') return { outcome: 'reset', okHeaders: {} }
+    if (flaky === 'flaky-502') return { outcome: flaky, reply: { status: 502, headers: HTML_TYPE, body: NGINX_502_PAGE }, okHeaders: {} }
+    if (flaky === 'flaky-503') return { outcome: flaky, reply: { status: 503, headers: HTML_TYPE, body: NGINX_503_PAGE }, okHeaders: {} }
+    if (this.window.tryAccept(t)) {
+      return { outcome: 'ok', okHeaders: this.options.announce ? PROFILES[this.options.profile].announce(this.state(t)) : {} }
+    }
+    return { outcome: 'limited', reply: PROFILES[this.options.profile].limited(this.state(t)), okHeaders: {} }
+  }
+
   /** Decides the outcome at arrival (the window counts arrivals, not answers), answers once the body is read. */
   private handle (req: IncomingMessage, res: ServerResponse): void {
     const t = nowMs()
@@ -158,32 +175,7 @@ class EmulatorServer implements Emulator {
     if (client !== undefined) headers['x-sluice-client'] = client
     if (requestId !== undefined) headers['x-request-id'] = requestId
 
-    let outcome: Outcome
-    let reply: Reply | undefined
-    let okHeaders: Record<string, string> = {}
-    // Order matters: maintenance shuts the whole API; gateway failures happen before the API counts
-    // the call; only calls the API accepts take room in the window.
-    if (t < this.maintenanceUntil) {
-      outcome = 'maintenance'
-      reply = maintenanceReply(this.maintenanceUntil - t, this.maintenanceRetryAfter)
-    } else {
-      const flaky = this.dice.roll()
-      if (flaky === 'reset') {
-        outcome = 'reset'
-      } else if (flaky === 'flaky-502') {
-        outcome = flaky
-        reply = { status: 502, headers: HTML_TYPE, body: NGINX_502_PAGE }
-      } else if (flaky === 'flaky-503') {
-        outcome = flaky
-        reply = { status: 503, headers: HTML_TYPE, body: NGINX_503_PAGE }
-      } else if (this.window.tryAccept(t)) {
-        outcome = 'ok'
-        if (this.options.announce) okHeaders = PROFILES[this.options.profile].announce(this.state(t))
-      } else {
-        outcome = 'limited'
-        reply = PROFILES[this.options.profile].limited(this.state(t))
-      }
-    }
+    const { outcome, reply, okHeaders } = this.decide(t)
 
     const arrival: Arrival = {
       n: log.arrivals.length,

@@ -1,10 +1,13 @@
+import { describeValue } from '../errors'
+import { PROFILE_NAMES, type ProfileName } from '../profiles/profile'
 import type { Arrival } from './arrival-log'
 
 // Options of the emulated upstream, their defaults, and validation that names the option,
 // the expected form and what was received. A bad option never starts a half-configured server.
 
-export const EMULATOR_PROFILES = ['testrail', 'zulip', 'testmo', 'github', 'generic'] as const
-export type EmulatorProfile = typeof EMULATOR_PROFILES[number]
+/** The emulator mimics every API Sluice has a profile for. */
+export const EMULATOR_PROFILES = PROFILE_NAMES
+export type EmulatorProfile = ProfileName
 
 export const RATE_LIMIT_HEADER_DRAFTS = ['draft-7', 'draft-8'] as const
 export type RateLimitHeaderDraft = typeof RATE_LIMIT_HEADER_DRAFTS[number]
@@ -78,13 +81,8 @@ export const EMULATOR_DEFAULTS = Object.freeze({
   port: 0
 })
 
-function describe (value: unknown): string {
-  const shown = typeof value === 'string' ? JSON.stringify(value) : String(value)
-  return `${shown} (${value === null ? 'null' : typeof value})`
-}
-
 function fail (name: string, expected: string, value: unknown): never {
-  throw new TypeError(`emulator option "${name}": expected ${expected}, received ${describe(value)}`)
+  throw new TypeError(`emulator option "${name}": expected ${expected}, received ${describeValue(value)}`)
 }
 
 function positiveInteger (name: string, value: unknown, fallback: number): number {

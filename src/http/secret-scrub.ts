@@ -3,11 +3,9 @@
 // scrubbed of the very values this request carried as credentials.
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { RouteConfig } from '../config/schema'
-import { isSecretParam } from './redact'
+import { CREDENTIAL_HEADERS, decodeOr, isSecretName, scrub } from '../secrets'
 
-const REDACTED_VALUE = '[REDACTED]'
-
-const SECRET_HEADERS = ['authorization', 'proxy-authorization', 'cookie', 'x-api-key', 'api-key', 'x-auth-token', 'private-token', 'x-access-token']
+export { scrub } from '../secrets'
 
 /** Shorter values are left alone: replacing "1" everywhere would mangle the envelope, not protect anything. */
 const MIN_SECRET_CHARS = 6
@@ -19,7 +17,7 @@ export function requestSecrets (request: FastifyRequest, extraHeaders: string[] 
     const s = v?.trim()
     if (s !== undefined && s.length >= MIN_SECRET_CHARS) found.add(s)
   }
-  for (const name of [...SECRET_HEADERS, ...extraHeaders]) {
+  for (const name of [...CREDENTIAL_HEADERS, ...extraHeaders]) {
     const raw = request.headers[name]
     for (const value of Array.isArray(raw) ? raw : [raw]) {
       if (value === undefined) continue
@@ -38,9 +36,7 @@ export function requestSecrets (request: FastifyRequest, extraHeaders: string[] 
     for (const pair of url.slice(q + 1).split('&')) {
       const eq = pair.indexOf('=')
       if (eq < 0) continue
-      let name = pair.slice(0, eq)
-      try { name = decodeURIComponent(name) } catch {}
-      if (!isSecretParam(name)) continue
+      if (!isSecretName(decodeOr(pair.slice(0, eq)))) continue
       const value = pair.slice(eq + 1)
       add(value)
       try { add(decodeURIComponent(value.replace(/\+/g, ' '))) } catch {}
@@ -48,17 +44,6 @@ export function requestSecrets (request: FastifyRequest, extraHeaders: string[] 
   }
   // Longest first, so a whole value is replaced before a part of it.
   return [...found].sort((a, b) => b.length - a.length)
-}
-
-/** `text` with every occurrence of each secret (as is and as escaped inside a JSON string) replaced. */
-export function scrub (text: string, secrets: string[]): string {
-  let out = text
-  for (const secret of secrets) {
-    for (const form of new Set([secret, JSON.stringify(secret).slice(1, -1)])) {
-      if (out.includes(form)) out = out.split(form).join(REDACTED_VALUE)
-    }
-  }
-  return out
 }
 
 /** For the onSend hook: error responses with a text body leave without the request's credentials. */

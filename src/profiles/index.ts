@@ -1,4 +1,4 @@
-// The profile registry. Adding an API: write its module, add it here and to ProfileName.
+// The profile registry. Adding an API: write its module, add it here and its name to PROFILE_NAMES.
 
 import { generic } from './generic'
 import { github } from './github'
@@ -8,11 +8,9 @@ import { testrail } from './testrail'
 import { zulip } from './zulip'
 
 export type { ParsedError, Profile, ProfileName, Pushback, UpstreamBody } from './profile'
+export { PROFILE_NAMES } from './profile'
 
 const PROFILES: Readonly<Record<ProfileName, Profile>> = { generic, testrail, testmo, zulip, github }
-
-/** Every valid `profile` value of a route; `generic` is the default. */
-export const PROFILE_NAMES: readonly ProfileName[] = Object.freeze(Object.keys(PROFILES) as ProfileName[])
 
 export function isProfileName (value: unknown): value is ProfileName {
   return typeof value === 'string' && Object.prototype.hasOwnProperty.call(PROFILES, value)

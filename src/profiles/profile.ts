@@ -5,7 +5,9 @@
 import type { ErrorCode } from '../errors'
 import type { HeaderBag } from '../upstream/retry-after'
 
-export type ProfileName = 'generic' | 'testrail' | 'testmo' | 'zulip' | 'github'
+/** Every valid `profile` value of a route, the one list of them; `generic` is the default. */
+export const PROFILE_NAMES = Object.freeze(['generic', 'testrail', 'testmo', 'zulip', 'github'] as const)
+export type ProfileName = typeof PROFILE_NAMES[number]
 
 /** An upstream error body, decoded once by the normalizer before any profile sees it. */
 export interface UpstreamBody {

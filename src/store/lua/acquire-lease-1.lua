@@ -10,8 +10,9 @@
 
   Output: { 1, 0 } when taken; { 0, ms until the earliest lease expires } when all slots are held
 ]]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+--- @include "includes/redis-time"
+
+local now = nowMs()
 local ttl = tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then

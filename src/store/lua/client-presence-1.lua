@@ -12,8 +12,9 @@
 
   Output: for each client of ARGV[3..], in order, the number of instances it is active in (>= 1)
 ]]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+--- @include "includes/redis-time"
+
+local now = nowMs()
 local ttl = tonumber(ARGV[2])
 for i = 3, #ARGV do
   redis.call('HSET', KEYS[1], ARGV[i] .. ' ' .. ARGV[1], now + ttl)

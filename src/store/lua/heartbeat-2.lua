@@ -11,8 +11,9 @@
 
   Output: live instances after this call
 ]]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+--- @include "includes/redis-time"
+
+local now = nowMs()
 local ttl = tonumber(ARGV[3])
 local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
 if #gone > 0 then

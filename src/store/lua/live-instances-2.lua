@@ -7,8 +7,9 @@
 
   Output: { id1, snapshot1, id2, snapshot2, … } (a snapshot is false when it was lost)
 ]]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+--- @include "includes/redis-time"
+
+local now = nowMs()
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
 if #ids == 0 then return {} end
 local snaps = redis.call('HMGET', KEYS[2], unpack(ids))

@@ -9,8 +9,9 @@
 
   Output: the pause's end after this call, µs from now (0 if none)
 ]]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+--- @include "includes/redis-time"
+
+local now = nowUs()
 local untilUs = now + tonumber(ARGV[1])
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 if current >= untilUs then return math.max(0, current - now) end

@@ -19,8 +19,9 @@
   (that start is recorded a margin late); gaps (a pause, starts given back) are counted as if booked. ceil((e - now) / W) only grows along the list, so each of its values is found
   by a binary search: O(log N) reads per value, a few values in a backlog.
 ]]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+--- @include "includes/redis-time"
+
+local now = nowUs()
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local paused = tonumber(redis.call('GET', KEYS[2]) or '0')

@@ -10,8 +10,9 @@
   Output: { remaining (requests that could start now), booked (reservations not yet paid back),
             reset µs (until the whole budget is back), paused µs (until a pause ends, 0 if none) }
 ]]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+--- @include "includes/redis-time"
+
+local now = nowUs()
 local interval = tonumber(ARGV[1])
 local tau = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')

@@ -12,8 +12,9 @@
 
   Output: how many were recorded
 ]]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+--- @include "includes/redis-time"
+
+local now = nowUs()
 local window = tonumber(ARGV[1])
 local recorded = 0
 for i = 2, #ARGV do

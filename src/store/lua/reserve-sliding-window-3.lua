@@ -29,8 +29,9 @@
 
   Output: { admitted (1|0), wait µs, remaining (requests that could start now), reset µs, ticket (the start as recorded, 0 if refused), start µs }
 ]]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+--- @include "includes/redis-time"
+
+local now = nowUs()
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])

@@ -11,8 +11,9 @@
 
   Output: { admitted (1|0), wait µs, remaining (requests that could start now), reset µs, ticket (new tat, 0 if refused), start µs }
 ]]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+--- @include "includes/redis-time"
+
+local now = nowUs()
 local interval = tonumber(ARGV[1])
 local tau = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])

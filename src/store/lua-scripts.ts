@@ -1,0 +1,68 @@
+// The store's Lua scripts: their files, the typed commands ioredis defines from them, and the loader
+// that expands shared code. A line `--- @include "includes/name"` (as in BullMQ's scripts) is replaced
+// by lua/includes/name.lua when the script is loaded; each include is inserted once per script.
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import type Redis from 'ioredis'
+
+/** The reply of both reserve scripts: admitted, wait µs, remaining, reset µs, ticket, start µs. */
+export type ReserveReply = [number, number, number, number, number, number]
+
+export interface SluiceCommands {
+  sluiceReserveTokenBucket (state: string, pause: string, intervalUs: number, tauUs: number, cost: number, maxWaitUs: number): Promise<ReserveReply>
+  sluiceReserveSlidingWindow (starts: string, pause: string, floor: string, limit: number, windowUs: number, cost: number, maxWaitUs: number, keep: number, padUs: number): Promise<ReserveReply>
+  sluiceReleaseTokenBucket (state: string, ticket: string, backUs: number): Promise<number>
+  sluiceReleaseSlidingWindow (starts: string, ticket: string, cost: number): Promise<number>
+  sluiceRecordTokenBucket (state: string, intervalUs: number, ...startsUs: string[]): Promise<number>
+  sluiceRecordSlidingWindow (starts: string, windowUs: number, ...startsUs: string[]): Promise<number>
+  sluicePause (pause: string, delayUs: number, channel: string, bucket: string): Promise<number>
+  sluiceAcquireLease (leases: string, limit: number, leaseId: string, ttlMs: number): Promise<[number, number]>
+  sluiceReleaseLease (leases: string, leaseId: string, channel: string, bucket: string): Promise<number>
+  sluiceRenewLeases (leases: string, ttlMs: number, ...leaseIds: string[]): Promise<number>
+  sluicePeekTokenBucket (state: string, pause: string, intervalUs: number, tauUs: number): Promise<[number, number, number, number]>
+  sluicePeekSlidingWindow (starts: string, pause: string, floor: string, limit: number, windowUs: number): Promise<[number, number, number, number]>
+  sluiceHeartbeat (live: string, snapshots: string, id: string, snapshot: string, ttlMs: number): Promise<number>
+  sluiceLiveInstances (live: string, snapshots: string): Promise<Array<string | null>>
+  sluiceClientPresence (presence: string, instance: string, ttlMs: number, ...clients: string[]): Promise<number[]>
+}
+
+/** Command name, script file (`verb-<numberOfKeys>.lua`) and its number of keys. */
+export const SCRIPTS: ReadonlyArray<[keyof SluiceCommands, string, number]> = [
+  ['sluiceReserveTokenBucket', 'reserve-token-bucket-2.lua', 2],
+  ['sluiceReserveSlidingWindow', 'reserve-sliding-window-3.lua', 3],
+  ['sluiceReleaseTokenBucket', 'release-token-bucket-1.lua', 1],
+  ['sluiceReleaseSlidingWindow', 'release-sliding-window-1.lua', 1],
+  ['sluiceRecordTokenBucket', 'record-token-bucket-1.lua', 1],
+  ['sluiceRecordSlidingWindow', 'record-sliding-window-1.lua', 1],
+  ['sluicePause', 'pause-1.lua', 1],
+  ['sluiceAcquireLease', 'acquire-lease-1.lua', 1],
+  ['sluiceReleaseLease', 'release-lease-1.lua', 1],
+  ['sluiceRenewLeases', 'renew-leases-1.lua', 1],
+  ['sluicePeekTokenBucket', 'peek-token-bucket-2.lua', 2],
+  ['sluicePeekSlidingWindow', 'peek-sliding-window-3.lua', 3],
+  ['sluiceHeartbeat', 'heartbeat-2.lua', 2],
+  ['sluiceLiveInstances', 'live-instances-2.lua', 2],
+  ['sluiceClientPresence', 'client-presence-1.lua', 1]
+]
+
+/** src/store/lua (dist/src/store/lua once built: scripts/copy-assets.js copies the .lua files). */
+export const LUA_DIR = join(__dirname, 'lua')
+
+const INCLUDE = /^--- @include "([a-z0-9/-]+)"[ \t]*$/gm
+
+/** The text of script `file` of `dir` as Redis runs it: every include expanded, each once. */
+export function loadLuaScript (file: string, dir: string = LUA_DIR): string {
+  const included = new Set<string>()
+  const expand = (text: string): string => text.replace(INCLUDE, (_, name: string) => {
+    if (included.has(name)) return ''
+    included.add(name)
+    return expand(readFileSync(join(dir, `${name}.lua`), 'utf8')).trimEnd()
+  })
+  return expand(readFileSync(join(dir, file), 'utf8'))
+}
+
+/** Defines every script on `client` as a command (EVALSHA, reloaded by ioredis on NOSCRIPT). */
+export function defineSluiceCommands (client: Redis): Redis & SluiceCommands {
+  for (const [name, file, numberOfKeys] of SCRIPTS) client.defineCommand(name, { numberOfKeys, lua: loadLuaScript(file) })
+  return client as Redis & SluiceCommands
+}
