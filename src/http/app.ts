@@ -14,7 +14,6 @@ import { clientFor, hashedWeights, priorityFor } from '../limiter/client-identit
 import { DEFAULT_COST, costOf, pathBelow } from '../limiter/cost-rules'
 import { FairScheduler } from '../limiter/fair-scheduler'
 import { RouteLimiter } from '../limiter/route-limiter'
-import { ShadowLimiter } from '../limiter/shadow-limiter'
 import { registerObserveRoutes } from '../observe/admin-routes'
 import { Observer } from '../observe/observer'
 import type { BucketStore } from '../store/bucket-store'
@@ -282,7 +281,7 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
 
   const limiterStore = observer.timed(store)
   for (const route of config.routes) {
-    const limiter = route.mode === 'shadow' ? new ShadowLimiter(route, limiterStore) : new RouteLimiter(route, limiterStore, (level, fields, message) => logger[level](fields, message))
+    const limiter = new RouteLimiter(route, limiterStore, (level, fields, message) => logger[level](fields, message))
     limiters.set(route.name, limiter)
     const scheduler = new FairScheduler(route, limiter, hashedWeights(route, config.hashSecret), store)
     schedulers.set(route.name, scheduler)

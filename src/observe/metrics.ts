@@ -1,7 +1,7 @@
 // The Prometheus metrics of one Sluice instance, in a registry of its own (not prom-client's global
 // one), so several instances in one process never collide. Times are in seconds, as Prometheus wants.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
-import type { StoreMode } from '../limiter/route-limiter'
+import type { StoreMode } from '../limiter/store-failover'
 
 /** Wait in Sluice, s: from "no wait" up to the longest sensible maxWait. */
 export const WAIT_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600]
