@@ -3,7 +3,7 @@
 // wrapped to time its commands and notice pauses; a one-second heartbeat publishes this instance's
 // figures to the shared store and reads everyone else's. Nothing here is on the admission path
 // except a few counter increments.
-import type { ClientStats } from '../limiter/fair-scheduler'
+import type { ClientStats } from '../limiter/client-stats'
 import { randomUUID } from 'node:crypto'
 import { hostname } from 'node:os'
 import type { FastifyReply } from 'fastify'
