@@ -8,7 +8,7 @@ export const WAIT_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
 /** One store command, s: a Redis round trip on loopback is ~0.2 ms, across a network a few ms. */
 export const STORE_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1]
 
-/** Every store mode a route can be in (route-limiter.ts), so each gets a 0 or a 1. */
+/** Every store mode a route can be in (store-failover.ts), so each gets a 0 or a 1. */
 export const STORE_MODES: readonly StoreMode[] = ['redis', 'memory', 'local', 'open', 'closed']
 
 export interface Collectors {
