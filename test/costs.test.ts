@@ -86,8 +86,8 @@ t.test('a mix of cost-1 and cost-5 requests never exceeds the budget in points',
         await sluice.close()
         await up.close()
       })
-      // The margin is 100 ms instead of 50: on a shared 2-core machine the first forwards of a cold
-      // process arrive up to ~60 ms after their slot. The client's 84 connections are opened first.
+      // The margin is 100 ms instead of 50: on a shared machine the first forwards of a cold process
+      // arrive late after their slot. The client's 84 connections are opened first.
       await Promise.all(Array.from({ length: 84 }, async () => { await (await request(`${sluice.url}/_sluice/health`)).body.text() }))
       // 60 GETs (1 point) and 24 POSTs (5 points): 180 points, 3.6 windows of the 50-point budget.
       const calls = Array.from({ length: 84 }, (_, i) => i % 7 < 2

@@ -1,6 +1,6 @@
 // The fair scheduler's per-client queue: oldest first, any entry droppable, count and units kept.
 import t from 'tap'
-import { HeldQueue } from '../src/limiter/fair-scheduler'
+import { HeldQueue } from '../src/limiter/held-queue'
 
 type Entry = Parameters<HeldQueue['push']>[0]
 

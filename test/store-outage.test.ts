@@ -23,7 +23,7 @@ t.test('a Redis outage under steady load through two instances (onStoreError: lo
   const up = await startUpstreamProcess()
   const keyPrefix = redis.prefix()
   // A wide margin: this test is about the hand-overs between Redis and the local share, not about
-  // arrival jitter, which on a 2-core machine shared with other test files can reach ~100 ms.
+  // arrival jitter, which a machine shared with other test files adds.
   const route = { name: 'outage', upstream: up.url, limit: '20/s', algorithm: 'sliding-window', maxWait: '3s', onStoreError: 'local', margin: '250ms' }
   const a = await startSluice([route], { redis: redis.url, keyPrefix })
   const b = await startSluice([route], { redis: redis.url, keyPrefix })

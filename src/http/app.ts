@@ -7,7 +7,6 @@ import type { SluiceConfig } from '../config/schema'
 import { hashedWeights } from '../limiter/client-identity'
 import { FairScheduler } from '../limiter/fair-scheduler'
 import { RouteLimiter } from '../limiter/route-limiter'
-import { ShadowLimiter } from '../limiter/shadow-limiter'
 import { registerObserveRoutes } from '../observe/admin-routes'
 import { Observer } from '../observe/observer'
 import type { BucketStore } from '../store/bucket-store'
@@ -67,7 +66,7 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
 
   const limiterStore = observer.timed(store)
   for (const route of config.routes) {
-    const limiter = route.mode === 'shadow' ? new ShadowLimiter(route, limiterStore) : new RouteLimiter(route, limiterStore, (level, fields, message) => logger[level](fields, message))
+    const limiter = new RouteLimiter(route, limiterStore, (level, fields, message) => logger[level](fields, message))
     limiters.set(route.name, limiter)
     const scheduler = new FairScheduler(route, limiter, hashedWeights(route, config.hashSecret), store)
     schedulers.set(route.name, scheduler)

@@ -5,9 +5,6 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { SluiceConfig } from '../config/schema'
 import { SluiceError } from '../errors'
 
-export const ADMIN_ROUTE_SETS = ['all', 'essential'] as const
-export type AdminRoutes = typeof ADMIN_ROUTE_SETS[number]
-
 /** The methods the proxy forwards (@fastify/http-proxy's list); others get 405, not 404. */
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'])
 

@@ -1,6 +1,6 @@
 // A request's cancellation (the client left, or shutdown cut its wait short). It does for the limiter
-// what AbortController does, without building an EventTarget per request: that was the costliest
-// single step Sluice added to a request that waits for nothing (createAbortSignal, about 9 µs).
+// what AbortController does, without building an EventTarget per request, which is costly on the path
+// of a request that waits for nothing.
 // An AbortSignal fits CancelSignal too, so callers may pass either.
 
 export interface CancelSignal {

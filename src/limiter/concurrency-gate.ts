@@ -4,9 +4,12 @@
 // FIFO, woken by a freed lease (this instance's, or another's through one pub/sub message) or by
 // the earliest lease's expiry: one store call per try, no polling.
 import { randomUUID } from 'node:crypto'
-import type { BucketStore } from '../store/bucket-store'
+import type { RouteConfig } from '../config/schema'
+import { ClientGoneError, LeaseAbortedError, LeaseTimeoutError, SluiceError, retryAfterSeconds } from '../errors'
+import type { BucketPolicy, BucketStore } from '../store/bucket-store'
 import type { CancelSignal } from './cancel'
-import { LeaseAbortedError, LeaseTimeoutError } from '../errors'
+import { refusalDetails } from './refusal-details'
+import type { StoreFailover } from './store-failover'
 
 /** A lease lives this long unless renewed (ms); renewed every third of it while held. */
 export const LEASE_TTL_MS = 15_000
@@ -124,5 +127,94 @@ export class ConcurrencyGate {
 
   close (): void {
     this.stopRenewing()
+  }
+}
+
+/**
+ * A route's concurrency slots: leases in its store, or while the store is unreachable, as
+ * onStoreError decides (as for reservations): a gate on the local share's store, none (open), or a
+ * refusal (closed). A request keeps its slot across retries (same signal) until it releases it.
+ */
+export class ConcurrencySlots {
+  private readonly route: RouteConfig
+  private readonly store: BucketStore
+  private readonly failover: StoreFailover
+  /** The live policy, for the details of a refusal. */
+  private readonly policy: BucketPolicy
+  private gate: ConcurrencyGate | undefined
+  private localGate: ConcurrencyGate | undefined
+  /** The concurrency slot each in-progress request (by its abort signal) holds. */
+  private readonly bySignal = new WeakMap<CancelSignal, () => void>()
+
+  constructor (route: RouteConfig, store: BucketStore, failover: StoreFailover, policy: BucketPolicy) {
+    this.route = route
+    this.store = store
+    this.failover = failover
+    this.policy = policy
+  }
+
+  waitingFor (bucket: string): number {
+    return (this.gate?.waitingFor(bucket) ?? 0) + (this.localGate?.waitingFor(bucket) ?? 0)
+  }
+
+  /** Requests of this bucket holding a concurrency slot in this instance. */
+  inFlight (bucket: string): number {
+    return (this.gate?.inFlight(bucket) ?? 0) + (this.localGate?.inFlight(bucket) ?? 0)
+  }
+
+  /** The release of the slot a request (by its signal) holds already, if any. */
+  heldBy (signal: CancelSignal): (() => void) | undefined {
+    return this.bySignal.get(signal)
+  }
+
+  /** The request holds this slot until it is dropped. */
+  keep (signal: CancelSignal, release: () => void): void {
+    this.bySignal.set(signal, release)
+  }
+
+  /** The request did not start: its slot goes back. */
+  drop (signal: CancelSignal, release: () => void): void {
+    release()
+    this.bySignal.delete(signal)
+  }
+
+  /**
+   * A concurrency slot, taken before the rate reservation so that a slot wait never makes a booked
+   * start late. Only for a route with a cap (admit checks, so a route without one awaits nothing here);
+   * undefined while the store is unreachable and the route is open.
+   */
+  async take (bucket: string, deadline: number, signal: CancelSignal): Promise<(() => void) | undefined> {
+    let fault: unknown
+    if (this.failover.answers()) {
+      this.gate ??= new ConcurrencyGate(this.store)
+      try {
+        return await this.fromGate(this.gate, bucket, this.route.concurrency, deadline, signal)
+      } catch (err) {
+        if (err instanceof SluiceError || err instanceof ClientGoneError || this.store.kind === 'memory') throw err
+        fault = err
+      }
+    }
+    if (this.failover.enterOutage(bucket, fault) === 'open') return undefined
+    this.localGate ??= new ConcurrencyGate(this.failover.local())
+    return await this.fromGate(this.localGate, bucket, this.failover.share(this.route.concurrency), deadline, signal)
+  }
+
+  private async fromGate (gate: ConcurrencyGate, bucket: string, slots: number, deadline: number, signal: CancelSignal): Promise<() => void> {
+    try {
+      const id = await gate.acquire(bucket, slots, deadline, signal)
+      let released = false
+      return () => {
+        if (released) return
+        released = true
+        void gate.release(bucket, id)
+      }
+    } catch (err) {
+      if (err instanceof LeaseAbortedError) throw new ClientGoneError(err.message)
+      if (err instanceof LeaseTimeoutError) {
+        throw new SluiceError('RATE_LIMITED', 429, `all ${slots} concurrency slots of ${this.route.name} stayed busy for the wait bound`,
+          refusalDetails(this.route.name, this.policy, bucket, { reason: 'concurrency', concurrency: slots, retry_after_ms: err.retryInMs }), retryAfterSeconds(err.retryInMs))
+      }
+      throw err
+    }
   }
 }

@@ -1,11 +1,9 @@
 // `mode: shadow`: a safe first roll-out. Every request reserves in the store exactly as it would when
 // enforced (so the store models the enforced world and the numbers are the ones enforcement would
 // see), but nothing waits and nothing is refused: the verdict is only reported (metrics, status).
-import type { BucketStore } from '../store/bucket-store'
-import type { CancelSignal } from './cancel'
-import type { Admission } from './route-limiter'
-import { RouteLimiter } from './route-limiter'
+// RouteLimiter admits through this instead of its own waits when the route is in shadow mode.
 import type { RouteConfig } from '../config/schema'
+import type { BucketPolicy, BucketStore, Reservation } from '../store/bucket-store'
 
 export interface ShadowVerdict {
   /** ms this request would have waited (0 when it would have started at once or been refused). */
@@ -14,40 +12,48 @@ export interface ShadowVerdict {
   code?: 'RATE_LIMITED' | 'QUEUE_FULL' | 'STORE_UNAVAILABLE'
 }
 
-export interface ShadowAdmission extends Admission {
+/** What an admission in shadow mode answers (an Admission of route-limiter.ts, with the verdict). */
+export interface ShadowAdmission {
+  bucket: string
+  reservation: Reservation
+  waitedMs: number
   shadow: ShadowVerdict
 }
 
-export function isShadowAdmission (admission: Admission): admission is ShadowAdmission {
+export function isShadowAdmission (admission: object): admission is ShadowAdmission {
   return (admission as Partial<ShadowAdmission>).shadow !== undefined
 }
 
-export class ShadowLimiter extends RouteLimiter {
-  private readonly shadowStore: BucketStore
+export class ShadowAdmitter {
+  private readonly route: RouteConfig
+  private readonly store: BucketStore
+  /** The route's live policy (RouteLimiter.setLimit changes it in place). */
+  private readonly policy: BucketPolicy
   /** Requests that would be waiting now, per bucket: each leaves at its would-be start (an unref'd timer). */
   private readonly virtualQueue = new Map<string, number>()
 
-  constructor (route: RouteConfig, store: BucketStore) {
-    super(route, store)
-    this.shadowStore = store
+  constructor (route: RouteConfig, store: BucketStore, policy: BucketPolicy) {
+    this.route = route
+    this.store = store
+    this.policy = policy
   }
 
-  override queueDepth (bucket: string): number {
+  queueDepth (bucket: string): number {
     return this.virtualQueue.get(bucket) ?? 0
   }
 
-  override totalWaiting (): number {
+  totalWaiting (): number {
     let n = 0
     for (const v of this.virtualQueue.values()) n += v
     return n
   }
 
-  override async admit (bucket: string, maxWaitMs: number, _signal: CancelSignal, cost = 1): Promise<ShadowAdmission> {
+  async admit (bucket: string, maxWaitMs: number, cost: number): Promise<ShadowAdmission> {
     const now = { admitted: true, waitMs: 0, remaining: 0, resetMs: 0, ticket: undefined }
     if (this.queueDepth(bucket) >= this.route.maxQueue) return { bucket, reservation: now, waitedMs: 0, shadow: { wouldWaitMs: 0, code: 'QUEUE_FULL' } }
     let reservation
     try {
-      reservation = await this.shadowStore.reserve(bucket, this.policy, cost, maxWaitMs)
+      reservation = await this.store.reserve(bucket, this.policy, cost, maxWaitMs)
     } catch {
       // Shadow never blocks: a dead store is reported, and the request goes through.
       return { bucket, reservation: now, waitedMs: 0, shadow: { wouldWaitMs: 0, code: 'STORE_UNAVAILABLE' } }

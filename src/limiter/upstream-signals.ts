@@ -5,7 +5,8 @@
 import type { RouteConfig } from '../config/schema'
 import type { BucketStore } from '../store/bucket-store'
 import { clampDelayMs, parseRateLimitHeaders, type HeaderBag } from '../upstream/retry-after'
-import type { LimiterLog, RouteLimiter } from './route-limiter'
+import type { RouteLimiter } from './route-limiter'
+import type { LimiterLog } from './store-failover'
 
 export interface UpstreamSignalsOptions {
   route: RouteConfig

@@ -2,7 +2,7 @@
 // from the start, a per-credential bucket from its first use, bounded in number (the idlest go
 // first). Also what waits in each: the limiters' and fair queues' depths, read when asked.
 import type { RouteConfig } from '../config/schema'
-import type { ClientStats } from '../limiter/fair-scheduler'
+import type { ClientStats } from '../limiter/client-stats'
 import type { RouteLimiter } from '../limiter/route-limiter'
 import { BucketActivity } from './activity'
 import { HISTORY_S } from './history'

@@ -1,14 +1,14 @@
 // The Prometheus metrics of one Sluice instance, in a registry of its own (not prom-client's global
 // one), so several instances in one process never collide. Times are in seconds, as Prometheus wants.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
-import type { StoreMode } from '../limiter/route-limiter'
+import type { StoreMode } from '../limiter/store-failover'
 
 /** Wait in Sluice, s: from "no wait" up to the longest sensible maxWait. */
 export const WAIT_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600]
 /** One store command, s: from a round trip on loopback (well under a millisecond) to one across a slow network. */
 export const STORE_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1]
 
-/** Every store mode a route can be in (route-limiter.ts), so each gets a 0 or a 1. */
+/** Every store mode a route can be in (store-failover.ts), so each gets a 0 or a 1. */
 export const STORE_MODES: readonly StoreMode[] = ['redis', 'memory', 'local', 'open', 'closed']
 
 export interface Collectors {

@@ -1,0 +1,247 @@
+// Where a route's reservations are made: in the shared store while it answers, and while Redis is
+// unreachable as the route's onStoreError says. The hand-overs keep both schedules within one budget:
+// the local share starts a window after this instance's last start, and once Redis is back the
+// starts made without it are recorded there, while for a window Redis bookings also take the local share.
+import type { RouteConfig } from '../config/schema'
+import { SluiceError } from '../errors'
+import { hasStartRecorder, type BucketPolicy, type BucketStore, type Reservation } from '../store/bucket-store'
+import { nowMs } from '../store/clock'
+import { MemoryStore } from '../store/memory-store'
+import { refusalDetails } from './refusal-details'
+
+/**
+ * Where a route's reservations are made right now: the shared store ("redis"), the embedded one
+ * ("memory"), or, while Redis is unreachable, the route's onStoreError choice: this instance's share
+ * in process memory ("local"), unshaped ("open"), or refused ("closed").
+ */
+export type StoreMode = 'redis' | 'memory' | 'local' | 'open' | 'closed'
+
+export type LimiterLog = (level: 'info' | 'warn', fields: Record<string, unknown>, message: string) => void
+
+export class StoreFailover {
+  private readonly route: RouteConfig
+  private readonly store: BucketStore
+  /** The route's live policy (RouteLimiter.setLimit changes it in place). */
+  private readonly policy: BucketPolicy
+  /** Newest local start per bucket, epoch ms (admission keeps it). */
+  private readonly lastStart: ReadonlyMap<string, number>
+  private readonly log: LimiterLog
+  private mode: StoreMode
+  /** Until then (performance.now ms), reservations in Redis also take this instance's local share. */
+  private transitionUntil = 0
+  private fallbackStore: MemoryStore | undefined
+  /** Which store made a reservation, so it is given back to the same one. */
+  private readonly made = new WeakMap<Reservation, { store: BucketStore, policy: BucketPolicy }>()
+  /** Buckets whose local share has been set up since the store became unreachable. */
+  private readonly seeded = new Set<string>()
+  /** Starts (epoch ms, nowMs clock, one per unit) made without Redis (local share, or unshaped), per bucket: told to Redis when it is back. */
+  private readonly startsAway = new Map<string, number[]>()
+  /**
+   * The newest reservation this instance made per bucket in the route's store. Only a bucket's newest
+   * can be given back (the store refuses the others), so for an older one the store is not even asked:
+   * a burst's late starts would otherwise cost a second, useless round trip each.
+   */
+  private readonly newest = new Map<string, Reservation>()
+
+  constructor (route: RouteConfig, store: BucketStore, policy: BucketPolicy, lastStart: ReadonlyMap<string, number>, log: LimiterLog) {
+    this.route = route
+    this.store = store
+    this.policy = policy
+    this.lastStart = lastStart
+    this.log = log
+    this.mode = store.kind === 'memory' ? 'memory' : 'redis'
+  }
+
+  /**
+   * Where this route's reservations are made right now. The mode changes with a request (see book()),
+   * so while Redis is not connected the route is in its onStoreError mode already, as its next request
+   * will be, even before one comes (Redis unreachable from the start, or just gone).
+   */
+  get storeMode (): StoreMode {
+    if (this.mode === 'redis' && !this.store.available()) return this.route.onStoreError
+    return this.mode
+  }
+
+  /** The route's store takes requests now (the embedded one always does). */
+  answers (): boolean {
+    return this.store.kind === 'memory' || this.store.available()
+  }
+
+  /**
+   * Redis answers again: switch back before booking, so that no request can book in Redis without
+   * the local share first (book() would switch too, but only after its reservation).
+   */
+  resumeIfBack (): void {
+    if (this.store.kind === 'redis' && this.mode !== 'redis' && this.store.available()) this.setMode('redis')
+  }
+
+  /** Just after an outage (see setMode): a booking in Redis first waits for a slot of the local share. */
+  handingOver (): boolean {
+    return this.store.kind === 'redis' && performance.now() < this.transitionUntil
+  }
+
+  /** The local share's store and policy, as reservations in it are made now. */
+  localShare (): { store: MemoryStore, policy: BucketPolicy } {
+    return { store: this.local(), policy: this.localPolicy() }
+  }
+
+  /** The store is unreachable: enter the route's onStoreError mode; throws STORE_UNAVAILABLE when it is closed. */
+  enterOutage (bucket: string, err: unknown): 'local' | 'open' {
+    const mode = this.route.onStoreError
+    this.setMode(mode, err)
+    if (mode === 'closed') {
+      throw new SluiceError('STORE_UNAVAILABLE', 503, 'the budget store is unreachable, so the request was not forwarded (onStoreError: closed)',
+        refusalDetails(this.route.name, this.policy, bucket, { store: this.store.kind, store_mode: 'closed' }), 1, { cause: err })
+    }
+    return mode
+  }
+
+  /** This instance's part of `amount` among the team's live instances, at least 1. */
+  share (amount: number): number {
+    return Math.max(1, Math.floor(amount / Math.max(1, this.store.instanceCount())))
+  }
+
+  /** The store of the local share (created on first use). */
+  local (): MemoryStore {
+    this.fallbackStore ??= new MemoryStore()
+    return this.fallbackStore
+  }
+
+  /** One reservation: in the shared store when it answers, else as the route's onStoreError says. */
+  async book (bucket: string, cost: number, maxWaitMs: number): Promise<Reservation> {
+    if (this.answers()) {
+      let reservation: Reservation | undefined
+      let fault: unknown
+      try {
+        reservation = await this.store.reserve(bucket, this.policy, cost, maxWaitMs)
+      } catch (err) {
+        fault = err
+      }
+      if (reservation !== undefined) {
+        if (reservation.admitted) this.newest.set(bucket, reservation)
+        if (this.store.kind === 'memory') return reservation
+        this.setMode('redis')
+        this.made.set(reservation, { store: this.store, policy: this.policy })
+        return reservation
+      }
+      if (this.store.kind === 'memory') throw fault
+      return await this.fallback(bucket, cost, maxWaitMs, fault)
+    }
+    return await this.fallback(bucket, cost, maxWaitMs, undefined)
+  }
+
+  /** A start `inMs` from now: remembered when it was made without Redis, for Redis once it is back (see recordAway). */
+  noteStart (bucket: string, reservation: Reservation, inMs: number, cost: number): void {
+    if (this.store.kind === 'redis' && !this.fromSharedStore(reservation)) this.noteAway(bucket, nowMs() + inMs, cost)
+  }
+
+  /**
+   * Made by the route's Redis store, with a start in Redis's clock (not by the local fallback of an
+   * outage). The memory store's clock is this process's: the slot counted from receipt says it all.
+   */
+  fromSharedStore (reservation: Reservation): reservation is Reservation & { startMs: number } {
+    return reservation.startMs !== undefined && this.store.kind === 'redis' && this.made.get(reservation)?.store === this.store
+  }
+
+  /** Give a reservation back (best effort: only the newest one can be, and a store error is ignored). */
+  async giveBack (bucket: string, reservation: Reservation, cost: number): Promise<boolean> {
+    if (reservation.ticket === undefined) return false
+    const made = this.made.get(reservation) ?? { store: this.store, policy: this.policy }
+    const newest = this.newest.get(bucket)
+    // A later reservation of this instance exists: this one is not the store's newest.
+    if (made.store === this.store && newest !== undefined && newest !== reservation) return false
+    try {
+      const released = await made.store.release(bucket, made.policy, cost, reservation.ticket)
+      // Which reservation is newest now is not known here (maybe another instance's): ask next time.
+      if (released && newest === reservation) this.newest.delete(bucket)
+      return released
+    } catch {
+      return false
+    }
+  }
+
+  /** Forget the newest reservations of buckets admission no longer remembers (its sweep of idle buckets). */
+  forgetBeyond (remembered: ReadonlyMap<string, unknown>): void {
+    for (const name of this.newest.keys()) if (!remembered.has(name)) this.newest.delete(name)
+  }
+
+  private setMode (mode: StoreMode, err?: unknown): void {
+    if (mode === this.mode) return
+    const from = this.mode
+    this.mode = mode
+    if (mode === 'redis') {
+      this.seeded.clear()
+      // Redis knows nothing of the starts booked locally during the outage, some of them still ahead
+      // (waiting requests): until the last of them is a window old, a reservation in Redis also takes
+      // this instance's local share, so the two schedules together stay within the budget.
+      const lastLocalStartMs = Math.max(Date.now(), ...this.lastStart.values())
+      this.transitionUntil = performance.now() + (lastLocalStartMs - Date.now()) + this.policy.windowMs + this.policy.marginMs
+      this.recordAway()
+      this.log('info', { route: this.route.name, storeMode: mode, from }, `route ${this.route.name}: the shared store is back, shaping in Redis again`)
+    } else {
+      const reason = err instanceof Error ? err.message : undefined
+      const share = mode === 'local' ? ` with 1/${this.store.instanceCount()} of the budget` : ''
+      this.log('warn', { route: this.route.name, storeMode: mode, from, reason }, `route ${this.route.name}: the shared store is unreachable, mode ${mode}${share}`)
+    }
+  }
+
+  /**
+   * The transition above bounds this instance; the others book in Redis, which has not seen this
+   * instance's starts of the outage (another instance may have been back on Redis for a while). So
+   * those of the last window (and margin) are recorded there once, at the times they were made, and
+   * count in every instance's next reservations. Best effort: on an error the transition still holds.
+   */
+  private recordAway (): void {
+    const store = this.store
+    if (hasStartRecorder(store)) {
+      for (const [bucket, starts] of this.startsAway) {
+        const recent = this.withinWindow(starts).sort((x, y) => x - y)
+        if (recent.length > 0) void store.recordStarts(bucket, this.policy, recent).catch(() => {})
+      }
+    }
+    this.startsAway.clear()
+  }
+
+  /** The starts (epoch ms, nowMs clock) a window and its margin could still hold. */
+  private withinWindow (starts: number[]): number[] {
+    const since = nowMs() - this.policy.windowMs - this.policy.marginMs
+    return starts.filter((at) => at > since)
+  }
+
+  /** A start made without Redis (see recordAway); a bucket's list is pruned of starts older than a window. */
+  private noteAway (bucket: string, startMs: number, cost: number): void {
+    let starts = this.startsAway.get(bucket)
+    if (starts === undefined) {
+      starts = []
+      this.startsAway.set(bucket, starts)
+    }
+    for (let i = 0; i < cost; i++) starts.push(startMs)
+    // Booked locally just before another request switched back to Redis (the local store answers
+    // after a turn of the event loop): record it now rather than at the next outage's end.
+    if (this.mode === 'redis') return this.recordAway()
+    if (starts.length > 2 * this.policy.limit) this.startsAway.set(bucket, this.withinWindow(starts))
+  }
+
+  /** This instance's share of the budget while the shared store is unreachable. */
+  private localPolicy (): BucketPolicy {
+    const limit = this.share(this.policy.limit)
+    const burst = Math.min(limit, this.share(this.policy.burst))
+    return { ...this.policy, limit, burst }
+  }
+
+  private async fallback (bucket: string, cost: number, maxWaitMs: number, err: unknown): Promise<Reservation> {
+    if (this.enterOutage(bucket, err) === 'open') return { admitted: true, waitMs: 0, remaining: 0, resetMs: 0, ticket: undefined }
+    const policy = this.localPolicy()
+    if (!this.seeded.has(bucket)) {
+      // Starts booked in Redis before the outage still happen; the local share begins only a window
+      // after this instance's last one, so no window holds both (the budget is not spent twice).
+      this.seeded.add(bucket)
+      const sinceLastMs = Date.now() - (this.lastStart.get(bucket) ?? 0)
+      const holdMs = this.policy.windowMs + this.policy.marginMs - sinceLastMs
+      if (holdMs > 0) await this.local().pause(bucket, holdMs)
+    }
+    const reservation = await this.local().reserve(bucket, policy, cost, maxWaitMs)
+    this.made.set(reservation, { store: this.local(), policy })
+    return reservation
+  }
+}
