@@ -124,6 +124,29 @@ t.test('counters and histograms hold exactly what a known sequence of requests d
   t.equal(m.value('sluice_store_errors_total'), 0)
 })
 
+t.test('admission events: a request that cannot start behind its own client\'s queue is counted as refused on arrival', async (t) => {
+  const up = await startUpstream()
+  const s = await startSluice([{ name: 'one', prefix: '/one', upstream: up.url, limit: '1/10s', maxWait: '15s' }])
+  t.teardown(async () => { await s.close(); await up.close() })
+  const events = async (): Promise<ReturnType<typeof parsePrometheus>> => parsePrometheus((await get(`${s.url}/_sluice/metrics`)).text)
+  const before = await events()
+  for (const event of ['late_start_rebooked', 'late_start_forwarded', 'refused_at_arrival', 'held_timeout', 'low_priority_probe', 'low_priority_probe_refused']) {
+    t.equal(before.value('sluice_admission_events_total', { route: 'one', event }), 0, `${event}: a series from the start`)
+  }
+  t.equal((await get(`${s.url}/one/a`)).status, 200)
+  // The second waits ~10 s for its slot; a third of the same client, willing to wait 5 s, cannot start
+  // before the second: refused at once, by the fair queue.
+  const leaving = new AbortController()
+  const waiting = get(`${s.url}/one/b`, leaving.signal).catch((err: Error) => err)
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  const third = await request(`${s.url}/one/c`, { headers: { prefer: 'wait=5' } })
+  await third.body.dump()
+  t.equal(third.statusCode, 429)
+  t.equal((await events()).value('sluice_admission_events_total', { route: 'one', event: 'refused_at_arrival' }), 1)
+  leaving.abort()
+  t.type(await waiting, Error)
+})
+
 t.test('two instances in one process keep separate registries', async (t) => {
   const up = await startUpstream()
   const a = await startSluice([{ name: 'a', upstream: up.url, limit: '100/s' }])

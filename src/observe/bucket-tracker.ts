@@ -14,7 +14,12 @@ const BUCKET_IDLE_MS = HISTORY_S * 1000
 const MAX_BUCKETS = 500
 
 /** A route's fair queue (fair-scheduler.ts) as the observer reads it. */
-export interface QueueSource { queueDepth: (bucket: string) => number, clients?: () => ClientStats[] }
+export interface QueueSource {
+  queueDepth: (bucket: string) => number
+  clients?: () => ClientStats[]
+  /** Running counts of the fair queue's refusals, timeouts and low-priority probes. */
+  readonly stats?: Readonly<{ lowProbes: number, lowProbesRefused: number, heldTimeouts: number, refusedAtArrival: number }>
+}
 
 export interface BucketFigures { route: string, bucket: string, queueDepth: number, pauseRemainingS: number, tokensRemaining: number | undefined }
 

@@ -17,7 +17,17 @@ export interface Collectors {
   inFlight: () => Iterable<{ route: string, inFlight: number }>
   storeModes: () => Iterable<{ route: string, mode: string }>
   liveInstances: () => number
+  /** Read at scrape time: the limiters' and fair schedulers' running counts of admission events, per route. */
+  admissionEvents: () => Iterable<{ route: string, event: AdmissionEvent, count: number }>
 }
+
+/**
+ * What admission did besides a plain reservation: a late start booked again or forwarded late anyway
+ * (route-limiter.ts), a request refused on arrival or timed out in the fair queue, a low-priority probe
+ * tried or refused (fair-scheduler.ts).
+ */
+export const ADMISSION_EVENTS = ['late_start_rebooked', 'late_start_forwarded', 'refused_at_arrival', 'held_timeout', 'low_priority_probe', 'low_priority_probe_refused'] as const
+export type AdmissionEvent = typeof ADMISSION_EVENTS[number]
 
 export class SluiceMetrics {
   readonly registry = new Registry()
@@ -173,6 +183,17 @@ export class SluiceMetrics {
       help: 'Sluice instances sharing this store whose heartbeat is current',
       registers,
       collect () { this.set(collectors.liveInstances()) }
+    })
+    // eslint-disable-next-line no-new -- registered through `registers`; its collect() reads live state
+    new Counter({
+      name: 'sluice_admission_events_total',
+      help: 'Admission events besides a plain reservation: late starts booked again or forwarded late, refusals on arrival, fair-queue timeouts, low-priority probes',
+      labelNames: ['route', 'event'],
+      registers,
+      collect () {
+        this.reset()
+        for (const e of collectors.admissionEvents()) this.inc({ route: e.route, event: e.event }, e.count)
+      }
     })
     collectDefaultMetrics({ register: this.registry })
   }

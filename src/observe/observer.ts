@@ -17,6 +17,7 @@ import { SERIES_S } from './activity'
 import { BucketTracker, type QueueSource } from './bucket-tracker'
 import { EventHub } from './event-stream'
 import { HISTORY_S, History } from './history'
+import { admissionEvents } from './admission-events'
 import { SluiceMetrics } from './metrics'
 import { bucketStatus, parseSnapshot, teamSeries, type ClientUsage, type InstanceSnapshot, type SluiceStatus } from './status'
 import { timedStore } from './timed-store'
@@ -76,7 +77,8 @@ export class Observer {
       buckets: () => this.tracker.figures(),
       inFlight: () => this.tracker.inFlightByRoute(),
       liveInstances: () => this.liveCount,
-      storeModes: () => config.routes.map((r) => ({ route: r.name, mode: this.storeModeOf(r.name) }))
+      storeModes: () => config.routes.map((r) => ({ route: r.name, mode: this.storeModeOf(r.name) })),
+      admissionEvents: () => admissionEvents(this.routes.keys(), this.limiters, this.schedulers)
     })
     for (const r of config.routes) {
       // A budget per route is known from the start; per-credential buckets appear when first used.
