@@ -3,7 +3,7 @@
 import t from 'tap'
 import { request } from 'undici'
 import { parseRoute } from '../src/config/schema'
-import { costOf, pathBelow } from '../src/limiter/cost-rules'
+import { costOf, pathBelow } from '../src/config/cost-rules'
 import { startRedis } from './helpers/redis'
 import { startSluice } from './helpers/sluice'
 import { startUpstreamProcess } from './helpers/upstream-process'

@@ -1,7 +1,7 @@
 // The one config schema: validated types, exported defaults, and errors that name the field,
 // what was expected and what was received. A bad config never starts half a server.
 import { parseDuration, parseRate, type Rate } from './units'
-import { maxCostOf, parseCostRules, type CostRule } from '../limiter/cost-rules'
+import { maxCostOf, parseCostRules, type CostRule } from './cost-rules'
 import { ConfigError, describeValue } from '../errors'
 import { PROFILE_NAMES, type ProfileName } from '../profiles/profile'
 

@@ -8,8 +8,6 @@ import { hostname } from 'node:os'
 import type { FastifyReply } from 'fastify'
 import type { Logger } from 'pino'
 import type { RouteConfig, SluiceConfig } from '../config/schema'
-import type { RequestState } from '../http/request-state'
-import type { RetryKind } from '../http/retry-policy'
 import type { Admission, RouteLimiter } from '../limiter/route-limiter'
 import { isShadowAdmission } from '../limiter/shadow-limiter'
 import { isTeamBoard, type BucketPeek, type BucketStore } from '../store/bucket-store'
@@ -42,6 +40,16 @@ const MAX_PEEKS = 50
 /** Seconds of chart points each tick re-sends (a heartbeat that came late corrects them). */
 const TICK_POINTS_S = 15
 
+/** What the observer reads of a request (http/request-state.ts fills it): its route, bucket, client and how it ended. */
+export interface ObservedRequest {
+  route: RouteConfig
+  bucket: string | undefined
+  client?: string
+  outcome: string
+  code?: string
+  upstreamStatus?: number
+}
+
 export class Observer {
   readonly id = randomUUID()
   readonly metrics: SluiceMetrics
@@ -50,8 +58,8 @@ export class Observer {
   private readonly logger: Logger
   private readonly routes = new Map<string, RouteConfig>()
   private readonly tracker: BucketTracker
-  private readonly admittedStates = new WeakSet<RequestState>()
-  private readonly countedStates = new WeakSet<RequestState>()
+  private readonly admittedStates = new WeakSet<ObservedRequest>()
+  private readonly countedStates = new WeakSet<ObservedRequest>()
   private readonly history = new History()
   readonly events = new EventHub()
   private readonly heartbeatMs: number
@@ -92,7 +100,7 @@ export class Observer {
   }
 
   /** A request got its slot (or, on a shadow route, its verdict) and is about to be forwarded. */
-  admitted (state: RequestState, admission: Admission, reply: FastifyReply): void {
+  admitted (state: ObservedRequest, admission: Admission, reply: FastifyReply): void {
     if (this.admittedStates.has(state)) return
     this.admittedStates.add(state)
     const route = state.route
@@ -121,7 +129,7 @@ export class Observer {
   }
 
   /** A routed request ended (from the onResponse hook, and where a waiting client left). */
-  finished (state: RequestState | undefined, _status: number): void {
+  finished (state: ObservedRequest | undefined, _status: number): void {
     if (state === undefined || state.outcome === 'admin' || state.outcome === 'unrouted' || state.route === undefined) return
     if (this.countedStates.has(state)) return
     this.countedStates.add(state)
@@ -144,7 +152,7 @@ export class Observer {
   }
 
   /** Sluice sent a request to the upstream again, after pushback or a transient failure (`reason`). */
-  retry (route: string, reason: RetryKind): void {
+  retry (route: string, reason: string): void {
     this.metrics.retries.inc({ route, reason })
   }
 

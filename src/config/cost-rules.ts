@@ -1,7 +1,7 @@
-import { ConfigError } from '../errors'
 // Weighted costs: how many units of the budget one request takes, by method and path. An upstream
 // that counts a POST as 5 points (GitHub's secondary limit) or a bulk endpoint as 10 calls gets the
 // same count from Sluice, in the request's one reservation.
+import { ConfigError, describeValue as describe } from '../errors'
 
 export interface CostRule {
   /** Upper-case method, or undefined for any method. */
@@ -17,10 +17,6 @@ export interface CostRule {
 export const DEFAULT_COST = 1
 
 const METHOD = /^(?:\*|[A-Za-z]{1,16})$/
-
-function describe (value: unknown): string {
-  return `${JSON.stringify(value) ?? String(value)} (${value === null ? 'null' : typeof value})`
-}
 
 /** `/repos/*` → /^\/repos\/.*$/: literal except `*`, anchored at both ends. */
 function compile (path: string): RegExp {

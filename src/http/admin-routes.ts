@@ -4,8 +4,8 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { envelope } from '../errors'
-import { markAdmin } from '../http/request-state'
-import type { Observer } from './observer'
+import { markAdmin } from './request-state'
+import type { Observer } from '../observe/observer'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -29,7 +29,7 @@ export function registerObserveRoutes (app: FastifyInstance, observer: Observer,
   app.addHook('preClose', async () => { observer.events.closeAll() })
   app.addHook('onClose', async () => { await observer.close() })
   if (options.routes === false) return
-  const page = readFileSync(join(__dirname, 'dashboard.html'))
+  const page = readFileSync(join(__dirname, '..', 'observe', 'dashboard.html'))
 
   app.get('/_sluice/metrics', async (request, reply) => {
     markAdmin(request)
