@@ -3,6 +3,7 @@
 import type { RouteConfig } from '../config/schema'
 import type { BucketPeek } from '../store/bucket-store'
 import { SERIES_S, type SecondCounts, type WaitPercentiles } from './activity'
+import type { ClientStats } from '../limiter/client-stats'
 
 /** What one instance publishes with each heartbeat (JSON in the store). */
 export interface InstanceSnapshot {
@@ -71,15 +72,9 @@ export interface SluiceStatus {
   clients: ClientUsage[]
 }
 
-export interface ClientUsage {
+/** A client's figures (client-stats.ts) as status shows them: with its route, waits summarized. */
+export interface ClientUsage extends Pick<ClientStats, 'bucket' | 'client' | 'weight' | 'admitted' | 'units' | 'rejected' | 'cancelled'> {
   route: string
-  bucket: string
-  client: string
-  weight: number
-  admitted: number
-  units: number
-  rejected: number
-  cancelled: number
   meanWaitMs: number
   maxWaitMs: number
   /** held in the fair queue or reserved and not yet started */
