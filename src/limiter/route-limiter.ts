@@ -87,18 +87,6 @@ export class RouteLimiter {
     return (this.waiting.get(bucket) ?? 0) + this.slots.waitingFor(bucket)
   }
 
-  /** Requests of this bucket holding a concurrency slot in this instance. */
-  inFlight (bucket: string): number {
-    return this.slots.inFlight(bucket)
-  }
-
-  totalWaiting (): number {
-    if (this.shadow !== undefined) return this.shadow.totalWaiting()
-    let n = 0
-    for (const v of this.waiting.values()) n += v
-    return n
-  }
-
   /** The details of a refusal of this route's budget, with the limit in force. */
   details (bucket: string, extra: Record<string, unknown>): Record<string, unknown> {
     return refusalDetails(this.route.name, this.policy, bucket, extra)
@@ -130,11 +118,6 @@ export class RouteLimiter {
       if (held === undefined && release !== undefined) this.slots.drop(signal, release)
       throw err
     }
-  }
-
-  /** Give a reservation back (best effort: only the newest one can be, and a store error is ignored). */
-  async giveBack (bucket: string, reservation: Reservation, cost = 1): Promise<boolean> {
-    return await this.failover.giveBack(bucket, reservation, cost)
   }
 
   /** The rate part of admit(): reserve, wait, re-reserve a late start. */

@@ -42,12 +42,6 @@ export class ShadowAdmitter {
     return this.virtualQueue.get(bucket) ?? 0
   }
 
-  totalWaiting (): number {
-    let n = 0
-    for (const v of this.virtualQueue.values()) n += v
-    return n
-  }
-
   async admit (bucket: string, maxWaitMs: number, cost: number): Promise<ShadowAdmission> {
     const now = { admitted: true, waitMs: 0, remaining: 0, resetMs: 0, ticket: undefined }
     if (this.queueDepth(bucket) >= this.route.maxQueue) return { bucket, reservation: now, waitedMs: 0, shadow: { wouldWaitMs: 0, code: 'QUEUE_FULL' } }
