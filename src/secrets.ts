@@ -10,13 +10,14 @@ export const REDACTED = '[redacted]'
  * access_token, private_token (GitLab), X-Amz-Signature, apiKey, oauth_token, client_secret, jwt…
  * Words of MIN_EMBEDDED_CHARS letters or more also count inside a longer word (csrftoken,
  * userPassword); shorter ones only as a whole word, since they are parts of ordinary ones (keyword,
- * author, sidebar).
+ * author, sidebar), except SUFFIX_WORDS, which also count at the end of a word (userpass, dbpwd).
  */
 const CREDENTIAL_WORDS = ['key', 'apikey', 'token', 'auth', 'authorization', 'password', 'passwd', 'pwd', 'pass',
   'secret', 'signature', 'sig', 'credential', 'credentials', 'jwt', 'session', 'sessionid', 'sid', 'cookie']
 const MIN_EMBEDDED_CHARS = 5
 const WHOLE_WORDS = new Set(CREDENTIAL_WORDS)
 const EMBEDDED_WORDS = CREDENTIAL_WORDS.filter((word) => word.length >= MIN_EMBEDDED_CHARS)
+const SUFFIX_WORDS = ['pass', 'pwd']
 
 /** Request headers that carry credentials, lower case. */
 export const CREDENTIAL_HEADERS: readonly string[] = ['authorization', 'proxy-authorization', 'cookie', 'x-api-key', 'api-key',
@@ -27,7 +28,7 @@ export function isSecretName (name: string): boolean {
   if (name.length > 128) return false
   // camelCase splits too: apiKey → api Key, accessToken → access Token.
   const words = name.replace(/([a-z0-9])([A-Z])/g, '$1 $2').toLowerCase().split(/[^a-z0-9]+/)
-  return words.some((word) => WHOLE_WORDS.has(word) || EMBEDDED_WORDS.some((secret) => word.includes(secret)))
+  return words.some((word) => WHOLE_WORDS.has(word) || EMBEDDED_WORDS.some((secret) => word.includes(secret)) || SUFFIX_WORDS.some((secret) => word.endsWith(secret)))
 }
 
 // Credentials in free text: an upstream that echoes a token back in its error message.
