@@ -49,7 +49,7 @@ export async function runCert (argv: string[], out: (s: string) => void): Promis
     'Start Sluice with it (HTTPS on the same port, admin routes included):',
     `  sluice --tls-cert ${files.cert} --tls-key ${files.key} --preset testmo --upstream https://acme.testmo.net`,
     '',
-    `Make clients trust it, then point them at https://127.0.0.1:8080 (or https://localhost:8080):`,
+    'Make clients trust it, then point them at https://127.0.0.1:8080 (or https://localhost:8080):',
     `  Node.js (Testmo CLI, Octokit, zulip-js…):  export NODE_EXTRA_CA_CERTS=${files.ca}`,
     `  Python requests:                         export REQUESTS_CA_BUNDLE=${files.ca}`,
     `  curl, OpenSSL, Ruby, git:                export SSL_CERT_FILE=${files.ca}   (replaces the system CAs for that process)`,
