@@ -31,6 +31,6 @@ EXPOSE 8080
 # The slim image has no curl: ask Node. /_sluice/health means "process alive"; orchestrators that
 # should wait for Redis too can probe /_sluice/ready instead (docker-compose.yml does).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-  CMD ["node", "-e", "require('http').get('http://127.0.0.1:'+(process.env.SLUICE_PORT||8080)+'/_sluice/health',(r)=>process.exit(r.statusCode===200?0:1)).on('error',()=>process.exit(1)).setTimeout(2000,()=>process.exit(1))"]
+  CMD ["node", "-e", "require(process.env.SLUICE_TLS_CERT?'https':'http').get({host:'127.0.0.1',port:process.env.SLUICE_PORT||8080,path:'/_sluice/health',rejectUnauthorized:false},(r)=>process.exit(r.statusCode===200?0:1)).on('error',()=>process.exit(1)).setTimeout(2000,()=>process.exit(1))"]
 # Node runs as PID 1 and handles SIGTERM/SIGINT itself (closes the server and the Redis connection).
 ENTRYPOINT ["node", "dist/src/cli.js"]

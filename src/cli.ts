@@ -22,6 +22,8 @@ Usage:
   sluice check-config FILE                            validate a config, print the effective routes
   sluice status [--url URL] [--watch [--interval 2s]]  the team's budget as a table (default URL http://127.0.0.1:8080;
                                                       the same figures live in a browser at URL/_sluice/)
+  sluice cert DIR [--name HOST]... [--days N]          write a CA and a certificate for 127.0.0.1, ::1 and localhost
+                                                      (for --tls-cert/--tls-key) and print how clients trust it
   sluice demo [--requests N] [--limit 30/10s] [--concurrency N] [--redis URL] [--keep] [--port N]
                                                       see Sluice shape a CI burst to an emulated API, offline
   sluice --help | --version
@@ -67,6 +69,8 @@ Process options (override the config file):
   --drain-timeout DURATION  on SIGTERM/SIGINT, how long requests in flight or waiting may still
                           proceed before the rest are answered 503 (default 30s)
   --admin-routes all|essential  essential: only /_sluice/health and /_sluice/ready (default all)
+  --tls-cert FILE --tls-key FILE  listen with HTTPS (HTTP/1.1 over TLS), admin routes included; PEM files,
+                          e.g. from sluice cert DIR (config file: tls: {cert, key})
 
 Examples:
   sluice --upstream https://acme.testrail.io --limit 180/min
@@ -85,7 +89,7 @@ function version (): string {
 
 export function describeConfig (config: SluiceConfig): string {
   const lines = [`store: ${config.redis === undefined ? 'memory (this process only)' : `redis (${redactRedisUrl(config.redis)}, key prefix "${config.keyPrefix}")`}`,
-    `listen: ${config.host}:${config.port}`]
+    `listen: ${config.tls === undefined ? 'http' : 'https'}://${config.host}:${config.port}${config.tls === undefined ? '' : ` (tls cert ${config.tls.cert}, key ${config.tls.key})`}`]
   for (const r of config.routes) {
     const shape = r.algorithm === 'token-bucket' ? `token-bucket burst ${r.burst}` : 'sliding-window'
     const limit = r.limitAuto ? `auto (from ${formatRate(r.limit)})` : formatRate(r.limit)
@@ -155,6 +159,11 @@ export async function main (argv: string[]): Promise<number> {
     // Exit status 1 when anything failed through Sluice: the demo doubles as an end-to-end check.
     const summary = await runDemo(parseDemoArgs(rest), process.stdout)
     return summary.ok ? 0 : 1
+  }
+  if (command === 'cert') {
+    // Loaded here only: the certificate library is not needed to serve.
+    const { runCert } = await import('./cert/cert-command')
+    return await runCert(rest, (s) => process.stdout.write(s))
   }
   if (command === 'status') {
     const stop = new AbortController()

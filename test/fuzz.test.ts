@@ -197,6 +197,9 @@ t.test(`fuzz: ${COUNT} random and malformed requests`, async (t) => {
         const key = upstreamSuccess ? '200' : `${r.status} ${String(json?.error?.code ?? '')}`
         tally.set(key, (tally.get(key) ?? 0) + 1)
         if (!upstreamSuccess && !isEnvelope && !headEnvelope) problems.push(`${r.status} not an envelope (${r.body.slice(0, 80)}): ${c.description}`)
+        // Beside it, the native fields of the route's profile (zulip), or the generic `message`.
+        const native = json?.message === json?.error?.message || (json?.result === 'error' && json?.msg === json?.error?.message && typeof json?.code === 'string')
+        if (isEnvelope && !native) problems.push(`${r.status} envelope without native fields (${r.body.slice(0, 80)}): ${c.description}`)
         // A proxied success is the upstream's own body (the test origin echoes the URL); envelopes are Sluice's.
         if (!upstreamSuccess) for (const s of SECRETS) if (r.body.includes(s)) problems.push(`envelope echoes ${s}: ${c.description}`)
       }

@@ -45,7 +45,11 @@ t.test('request targets that name another host or leave the route never reach an
   for (const target of [`http://${zulipHost}/api/v1/x`, `http://${zulipHost}/testrail/x`, 'http://evil.example/', 'https://evil.example/testrail/x', '*', zulipHost, '//evil.example/testrail/x']) {
     isEnvelope(t, await raw(port, get(target)), 400, 'BAD_REQUEST', `absolute-form or authority target ${target}`)
   }
-  isEnvelope(t, await raw(port, `CONNECT ${zulipHost} HTTP/1.1\r\nHost: ${zulipHost}\r\n\r\n`), 405, 'METHOD_NOT_ALLOWED', 'CONNECT')
+  const connect = await raw(port, `CONNECT ${zulipHost} HTTP/1.1\r\nHost: ${zulipHost}\r\n\r\n`)
+  isEnvelope(t, connect, 405, 'METHOD_NOT_ALLOWED', 'CONNECT')
+  // Why, and what to do instead, in the envelope and in the `message` a native client prints.
+  t.match(connect.json?.error?.message, /cannot shape requests it cannot read.*point the client's base URL at Sluice/, 'CONNECT: the 405 says why and what to do')
+  t.equal(connect.json?.message, connect.json?.error?.message, 'CONNECT: the generic native message')
 
   const traversals = [
     '/testrail/../zulip/x', '/testrail/%2e%2e/zulip/x', '/testrail/%2E%2E/zulip/x', '/testrail/.%2e/zulip/x', '/testrail/%2e./zulip/x',

@@ -2,7 +2,8 @@
 // never throws, and stays fast. Seeded, so a failure replays: SLUICE_FUZZ_SEED=<seed>.
 import t from 'tap'
 import { ERROR_CODES } from '../src/errors'
-import { PROFILE_NAMES, type ProfileName } from '../src/profiles'
+import { isProfileName, PROFILE_NAMES, type ProfileName } from '../src/profiles'
+import { errorBody } from '../src/profiles/native'
 import { MAX_ERROR_BODY_BYTES, normalizeUpstreamError, sluiceErrorFromTransport, UPSTREAM_BODY_MAX_CHARS, type NormalizedError } from '../src/upstream/normalize'
 
 const SEED = Number(process.env.SLUICE_FUZZ_SEED ?? 0x5eed)
@@ -155,6 +156,38 @@ function problems (result: NormalizedError, bodyText: string, route: string, req
   return found
 }
 
+const ZULIP_CODE = /^[A-Z][A-Z0-9_]{0,63}$/
+
+/** The profile's native fields beside the envelope (profiles/native.ts), as every writer sends them. */
+function nativeProblems (result: NormalizedError, profile: ProfileName): string[] {
+  const found: string[] = []
+  const body = errorBody(profile, result.envelope, { status: result.status, ...(result.retryAfterS !== undefined ? { retryAfterS: result.retryAfterS } : {}), ...(result.native !== undefined ? { upstream: result.native } : {}) })
+  if (body.success !== false || body.error !== result.envelope.error) found.push('native fields replaced the envelope')
+  const message = result.envelope.error.message
+  switch (isProfileName(profile) ? profile : 'generic') {
+    case 'zulip':
+      if (body.result !== 'error') found.push('zulip: result is not "error"')
+      if (body.msg !== message) found.push('zulip: msg is not the message')
+      if (typeof body.code !== 'string' || !ZULIP_CODE.test(body.code)) found.push(`zulip: code ${String(body.code)}`)
+      if (body.code === 'RATE_LIMIT_HIT' && body['retry-after'] !== result.retryAfterS) found.push('zulip: retry-after differs from Retry-After')
+      break
+    case 'testrail':
+      if (Object.keys(body).join() !== 'success,error') found.push(`testrail: added ${Object.keys(body).join()}`)
+      break
+    default:
+      if (body.message !== message) found.push(`${profile}: message is not the envelope's message`)
+      if (body.documentation_url !== undefined && typeof body.documentation_url !== 'string') found.push('documentation_url is not a string')
+  }
+  try {
+    const serialized = JSON.stringify(body)
+    if (JSON.stringify(JSON.parse(serialized)) !== serialized) found.push('the body does not survive JSON')
+    if (serialized.length > 2 * MAX_ENVELOPE_CHARS) found.push(`the body is ${serialized.length} chars`)
+  } catch (err) {
+    found.push(`the body does not serialize: ${String(err)}`)
+  }
+  return found
+}
+
 t.test(`normalizeUpstreamError: ${RUNS} random inputs (seed ${SEED})`, async t => {
   const failures: string[] = []
   let slowestMs = 0
@@ -175,12 +208,13 @@ t.test(`normalizeUpstreamError: ${RUNS} random inputs (seed ${SEED})`, async t =
     const tookMs = performance.now() - started
     slowestMs = Math.max(slowestMs, tookMs)
     if (tookMs > SLOW_INPUT_MS) failures.push(`#${i}: took ${tookMs.toFixed(0)} ms`)
-    for (const problem of problems(result, body.subarray(0, MAX_ERROR_BODY_BYTES).toString('utf8'), input.route, input.requestId)) {
+    const found = [...problems(result, body.subarray(0, MAX_ERROR_BODY_BYTES).toString('utf8'), input.route, input.requestId), ...nativeProblems(result, input.profile)]
+    for (const problem of found) {
       failures.push(`#${i} (status ${input.status}, profile ${input.profile}): ${problem}`)
     }
     if (failures.length > 20) break
   }
-  t.same(failures, [], `every input gave a valid envelope; slowest ${slowestMs.toFixed(1)} ms`)
+  t.same(failures, [], `every input gave a valid envelope with its profile's native fields; slowest ${slowestMs.toFixed(1)} ms`)
 })
 
 t.test(`sluiceErrorFromTransport: ${TRANSPORT_RUNS} random errors (seed ${SEED})`, async t => {
@@ -218,7 +252,7 @@ t.test(`sluiceErrorFromTransport: ${TRANSPORT_RUNS} random errors (seed ${SEED})
       failures.push(`#${i}: threw ${String(err)}`)
       continue
     }
-    for (const problem of problems(result, '', `route-${i}`, `req-${i}`)) failures.push(`#${i}: ${problem}`)
+    for (const problem of [...problems(result, '', `route-${i}`, `req-${i}`), ...nativeProblems(result, pick(PROFILE_NAMES))]) failures.push(`#${i}: ${problem}`)
     if (![502, 503, 504].includes(result.status)) failures.push(`#${i}: status ${result.status} is not a gateway status`)
     if (failures.length > 20) break
   }

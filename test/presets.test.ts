@@ -109,3 +109,18 @@ t.test('config-file routes can name a preset; --preset with --config is an error
   configError(t, () => loadConfig(['--config', file], {}), 'routes[0].preset', /unknown preset "jira"; known presets are/)
   configError(t, () => loadConfig(['--config', file, '--preset', 'github'], {}), '--preset', /cannot be combined with --config/)
 })
+
+// The clients each preset assumes and how long they wait for one call (README "Presets"): a request
+// held up to maxWait and then answered within the upstream timeout must reach the client before it
+// gives up. The Testmo CLI gives up after 60 s (@testmo/testmo-api's ApiClient timeout); the clients
+// of the other presets (testrail-api, zulip-js, Octokit) set no timeout of their own.
+const CLIENT_TIMEOUT_MS: Readonly<Record<string, number | undefined>> = { testmo: 60_000 }
+
+t.test('each preset answers within the timeout of the clients it assumes', async (t) => {
+  for (const name of presetNames()) {
+    const route = loadConfig(['--preset', name, '--upstream', 'https://api.example.com'], {}).routes[0]
+    const clientMs = CLIENT_TIMEOUT_MS[name]
+    if (clientMs === undefined) continue
+    t.ok(route.maxWaitMs + route.timeoutMs < clientMs, `${name}: maxWait ${route.maxWaitMs} ms + timeout ${route.timeoutMs} ms < the client's ${clientMs} ms`)
+  }
+})

@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util'
 import { parse as parseYaml } from 'yaml'
 import { applyPreset } from './preset'
 import { ADMIN_ROUTE_SETS, DEFAULTS, checkRoutes, parseRoute, type AdminRoutes, type RouteConfig, type SluiceConfig } from './schema'
+import { tlsConfig } from './tls'
 import { parseDuration } from './units'
 import { ConfigError } from '../errors'
 
@@ -52,6 +53,9 @@ const GLOBAL_FLAGS = {
 export const SERVE_OPTIONS = {
   config: { type: 'string' },
   preset: { type: 'string' },
+  // The TLS listener (tls.ts): read together, over the file's `tls: {cert, key}`.
+  'tls-cert': { type: 'string' },
+  'tls-key': { type: 'string' },
   ...Object.fromEntries([...Object.keys(ROUTE_FLAGS), ...Object.keys(GLOBAL_FLAGS)].map((k) => [k, { type: 'string' }]))
 } as const
 
@@ -99,7 +103,7 @@ function withPreset (raw: unknown, field: string): unknown {
   return applyPreset(preset, field, own)
 }
 
-const FILE_FIELDS = new Set(['host', 'port', 'redis', 'keyPrefix', 'hashSecret', 'logLevel', 'drainTimeout', 'adminRoutes', 'routes'])
+const FILE_FIELDS = new Set(['host', 'port', 'redis', 'keyPrefix', 'hashSecret', 'logLevel', 'drainTimeout', 'adminRoutes', 'tls', 'routes'])
 
 function drainTimeoutMs (value: unknown): number {
   try {
@@ -206,6 +210,7 @@ export function loadConfig (argv: string[], env: NodeJS.ProcessEnv): SluiceConfi
     logLevel,
     drainTimeoutMs: drainTimeoutMs(global.drainTimeout),
     adminRoutes: adminRoutes(global.adminRoutes),
+    tls: tlsConfig(file.tls, pick('tls-cert'), pick('tls-key')),
     routes
   }
 }

@@ -1,5 +1,6 @@
 // The one config schema: validated types, exported defaults, and errors that name the field,
 // what was expected and what was received. A bad config never starts half a server.
+import type { TlsFiles } from './tls'
 import { parseDuration, parseRate, type Rate } from './units'
 import { maxCostOf, parseCostRules, type CostRule } from './cost-rules'
 import { ConfigError, describeValue } from '../errors'
@@ -92,6 +93,8 @@ export interface SluiceConfig {
   drainTimeoutMs?: number
   /** "all" (default) serves every admin route; "essential" only /_sluice/health and /_sluice/ready. */
   adminRoutes?: AdminRoutes
+  /** PEM certificate and key files: the listener speaks HTTPS (HTTP/1.1 over TLS); undefined: plain HTTP. */
+  tls?: TlsFiles | undefined
   routes: RouteConfig[]
 }
 

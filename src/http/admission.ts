@@ -10,6 +10,7 @@ import { clientFor, priorityFor } from '../limiter/client-identity'
 import { DEFAULT_COST, costOf, pathBelow } from '../config/cost-rules'
 import type { FairScheduler } from '../limiter/fair-scheduler'
 import type { RouteLimiter } from '../limiter/route-limiter'
+import type { UpstreamSignals } from '../limiter/upstream-signals'
 import type { Unfinished } from './access-log'
 import { limitBody } from './body-limit'
 import { rateLimitHeaders } from './rate-limit-headers'
@@ -25,6 +26,8 @@ export interface AdmissionOptions {
   scheduler: FairScheduler
   hashSecret: string
   unfinished: Unfinished
+  /** The route's pauses: a refusal during one says why the budget has no room (the upstream pushed back). */
+  signals?: Pick<UpstreamSignals, 'pauseNote'>
 }
 
 interface Ask {
@@ -65,7 +68,7 @@ export function createAdmission (opts: AdmissionOptions): (request: FastifyReque
       request.server.observer.admitted(state, admission, reply)
       reply.raw.once('close', () => opts.unfinished(request, reply))
     } catch (err) {
-      refused(err, limiter, request, reply, controller)
+      refused(withPauseReason(err, opts.signals, bucket), limiter, request, reply, controller)
     }
   }
 }
@@ -98,6 +101,19 @@ function ask (opts: AdmissionOptions, request: FastifyRequest, reply: FastifyRep
   }
   state.maxWaitMs = maxWaitMs
   return { bucket, client, priority, cost, maxWaitMs }
+}
+
+/**
+ * A refusal because the bucket is paused after upstream pushback names the pause and its cause, so a
+ * client (and its user) reads why, not only that the budget had no room.
+ */
+function withPauseReason (err: unknown, signals: AdmissionOptions['signals'], bucket: string): unknown {
+  if (!(err instanceof SluiceError) || (err.code !== 'RATE_LIMITED' && err.code !== 'QUEUE_TIMEOUT')) return err
+  const pause = signals?.pauseNote(bucket)
+  if (pause === undefined) return err
+  const pausedS = Math.ceil(pause.remainingMs / 1000)
+  return new SluiceError(err.code, err.status, `${err.message}: the bucket is paused for ${pausedS} s more after ${pause.why}`,
+    { ...err.details, paused_for_s: pausedS, pause_reason: pause.why }, err.retryAfterS, { cause: err })
 }
 
 /** A wait that ended without a slot: rethrown as the answer, or, when the client left, no answer. */

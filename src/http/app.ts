@@ -4,6 +4,7 @@
 import Fastify, { LogController, type FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import type { SluiceConfig } from '../config/schema'
+import { loadTls } from '../config/tls'
 import { hashedWeights } from '../limiter/client-identity'
 import { FairScheduler } from '../limiter/fair-scheduler'
 import { RouteLimiter } from '../limiter/route-limiter'
@@ -110,6 +111,12 @@ function lifecycle (app: FastifyInstance, store: BucketStore, config: SluiceConf
 
 /** The fastify server: request ids, timeouts for slow clients, and envelopes for what Node refuses. */
 function createServer (config: SluiceConfig, logger: Logger, timeouts: ServerTimeouts): FastifyInstance {
+  // requireHostHeader off: a missing Host gets the envelope from request-guard.ts, not Node's empty 400.
+  const http = { headersTimeout: timeouts.headersMs, requestTimeout: timeouts.requestMs, connectionsCheckingInterval: timeouts.checkIntervalMs, requireHostHeader: false }
+  // With `tls`, one HTTPS listener (HTTP/1.1 over TLS) serves the routes and the admin routes alike.
+  // fastify hands only `https` to https.createServer (never `http`), so the same server options go there.
+  const tls = config.tls === undefined ? undefined : loadTls(config.tls)
+  const listener = tls === undefined ? { http } : { https: { ...http, cert: tls.cert, key: tls.key, ALPNProtocols: ['http/1.1'] } }
   const app = Fastify({
     loggerInstance: logger,
     // One log line per request comes from our onResponse hook (access-log.ts), not from fastify's two.
@@ -121,8 +128,7 @@ function createServer (config: SluiceConfig, logger: Logger, timeouts: ServerTim
     requestTimeout: timeouts.requestMs,
     keepAliveTimeout: timeouts.keepAliveMs,
     connectionTimeout: timeouts.idleMs,
-    // requireHostHeader off: a missing Host gets the envelope from request-guard.ts, not Node's empty 400.
-    http: { headersTimeout: timeouts.headersMs, requestTimeout: timeouts.requestMs, connectionsCheckingInterval: timeouts.checkIntervalMs, requireHostHeader: false },
+    ...listener,
     // A path that is not valid percent-encoding: the envelope, without echoing the path.
     frameworkErrors,
     // What Node's parser refuses (smuggling shapes, oversized headers, timeouts) still gets an envelope.

@@ -7,6 +7,7 @@ import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import type { SluiceConfig } from '../config/schema'
 import { envelope } from '../errors'
+import { errorBody } from '../profiles/native'
 
 /** Node and fastify timeouts of the listening server, in ms. */
 export interface ServerTimeouts {
@@ -65,8 +66,9 @@ export function clientErrorResponse (err: NodeJS.ErrnoException): { status: numb
   }
 }
 
+/** No route is known this early: the generic profile's native fields (`message`) go with the envelope. */
 function writeEnvelope (socket: Duplex, status: number, code: string, message: string): void {
-  const body = JSON.stringify(envelope(code, message, { status }))
+  const body = JSON.stringify(errorBody(undefined, envelope(code, message, { status }), { status }))
   socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nContent-Type: application/json; charset=utf-8\r\n` +
     `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
 }
@@ -91,6 +93,11 @@ export function clientErrorHandler (logger: Logger) {
   }
 }
 
+/** Why CONNECT is refused, and what to do instead: the 405's message (README "CONNECT"). */
+export const CONNECT_REFUSED = 'CONNECT is not supported: a CONNECT tunnel carries TLS that Sluice cannot read, and Sluice cannot shape ' +
+  'requests it cannot read (count them, queue them, read their 429s). Do not set Sluice as the client\'s proxy; point the ' +
+  'client\'s base URL at Sluice instead (https://127.0.0.1:PORT with --tls-cert and --tls-key for clients that require https)'
+
 /**
  * CONNECT (a tunnel to any host) is never proxied. Without this listener Node would close such a
  * connection without a word; with it the client reads why. (Upgrade requests are left to Node, which
@@ -100,7 +107,7 @@ export function clientErrorHandler (logger: Logger) {
 export function refuseConnect (server: Server, logger: Logger): void {
   server.on('connect', (req, socket: Duplex) => {
     logger.info({ method: req.method, status: 405 }, 'refused CONNECT')
-    writeEnvelope(socket, 405, 'METHOD_NOT_ALLOWED', 'CONNECT is not supported: Sluice forwards only to its configured upstreams')
+    writeEnvelope(socket, 405, 'METHOD_NOT_ALLOWED', CONNECT_REFUSED)
     socket.end()
     setTimeout(() => socket.destroy(), 1000).unref()
   })

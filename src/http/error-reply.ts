@@ -1,18 +1,27 @@
 // Sluice's own errors leave as one envelope (errors.ts), with the request id and Retry-After where
 // it applies; fastify's own refusals are mapped to the same codes first.
-import type { FastifyError, FastifyReply } from 'fastify'
-import { SluiceError, type Envelope } from '../errors'
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
+import type { RouteConfig } from '../config/schema'
+import { SluiceError } from '../errors'
+import type { ProfileName } from '../profiles'
+import { errorBody } from '../profiles/native'
 
-/** Send a Sluice error as the envelope, with Retry-After where it applies. */
+/** The profile of the request's route; undefined for a request no route took (admin, unrouted). */
+export function routeProfile (request: FastifyRequest): ProfileName | undefined {
+  return (request.sluice?.route as RouteConfig | undefined)?.profile
+}
+
+/** Send a Sluice error as the envelope (with its route's native fields), with Retry-After where it applies. */
 export function sendError (reply: FastifyReply, err: SluiceError): FastifyReply {
   const state = reply.request.sluice
   if (state !== undefined) {
     state.code = err.code
     if (state.outcome !== 'admin') state.outcome = 'rejected'
   }
-  const body: Envelope = err.toEnvelope()
-  body.error.details.request_id = reply.request.id
+  const envelope = err.toEnvelope()
+  envelope.error.details.request_id = reply.request.id
   if (err.retryAfterS !== undefined) reply.header('retry-after', String(err.retryAfterS))
+  const body = errorBody(routeProfile(reply.request), envelope, { status: err.status, ...(err.retryAfterS !== undefined ? { retryAfterS: err.retryAfterS } : {}) })
   return reply.code(err.status).type('application/json').send(body)
 }
 

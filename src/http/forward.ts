@@ -263,7 +263,7 @@ class Exchange {
       retryAfterS = retryAfterSeconds(pauseMs)
       details.retry_after_s = retryAfterS
     }
-    sendEnvelope(this.reply, this.opts.limiter, { status: normalized.status, envelope: normalized.envelope, ...(retryAfterS !== undefined ? { retryAfterS } : {}) })
+    sendEnvelope(this.reply, this.opts.limiter, { ...normalized, retryAfterS })
   }
 
   private readonly onError = (_reply: FastifyReply, { error }: { error: Error }): void => {

@@ -54,7 +54,7 @@ export async function registerRoute (scope: FastifyInstance, parts: RouteParts):
     // Every attempt upstream: pauses on pushback, retries, the upstream's own numbers (forward.ts).
     handler: createForwarder({ route, limiter, signals, logger: log }),
     prefix: route.prefix === '/' ? '' : route.prefix,
-    preHandler: createAdmission(parts),
+    preHandler: createAdmission({ ...parts, signals }),
     undici: pool as never,
     disableRequestLogging: true,
     replyOptions: {

@@ -3,8 +3,9 @@
 import type { Readable, Transform } from 'node:stream'
 import { constants as zlibConstants, createBrotliDecompress, createGunzip, createInflate, createInflateRaw } from 'node:zlib'
 import type { FastifyReply } from 'fastify'
-import type { Envelope } from '../errors'
+import { errorBody } from '../profiles/native'
 import { MAX_ERROR_BODY_BYTES, type NormalizedError } from '../upstream/normalize'
+import { routeProfile } from './error-reply'
 import { rateLimitHeaders, type RouteBudget } from './rate-limit-headers'
 
 export interface UpstreamResponse {
@@ -20,14 +21,19 @@ const BODY_HEADERS = ['content-length', 'content-encoding', 'content-type', 'con
 /**
  * Send an envelope in place of whatever the upstream answered: its body headers go, Sluice's
  * rate-limit headers stay (or are added, when no upstream response carried them), from the route's
- * current budget (its limiter).
+ * current budget (its limiter). Beside the envelope, the route profile's native fields.
  */
-export function sendEnvelope (reply: FastifyReply, budget: RouteBudget, normalized: Pick<NormalizedError, 'status' | 'envelope' | 'retryAfterS'>): void {
+export function sendEnvelope (reply: FastifyReply, budget: RouteBudget, normalized: Pick<NormalizedError, 'status' | 'envelope' | 'retryAfterS' | 'native'>): void {
   if (reply.sent || reply.raw.headersSent) return
   const state = reply.request.sluice
-  const body: Envelope = normalized.envelope
-  body.error.details.request_id = reply.request.id
-  if (state !== undefined) state.code = body.error.code
+  const envelope = normalized.envelope
+  envelope.error.details.request_id = reply.request.id
+  const body = errorBody(routeProfile(reply.request), envelope, {
+    status: normalized.status,
+    ...(normalized.retryAfterS !== undefined ? { retryAfterS: normalized.retryAfterS } : {}),
+    ...(normalized.native !== undefined ? { upstream: normalized.native } : {})
+  })
+  if (state !== undefined) state.code = envelope.error.code
   for (const name of BODY_HEADERS) reply.removeHeader(name)
   if (state?.view !== undefined) reply.headers(rateLimitHeaders(budget, state.view, state.waitedMs))
   if (normalized.retryAfterS !== undefined) reply.header('retry-after', String(normalized.retryAfterS))

@@ -36,6 +36,8 @@ export class UpstreamSignals {
   private warnedLimit = false
   /** Pauses known to this instance, epoch ms per bucket: its own, and others' announced by the store. */
   private readonly knownPause = new Map<string, number>()
+  /** Why this instance paused a bucket (its latest pause), for the refusals during it. */
+  private readonly pauseWhy = new Map<string, string>()
 
   constructor (opts: UpstreamSignalsOptions) {
     this.route = opts.route
@@ -57,6 +59,18 @@ export class UpstreamSignals {
     if (until > Date.now()) return true
     this.knownPause.delete(bucket)
     return false
+  }
+
+  /**
+   * The pause holding `bucket` now, as this instance knows it, and why (an announced pause of another
+   * instance says only that the upstream pushed back there); undefined when none does.
+   */
+  pauseNote (bucket: string): { remainingMs: number, why: string } | undefined {
+    if (!this.pausedHere(bucket)) {
+      this.pauseWhy.delete(bucket)
+      return undefined
+    }
+    return { remainingMs: (this.knownPause.get(bucket) ?? Date.now()) - Date.now(), why: this.pauseWhy.get(bucket) ?? 'upstream pushback seen by another instance' }
   }
 
   /**
@@ -88,6 +102,7 @@ export class UpstreamSignals {
     if (this.shadow || delayMs <= 0) return
     const route = this.route.name
     this.notePause(bucket, Date.now() + delayMs)
+    this.pauseWhy.set(bucket, why)
     try {
       await this.store.pause(bucket, delayMs)
     } catch (err) {

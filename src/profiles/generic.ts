@@ -4,7 +4,7 @@
 
 import type { ErrorCode } from '../errors'
 import { headerValue, upstreamDelayMs, type HeaderBag } from '../upstream/retry-after'
-import type { ParsedError, Profile, Pushback, UpstreamBody } from './profile'
+import type { NativeError, ParsedError, Profile, Pushback, UpstreamBody } from './profile'
 
 /** Maintenance states no end time; re-checking every 2 min finds its end without hammering (ms). */
 export const MAINTENANCE_DEFAULT_DELAY_MS = 120_000
@@ -64,6 +64,8 @@ function parseJsonObject (json: Record<string, unknown>): ParsedError {
   const code = stringOf(json.code) ?? stringOf(json.error_code) ?? (isRecord(json.error) ? stringOf(json.error.code) : undefined) ?? errorCode
   if (code !== undefined) parsed.code = code
   if (json.errors !== undefined && json.errors !== null) parsed.fieldErrors = json.errors
+  const documentationUrl = stringOf(json.documentation_url)
+  if (documentationUrl !== undefined) parsed.documentationUrl = documentationUrl
   // Seconds; names seen in the wild besides Zulip's "retry-after".
   const retryAfterS = json.retry_after ?? json.retryAfter
   if (typeof retryAfterS === 'number' && Number.isFinite(retryAfterS) && retryAfterS >= 0) parsed.retryAfterS = retryAfterS
@@ -188,9 +190,22 @@ function stringOf (value: unknown): string | undefined {
   return undefined
 }
 
+/**
+ * The native fields of APIs that put their text in a top-level `message` (Testmo, GitHub and most
+ * others): `message`, and `documentation_url` and `errors` where the upstream gave them.
+ */
+export function messageFields (error: NativeError): Record<string, unknown> {
+  const fields: Record<string, unknown> = { message: error.message }
+  const upstream = error.upstream
+  if (upstream?.documentationUrl !== undefined) fields.documentation_url = upstream.documentationUrl
+  if (upstream?.errors !== undefined) fields.errors = upstream.errors
+  return fields
+}
+
 export const generic: Profile = {
   name: 'generic',
   parseError: parseAnyError,
+  nativeFields: messageFields,
   pushback: (status, headers, parsed, nowMs = Date.now()) => commonPushback(status, headers, parsed, nowMs, generic.defaultDelayMs),
   // No rate-limit default: an unknown API may count per second or per hour; one that does
   // not say how long gets the limiter's own minimum.

@@ -3,12 +3,14 @@
 // permission error. GitHub's guidance: honour Retry-After; else, if remaining is 0, wait
 // until x-ratelimit-reset (epoch seconds); else wait at least one minute.
 
-import { commonPushback, MAINTENANCE_DEFAULT_DELAY_MS, parseAnyError } from './generic'
+import { commonPushback, MAINTENANCE_DEFAULT_DELAY_MS, messageFields, parseAnyError } from './generic'
 import type { Profile } from './profile'
 
 export const github: Profile = {
   name: 'github',
   parseError: parseAnyError,
+  // Its clients print the top-level `message` (the Testmo CLI: "Server response (403): …"; Octokit's RequestError).
+  nativeFields: messageFields,
   pushback: (status, headers, parsed, nowMs = Date.now()) => commonPushback(status, headers, parsed, nowMs, github.defaultDelayMs),
   defaultDelayMs: { rateLimited: 60_000, maintenance: MAINTENANCE_DEFAULT_DELAY_MS }
 }

@@ -7,7 +7,7 @@ import { testmo } from './testmo'
 import { testrail } from './testrail'
 import { zulip } from './zulip'
 
-export type { ParsedError, Profile, ProfileName, Pushback, UpstreamBody } from './profile'
+export type { NativeError, ParsedError, Profile, ProfileName, Pushback, UpstreamBody, UpstreamNative } from './profile'
 export { PROFILE_NAMES } from './profile'
 
 const PROFILES: Readonly<Record<ProfileName, Profile>> = { generic, testrail, testmo, zulip, github }

@@ -30,6 +30,8 @@ export interface ParsedError {
   varName?: string
   /** An envelope upstream's `error.details`, kept as the upstream sent it. */
   details?: Record<string, unknown>
+  /** GitHub's `documentation_url`: where the API explains this error. */
+  documentationUrl?: string
   /** Seconds to wait, from the body (Zulip's `retry-after`, may be a float). */
   retryAfterS?: number
   /** True when the upstream speaks Sluice's own envelope: its code is kept as is. */
@@ -44,6 +46,30 @@ export interface Pushback {
   delayMs: number | undefined
 }
 
+/** What the upstream's own error body said that its clients read, kept for the native fields (bounded, redacted). */
+export interface UpstreamNative {
+  /** The upstream's own code (Zulip's `code`); never an envelope upstream's code. */
+  code?: string
+  documentationUrl?: string
+  /** The upstream's `errors` (Testmo's per-field object, GitHub's array), bounded. */
+  errors?: unknown
+  varName?: string
+}
+
+/** An error as a profile's native fields describe it: Sluice's own or an upstream's. */
+export interface NativeError {
+  /** Sluice's code (the envelope's `error.code`). */
+  code: string
+  /** The envelope's `error.message`: the upstream's own text for an upstream error. */
+  message: string
+  /** The HTTP status the client gets. */
+  status: number
+  /** The Retry-After the client gets, s. */
+  retryAfterS?: number
+  /** Set for an error the upstream answered. */
+  upstream?: UpstreamNative
+}
+
 export interface Profile {
   readonly name: ProfileName
   /** Reads an error body. Must not throw; returns {} for a body it does not recognise. */
@@ -54,6 +80,12 @@ export interface Profile {
    * and epoch resets; it defaults to the current time.
    */
   pushback: (status: number, headers: HeaderBag, parsed: ParsedError, nowMs?: number) => Pushback | null
+  /**
+   * The top-level fields this API's own clients read in an error body (its own error shape), added
+   * beside the envelope's `success` and `error`, for upstream errors and Sluice's own alike. Must not
+   * throw; never returns `success` or an `error` object (testrail's `error` is its message string).
+   */
+  nativeFields: (error: NativeError) => Record<string, unknown>
   /** Milliseconds to wait when the upstream pushes back without saying how long. */
   readonly defaultDelayMs: {
     readonly rateLimited: number | undefined

@@ -21,6 +21,11 @@ function parseError (body: Parameters<Profile['parseError']>[0]): ParsedError {
 export const testrail: Profile = {
   name: 'testrail',
   parseError,
+  // TestRail's own body is {"error": "<text>"}: a string where the envelope's `error` is an object
+  // ({code, message, details}), and the envelope is kept as it is. So no field is added: a TestRail
+  // client finds the text at error.message; a route with `errors: upstream` passes TestRail's own
+  // error bodies through untouched for clients that need the bare string.
+  nativeFields: () => ({}),
   pushback: (status, headers, parsed, nowMs = Date.now()) => {
     if (status === 409) return { kind: 'maintenance', delayMs: delayOrDefaultMs(headers, parsed, nowMs, testrail.defaultDelayMs.maintenance) }
     return commonPushback(status, headers, parsed, nowMs, testrail.defaultDelayMs)

@@ -3,7 +3,7 @@
 // bytes arrive. Failures to get an answer at all are transport-error.ts's.
 
 import { envelope, retryAfterSeconds } from '../errors'
-import { getProfile, type ProfileName } from '../profiles'
+import { getProfile, type ParsedError, type ProfileName, type UpstreamNative } from '../profiles'
 import { isRecord } from '../profiles/generic'
 import { redactText } from '../secrets'
 import { lastResort, type NormalizedError } from './normalized-error'
@@ -110,7 +110,19 @@ function normalize (input: UpstreamErrorInput): NormalizedError {
   const result: NormalizedError = { status: outcome.status, envelope: envelope(outcome.code, message, details) }
   if (retryAfterS !== undefined) result.retryAfterS = retryAfterS
   if (pushback !== null) result.pushback = { kind: pushback.kind, delayMs: pushback.delayMs }
+  result.native = upstreamNative(parsed, details.field_errors)
   return result
+}
+
+/** What the upstream's body said that its own clients read, bounded and redacted as `details` are. */
+function upstreamNative (parsed: ParsedError, fieldErrors: unknown): UpstreamNative {
+  const native: UpstreamNative = {}
+  // An envelope upstream's code is Sluice's vocabulary, not the API's own.
+  if (parsed.code !== undefined && parsed.code !== '' && parsed.envelope !== true) native.code = redactText(parsed.code)
+  if (parsed.documentationUrl !== undefined) native.documentationUrl = redactText(parsed.documentationUrl)
+  if (fieldErrors !== undefined) native.errors = fieldErrors
+  if (parsed.varName !== undefined) native.varName = redactText(parsed.varName)
+  return native
 }
 
 function finite (value: unknown): number | undefined {

@@ -2,7 +2,7 @@
 // resort when a bug in the normalizer throws: the response path must answer whatever happens.
 import { envelope, type Envelope } from '../errors'
 import { isRecord } from '../profiles/generic'
-import type { Pushback } from '../profiles'
+import type { Pushback, UpstreamNative } from '../profiles'
 
 export interface NormalizedError {
   /** HTTP status for the client. */
@@ -15,6 +15,8 @@ export interface NormalizedError {
    * route's bucket for `delayMs` (raw, unclamped; undefined when unknown) and may re-queue.
    */
   pushback?: Pushback
+  /** What the upstream's own error body said that its clients read (profiles/native.ts adds it beside the envelope). */
+  native?: UpstreamNative
 }
 
 // Reached only if a bug throws. Reads the input defensively: it may be anything.

@@ -40,6 +40,8 @@ export function transpiledCli (): string {
   walk(join(ROOT, 'src'))
   copyFileSync(join(ROOT, 'package.json'), join(out, 'package.json'))
   symlinkSync(join(ROOT, 'node_modules'), join(out, 'node_modules'))
+  // config/presets/, found by presetDir() walking up from dist/src/config: --preset works too.
+  symlinkSync(join(ROOT, 'config'), join(out, 'config'))
   built = join(out, 'dist', 'src', 'cli.js')
   return built
 }
