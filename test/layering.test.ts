@@ -17,7 +17,8 @@ const MAY_IMPORT: Record<string, readonly string[]> = {
   limiter: ['.', 'config', 'store', 'upstream'],
   observe: ['.', 'config', 'store', 'limiter'],
   http: ['.', 'config', 'profiles', 'store', 'upstream', 'limiter', 'observe'],
-  demo: ['.', 'config', 'emulator', 'http']
+  demo: ['.', 'config', 'emulator', 'http'],
+  cert: ['.']
 }
 
 function sources (dir: string): string[] {
