@@ -31,6 +31,7 @@ const ROUTE_FLAGS = {
   retries: 'retries',
   'retry-methods': 'retryMethods',
   'connect-timeout': 'connectTimeout',
+  'body-timeout': 'bodyTimeout',
   'on-store-error': 'onStoreError',
   concurrency: 'concurrency',
   client: 'client',

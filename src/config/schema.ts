@@ -45,6 +45,8 @@ export interface RouteConfig {
   retryMethods: string[]
   /** Time to open a connection to the upstream before answering UPSTREAM_TIMEOUT (ms). */
   connectTimeoutMs: number
+  /** Longest silence between two chunks of an upstream response body (ms); then the response is cut. */
+  bodyTimeoutMs: number
   /** "enforce" (default) shapes traffic; "shadow" only measures what it would delay or refuse. */
   mode: RouteMode
   /** While the shared store is unreachable: shape locally with this instance's share, forward unshaped, or refuse. */
@@ -119,6 +121,7 @@ export const DEFAULTS = {
     retryBodyLimit: 1024 * 1024,
     retries: 2,
     connectTimeout: '10s',
+    bodyTimeout: '30s',
     mode: 'enforce' as RouteMode,
     onStoreError: 'local' as StoreErrorMode,
     concurrency: 0,
@@ -157,7 +160,7 @@ function methodList (name: string, value: unknown): string[] {
   })
 }
 
-const ROUTE_FIELDS = new Set(['name', 'prefix', 'upstream', 'limit', 'burst', 'maxWait', 'maxQueue', 'algorithm', 'key', 'margin', 'profile', 'errors', 'timeout', 'bodyLimit', 'minPause', 'maxPause', 'retryBodyLimit', 'retries', 'retryMethods', 'connectTimeout', 'mode', 'onStoreError', 'concurrency', 'cost', 'client', 'priority', 'weights'])
+const ROUTE_FIELDS = new Set(['name', 'prefix', 'upstream', 'limit', 'burst', 'maxWait', 'maxQueue', 'algorithm', 'key', 'margin', 'profile', 'errors', 'timeout', 'bodyLimit', 'minPause', 'maxPause', 'retryBodyLimit', 'retries', 'retryMethods', 'connectTimeout', 'bodyTimeout', 'mode', 'onStoreError', 'concurrency', 'cost', 'client', 'priority', 'weights'])
 
 function field<T> (name: string, fn: () => T): T {
   try {
@@ -270,6 +273,7 @@ export function parseRoute (raw: unknown, at: string): RouteConfig {
     retries: integer(`${at}.retries`, r.retries ?? d.retries, 0, 10),
     retryMethods: methodList(`${at}.retryMethods`, r.retryMethods ?? []),
     connectTimeoutMs: field(`${at}.connectTimeout`, () => parseDuration(r.connectTimeout ?? d.connectTimeout)),
+    bodyTimeoutMs: field(`${at}.bodyTimeout`, () => parseDuration(r.bodyTimeout ?? d.bodyTimeout)),
     mode: oneOf(`${at}.mode`, r.mode ?? d.mode, ROUTE_MODES),
     onStoreError: oneOf(`${at}.onStoreError`, r.onStoreError ?? d.onStoreError, STORE_ERROR_MODES),
     concurrency: integer(`${at}.concurrency`, r.concurrency ?? d.concurrency, 0, 100_000),

@@ -36,7 +36,8 @@ export async function registerRoute (scope: FastifyInstance, parts: RouteParts):
     connections: 128,
     pipelining: 1,
     headersTimeout: route.timeoutMs,
-    bodyTimeout: route.timeoutMs,
+    // Idle time between body chunks: a trickling body is cut, and with it its concurrency lease.
+    bodyTimeout: route.bodyTimeoutMs,
     connect: { timeout: route.connectTimeoutMs, rejectUnauthorized: true }
   }).compose(endBodilessResponses)
   scope.addHook('onClose', async () => { await pool.close() })

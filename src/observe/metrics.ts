@@ -38,6 +38,7 @@ export class SluiceMetrics {
   readonly upstreamResponses: Counter<'route' | 'class'>
   readonly retries: Counter<'route' | 'reason'>
   readonly pauses: Counter<'route'>
+  readonly bodyTimeouts: Counter<'route'>
   readonly storeCommand: Histogram<'store' | 'command'>
   readonly storeErrors: Counter<'store' | 'command'>
   readonly clientRequests: Counter<'route' | 'client' | 'outcome'>
@@ -95,6 +96,12 @@ export class SluiceMetrics {
       name: 'sluice_retries_total',
       help: 'Requests Sluice sent to the upstream again, by reason: after pushback or a transient failure',
       labelNames: ['route', 'reason'],
+      registers
+    })
+    this.bodyTimeouts = new Counter({
+      name: 'sluice_upstream_body_timeouts_total',
+      help: 'Upstream response bodies cut because no chunk came within the route\'s bodyTimeout',
+      labelNames: ['route'],
       registers
     })
     this.pauses = new Counter({
