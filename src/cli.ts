@@ -8,6 +8,7 @@ import { type SluiceConfig } from './config/schema'
 import { formatRate } from './config/units'
 import { parseDemoArgs, runDemo } from './demo/demo'
 import { createSluice } from './http/app'
+import { exposedAdminWarning } from './http/admin-auth'
 import { createLogger } from './http/logger'
 import { isSecretParam } from './http/redact'
 import { runStatus } from './observe/status-cli'
@@ -20,8 +21,9 @@ Usage:
   sluice --preset NAME --upstream URL [options]       proxy one upstream with a known API's limits
   sluice --config FILE [--redis URL] [--port N]       proxy the routes of a YAML file
   sluice check-config FILE                            validate a config, print the effective routes
-  sluice status [--url URL] [--watch [--interval 2s]]  the team's budget as a table (default URL http://127.0.0.1:8080;
-                                                      the same figures live in a browser at URL/_sluice/)
+  sluice status [--url URL] [--watch [--interval 2s]] [--token T]  the team's budget as a table (default URL
+                                                      http://127.0.0.1:8080; the same figures live in a browser at
+                                                      URL/_sluice/; --token or SLUICE_ADMIN_TOKEN: the admin token)
   sluice demo [--requests N] [--limit 30/10s] [--concurrency N] [--redis URL] [--keep] [--port N]
                                                       see Sluice shape a CI burst to an emulated API, offline
   sluice --help | --version
@@ -68,6 +70,8 @@ Process options (override the config file):
   --drain-timeout DURATION  on SIGTERM/SIGINT, how long requests in flight or waiting may still
                           proceed before the rest are answered 503 (default 30s)
   --admin-routes all|essential  essential: only /_sluice/health and /_sluice/ready (default all)
+  --admin-token TOKEN     status, metrics, events and the dashboard need it (Authorization: Bearer TOKEN);
+                          health and ready stay open (also SLUICE_ADMIN_TOKEN)
 
 Examples:
   sluice --upstream https://acme.testrail.io --limit 180/min
@@ -86,13 +90,14 @@ function version (): string {
 
 export function describeConfig (config: SluiceConfig): string {
   const lines = [`store: ${config.redis === undefined ? 'memory (this process only)' : `redis (${redactRedisUrl(config.redis)}, key prefix "${config.keyPrefix}")`}`,
-    `listen: ${config.host}:${config.port}`]
+    `listen: ${config.host}:${config.port}`,
+    `admin: routes ${config.adminRoutes ?? 'all'}, ${config.adminToken === undefined ? 'no token (open to whoever reaches the port)' : 'token required (not shown)'}`]
   for (const r of config.routes) {
     const shape = r.algorithm === 'token-bucket' ? `token-bucket burst ${r.burst}` : 'sliding-window'
     const limit = r.limitAuto ? `auto (from ${formatRate(r.limit)})` : formatRate(r.limit)
     lines.push(`route ${r.name}: ${r.prefix} -> ${r.upstream}  ${limit} (${shape}, margin ${r.marginMs}ms), maxWait ${r.maxWaitMs}ms, maxQueue ${r.maxQueue}, key ${r.key.kind === 'instance' ? 'instance' : `header:${r.key.header}`}, profile ${r.profile}`)
     const retried = ['GET, HEAD, PUT, DELETE, OPTIONS', ...r.retryMethods].join(', ')
-    lines.push(`  upstream: timeout ${r.timeoutMs}ms, connectTimeout ${r.connectTimeoutMs}ms, bodyTimeout ${r.bodyTimeoutMs}ms, retries ${r.retries} (${retried}), bodyLimit ${r.bodyLimit}, retryBodyLimit ${r.retryBodyLimit}, pauses ${r.minPauseMs}-${r.maxPauseMs}ms, errors ${r.errors}`)
+    lines.push(`  upstream: timeout ${r.timeoutMs}ms, connectTimeout ${r.connectTimeoutMs}ms, retries ${r.retries} (${retried}), bodyLimit ${r.bodyLimit}, retryBodyLimit ${r.retryBodyLimit}, pauses ${r.minPauseMs}-${r.maxPauseMs}ms, errors ${r.errors}, bodyTimeout ${r.bodyTimeoutMs}ms`)
     const costs = r.cost.length === 0 ? '1 each' : r.cost.map((c) => `${c.method ?? '*'} ${c.path} = ${c.cost}`).join('; ')
     // Weights are keyed by client header values: counted, not printed.
     lines.push(`  shaping: mode ${r.mode}, onStoreError ${r.onStoreError}, concurrency ${r.concurrency === 0 ? 'no cap' : r.concurrency}, client header:${r.client.header}, priority ${r.priority}, cost ${costs}, weights ${Object.keys(r.weights).length}`)
@@ -120,6 +125,8 @@ async function serve (argv: string[]): Promise<void> {
   // The store's URL with its password masked, so an operator sees which Redis (and prefix) the team shares.
   const shared = config.redis === undefined ? {} : { redis: redactRedisUrl(config.redis), keyPrefix: config.keyPrefix }
   logger.info({ address, store: sluice.store.kind, ...shared, routes: config.routes.map((r) => ({ name: r.name, prefix: r.prefix, limit: formatRate(r.limit) })) }, `sluice listening on ${address}`)
+  const exposed = exposedAdminWarning(config)
+  if (exposed !== undefined) logger.warn(exposed)
   // The first SIGTERM/SIGINT drains (up to --drain-timeout); a second one cuts the drain short: what
   // still waits is answered 503 SHUTTING_DOWN at once.
   let hurry: (() => void) | undefined

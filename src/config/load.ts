@@ -47,7 +47,8 @@ const GLOBAL_FLAGS = {
   'hash-secret': 'hashSecret',
   'log-level': 'logLevel',
   'drain-timeout': 'drainTimeout',
-  'admin-routes': 'adminRoutes'
+  'admin-routes': 'adminRoutes',
+  'admin-token': 'adminToken'
 } as const
 
 export const SERVE_OPTIONS = {
@@ -100,7 +101,7 @@ function withPreset (raw: unknown, field: string): unknown {
   return applyPreset(preset, field, own)
 }
 
-const FILE_FIELDS = new Set(['host', 'port', 'redis', 'keyPrefix', 'hashSecret', 'logLevel', 'drainTimeout', 'adminRoutes', 'routes'])
+const FILE_FIELDS = new Set(['host', 'port', 'redis', 'keyPrefix', 'hashSecret', 'logLevel', 'drainTimeout', 'adminRoutes', 'adminToken', 'routes'])
 
 function drainTimeoutMs (value: unknown): number {
   try {
@@ -114,6 +115,18 @@ function adminRoutes (value: unknown): AdminRoutes {
   const v = value ?? DEFAULTS.adminRoutes
   if (!(ADMIN_ROUTE_SETS as readonly unknown[]).includes(v)) throw new ConfigError('adminRoutes', `expected all (every admin route) or essential (health and ready only), got ${JSON.stringify(v)}`)
   return v as AdminRoutes
+}
+
+/** A token to guess needs length; whitespace and control characters would not survive a header. */
+function adminToken (value: unknown): string | undefined {
+  if (value === undefined || value === '') return undefined
+  if (typeof value !== 'string' || !/^[\x21-\x7e]{16,256}$/.test(value)) throw new ConfigError('adminToken', 'expected 16 to 256 printable characters without spaces (e.g. openssl rand -hex 24); the value is not shown')
+  return value
+}
+
+/** `{ [key]: value }`, or nothing when the value is unset: optional fields stay absent. */
+function optional<K extends string, V> (key: K, value: V | undefined): Partial<Record<K, V>> {
+  return value === undefined ? {} : { [key]: value } as Record<K, V>
 }
 
 type Pick = (flag: string) => string | undefined
@@ -207,6 +220,7 @@ export function loadConfig (argv: string[], env: NodeJS.ProcessEnv): SluiceConfi
     logLevel,
     drainTimeoutMs: drainTimeoutMs(global.drainTimeout),
     adminRoutes: adminRoutes(global.adminRoutes),
+    ...optional('adminToken', adminToken(global.adminToken)),
     routes
   }
 }

@@ -94,6 +94,8 @@ export interface SluiceConfig {
   drainTimeoutMs?: number
   /** "all" (default) serves every admin route; "essential" only /_sluice/health and /_sluice/ready. */
   adminRoutes?: AdminRoutes
+  /** When set, status, metrics, events and the dashboard need it (http/admin-auth.ts); health and ready never do. */
+  adminToken?: string
   routes: RouteConfig[]
 }
 

@@ -7,6 +7,7 @@ import type { SluiceConfig } from '../config/schema'
 import { hashedWeights } from '../limiter/client-identity'
 import { FairScheduler } from '../limiter/fair-scheduler'
 import { RouteLimiter } from '../limiter/route-limiter'
+import { AdminAuth } from './admin-auth'
 import { registerObserveRoutes } from './admin-routes'
 import { Observer } from '../observe/observer'
 import type { BucketStore } from '../store/bucket-store'
@@ -62,7 +63,7 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
   registerHealthRoutes(app, store, limiters)
   // adminRoutes: essential leaves the observer's routes unmounted; request-guard.ts answers their paths
   // with 404 (so a route mounted at / cannot proxy them either).
-  registerObserveRoutes(app, observer, { routes: config.adminRoutes !== 'essential' })
+  registerObserveRoutes(app, observer, { routes: config.adminRoutes !== 'essential', ...(config.adminToken === undefined ? {} : { auth: new AdminAuth(config.adminToken) }) })
 
   const limiterStore = observer.timed(store)
   for (const route of config.routes) {
