@@ -2,6 +2,7 @@
 // The `sluice` command. Bad flags or config: one line naming the field, exit status 2.
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { describeEgress } from './config/egress'
 import { loadConfig } from './config/load'
 import { presetNames } from './config/preset'
 import { type SluiceConfig } from './config/schema'
@@ -70,6 +71,8 @@ Process options (override the config file):
   --drain-timeout DURATION  on SIGTERM/SIGINT, how long requests in flight or waiting may still
                           proceed before the rest are answered 503 (default 30s)
   --admin-routes all|essential  essential: only /_sluice/health and /_sluice/ready (default all)
+  --egress-proxy URL|none  the proxy upstream connections go through (CONNECT for https); wins over
+                          HTTPS_PROXY/HTTP_PROXY (also read); NO_PROXY still applies; none: ignore them
   --admin-token TOKEN     status, metrics, events and the dashboard need it (Authorization: Bearer TOKEN);
                           health and ready stay open (also SLUICE_ADMIN_TOKEN)
 
@@ -91,6 +94,7 @@ function version (): string {
 export function describeConfig (config: SluiceConfig): string {
   const lines = [`store: ${config.redis === undefined ? 'memory (this process only)' : `redis (${redactRedisUrl(config.redis)}, key prefix "${config.keyPrefix}")`}`,
     `listen: ${config.host}:${config.port}`,
+    `egress: ${describeEgress(config.egress)}`,
     `admin: routes ${config.adminRoutes ?? 'all'}, ${config.adminToken === undefined ? 'no token (open to whoever reaches the port)' : 'token required (not shown)'}`]
   for (const r of config.routes) {
     const shape = r.algorithm === 'token-bucket' ? `token-bucket burst ${r.burst}` : 'sliding-window'
@@ -124,7 +128,7 @@ async function serve (argv: string[]): Promise<void> {
   const address = await sluice.listen()
   // The store's URL with its password masked, so an operator sees which Redis (and prefix) the team shares.
   const shared = config.redis === undefined ? {} : { redis: redactRedisUrl(config.redis), keyPrefix: config.keyPrefix }
-  logger.info({ address, store: sluice.store.kind, ...shared, routes: config.routes.map((r) => ({ name: r.name, prefix: r.prefix, limit: formatRate(r.limit) })) }, `sluice listening on ${address}`)
+  logger.info({ address, store: sluice.store.kind, ...shared, egress: describeEgress(config.egress), routes: config.routes.map((r) => ({ name: r.name, prefix: r.prefix, limit: formatRate(r.limit) })) }, `sluice listening on ${address}`)
   const exposed = exposedAdminWarning(config)
   if (exposed !== undefined) logger.warn(exposed)
   // The first SIGTERM/SIGINT drains (up to --drain-timeout); a second one cuts the drain short: what

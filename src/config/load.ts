@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { parse as parseYaml } from 'yaml'
+import { resolveEgress } from './egress'
 import { applyPreset } from './preset'
 import { ADMIN_ROUTE_SETS, DEFAULTS, checkRoutes, parseRoute, type AdminRoutes, type RouteConfig, type SluiceConfig } from './schema'
 import { parseDuration } from './units'
@@ -48,7 +49,8 @@ const GLOBAL_FLAGS = {
   'log-level': 'logLevel',
   'drain-timeout': 'drainTimeout',
   'admin-routes': 'adminRoutes',
-  'admin-token': 'adminToken'
+  'admin-token': 'adminToken',
+  'egress-proxy': 'egressProxy'
 } as const
 
 export const SERVE_OPTIONS = {
@@ -101,7 +103,7 @@ function withPreset (raw: unknown, field: string): unknown {
   return applyPreset(preset, field, own)
 }
 
-const FILE_FIELDS = new Set(['host', 'port', 'redis', 'keyPrefix', 'hashSecret', 'logLevel', 'drainTimeout', 'adminRoutes', 'adminToken', 'routes'])
+const FILE_FIELDS = new Set(['host', 'port', 'redis', 'keyPrefix', 'hashSecret', 'logLevel', 'drainTimeout', 'adminRoutes', 'adminToken', 'egressProxy', 'routes'])
 
 function drainTimeoutMs (value: unknown): number {
   try {
@@ -221,6 +223,7 @@ export function loadConfig (argv: string[], env: NodeJS.ProcessEnv): SluiceConfi
     drainTimeoutMs: drainTimeoutMs(global.drainTimeout),
     adminRoutes: adminRoutes(global.adminRoutes),
     ...optional('adminToken', adminToken(global.adminToken)),
+    ...optional('egress', resolveEgress(global.egressProxy, env)),
     routes
   }
 }

@@ -4,6 +4,7 @@ import { parseDuration, parseRate, type Rate } from './units'
 import { maxCostOf, parseCostRules, type CostRule } from './cost-rules'
 import { ConfigError, describeValue } from '../errors'
 import { PROFILE_NAMES, type ProfileName } from '../profiles/profile'
+import type { EgressConfig } from './egress'
 
 export const ALGORITHMS = ['token-bucket', 'sliding-window'] as const
 export type Algorithm = typeof ALGORITHMS[number]
@@ -96,6 +97,8 @@ export interface SluiceConfig {
   adminRoutes?: AdminRoutes
   /** When set, status, metrics, events and the dashboard need it (http/admin-auth.ts); health and ready never do. */
   adminToken?: string
+  /** The egress proxy upstream connections go through (config/egress.ts); undefined: direct. */
+  egress?: EgressConfig
   routes: RouteConfig[]
 }
 

@@ -72,7 +72,7 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
     const scheduler = new FairScheduler(route, limiter, hashedWeights(route, config.hashSecret), store)
     schedulers.set(route.name, scheduler)
     app.addHook('onClose', async () => { scheduler.close() })
-    await app.register(async (scope) => registerRoute(scope, { route, limiter, scheduler, store: limiterStore, checkStore: store, hashSecret: config.hashSecret, unfinished }))
+    await app.register(async (scope) => registerRoute(scope, { route, limiter, scheduler, store: limiterStore, checkStore: store, hashSecret: config.hashSecret, unfinished, egress: config.egress }))
   }
 
   return { app, store, limiters, schedulers, config, observer, ...lifecycle(app, store, config, logger, drain) }
