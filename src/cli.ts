@@ -13,6 +13,7 @@ import { exposedAdminWarning } from './http/admin-auth'
 import { createLogger } from './http/logger'
 import { isSecretParam } from './http/redact'
 import { runStatus } from './observe/status-cli'
+import { reloadOnHangup, sendReload } from './http/reload-signal'
 import { ConfigError } from './errors'
 
 const HELP = `sluice: a local reverse proxy that shapes traffic to one shared rate-limit budget
@@ -22,6 +23,7 @@ Usage:
   sluice --preset NAME --upstream URL [options]       proxy one upstream with a known API's limits
   sluice --config FILE [--redis URL] [--port N]       proxy the routes of a YAML file
   sluice check-config FILE                            validate a config, print the effective routes
+  sluice reload --pid-file FILE                       re-read the config of the sluice that wrote FILE (or kill -HUP PID)
   sluice status [--url URL] [--watch [--interval 2s]] [--token T]  the team's budget as a table (default URL
                                                       http://127.0.0.1:8080; the same figures live in a browser at
                                                       URL/_sluice/; --token or SLUICE_ADMIN_TOKEN: the admin token)
@@ -70,6 +72,7 @@ Process options (override the config file):
   --log-level LEVEL       fatal, error, warn, info (default), debug, trace, silent
   --drain-timeout DURATION  on SIGTERM/SIGINT, how long requests in flight or waiting may still
                           proceed before the rest are answered 503 (default 30s)
+  --pid-file FILE         write the process id there, for sluice reload (SIGHUP re-reads the config)
   --admin-routes all|essential  essential: only /_sluice/health and /_sluice/ready (default all)
   --egress-proxy URL|none  the proxy upstream connections go through (CONNECT for https); wins over
                           HTTPS_PROXY/HTTP_PROXY (also read); NO_PROXY still applies; none: ignore them
@@ -129,6 +132,7 @@ async function serve (argv: string[]): Promise<void> {
   // The store's URL with its password masked, so an operator sees which Redis (and prefix) the team shares.
   const shared = config.redis === undefined ? {} : { redis: redactRedisUrl(config.redis), keyPrefix: config.keyPrefix }
   logger.info({ address, store: sluice.store.kind, ...shared, egress: describeEgress(config.egress), routes: config.routes.map((r) => ({ name: r.name, prefix: r.prefix, limit: formatRate(r.limit) })) }, `sluice listening on ${address}`)
+  reloadOnHangup(sluice, argv, logger)
   const exposed = exposedAdminWarning(config)
   if (exposed !== undefined) logger.warn(exposed)
   // The first SIGTERM/SIGINT drains (up to --drain-timeout); a second one cuts the drain short: what
@@ -172,6 +176,14 @@ export async function main (argv: string[]): Promise<number> {
     const stop = new AbortController()
     process.once('SIGINT', () => stop.abort())
     return await runStatus(rest, { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s), tty: process.stdout.isTTY === true }, process.env, stop.signal)
+  }
+  if (command === 'reload') {
+    try {
+      return sendReload(rest, process.env)
+    } catch (err) {
+      process.stderr.write(`sluice: reload: ${(err as Error).message}\n`)
+      return 2
+    }
   }
   if (command === 'check-config') {
     if (rest[0] === undefined) throw new ConfigError('check-config', 'expected a config file: sluice check-config FILE')

@@ -50,7 +50,8 @@ const GLOBAL_FLAGS = {
   'drain-timeout': 'drainTimeout',
   'admin-routes': 'adminRoutes',
   'admin-token': 'adminToken',
-  'egress-proxy': 'egressProxy'
+  'egress-proxy': 'egressProxy',
+  'pid-file': 'pidFile'
 } as const
 
 export const SERVE_OPTIONS = {
@@ -224,6 +225,7 @@ export function loadConfig (argv: string[], env: NodeJS.ProcessEnv): SluiceConfi
     adminRoutes: adminRoutes(global.adminRoutes),
     ...optional('adminToken', adminToken(global.adminToken)),
     ...optional('egress', resolveEgress(global.egressProxy, env)),
+    ...optional('pidFile', pick('pid-file')),
     routes
   }
 }

@@ -99,6 +99,8 @@ export interface SluiceConfig {
   adminToken?: string
   /** The egress proxy upstream connections go through (config/egress.ts); undefined: direct. */
   egress?: EgressConfig
+  /** --pid-file: where the serving process writes its pid, for `sluice reload` (flag and variable only). */
+  pidFile?: string
   routes: RouteConfig[]
 }
 

@@ -23,12 +23,15 @@ const DASHBOARD_CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src
  * server and stops with it) and, unless `routes` is false (admin routes limited to health and
  * ready), mount its routes.
  */
-export function registerObserveRoutes (app: FastifyInstance, observer: Observer, options: { routes?: boolean, auth?: AdminAuth } = {}): void {
+export function registerObserveRoutes (app: FastifyInstance, observer: Observer, options: { routes?: boolean, auth?: AdminAuth, lifecycle?: boolean } = {}): void {
   app.decorate('observer', observer)
-  app.addHook('onReady', async () => { observer.start() })
-  // Open event streams would keep fastify's close waiting: end them before the server closes.
-  app.addHook('preClose', async () => { observer.events.closeAll() })
-  app.addHook('onClose', async () => { await observer.close() })
+  // A reload's generation (lifecycle: false) shares the first one's observer and leaves it running.
+  if (options.lifecycle !== false) {
+    app.addHook('onReady', async () => { observer.start() })
+    // Open event streams would keep fastify's close waiting: end them before the server closes.
+    app.addHook('preClose', async () => { observer.events.closeAll() })
+    app.addHook('onClose', async () => { await observer.close() })
+  }
   if (options.routes === false) return
   const page = readFileSync(join(__dirname, '..', 'observe', 'dashboard.html'))
   // With an admin token, every route below needs it (admin-auth.ts); health and ready are elsewhere.

@@ -43,6 +43,8 @@ export class SluiceMetrics {
   readonly storeErrors: Counter<'store' | 'command'>
   readonly clientRequests: Counter<'route' | 'client' | 'outcome'>
   readonly clientWait: Counter<'route' | 'client'>
+  private readonly limit: Gauge<'route'>
+  private readonly window: Gauge<'route'>
 
   constructor (routes: Array<{ name: string, limit: number, windowS: number }>, collectors: Collectors) {
     // Long: the list of this registry's metrics, each declared once with its help text; no logic.
@@ -134,12 +136,9 @@ export class SluiceMetrics {
       labelNames: ['store', 'command'],
       registers
     })
-    const limit = new Gauge({ name: 'sluice_budget_limit', help: 'Requests allowed per window', labelNames: ['route'], registers })
-    const window = new Gauge({ name: 'sluice_budget_window_seconds', help: 'The budget window, seconds', labelNames: ['route'], registers })
-    for (const r of routes) {
-      limit.set({ route: r.name }, r.limit)
-      window.set({ route: r.name }, r.windowS)
-    }
+    this.limit = new Gauge({ name: 'sluice_budget_limit', help: 'Requests allowed per window', labelNames: ['route'], registers })
+    this.window = new Gauge({ name: 'sluice_budget_window_seconds', help: 'The budget window, seconds', labelNames: ['route'], registers })
+    this.setBudgets(routes)
     // eslint-disable-next-line no-new -- registered through `registers`; its collect() reads live state
     new Gauge({
       name: 'sluice_queue_depth',
@@ -203,5 +202,15 @@ export class SluiceMetrics {
       }
     })
     collectDefaultMetrics({ register: this.registry })
+  }
+
+  /** Each route's configured budget (again after a reload: removed routes' series go). */
+  setBudgets (routes: Array<{ name: string, limit: number, windowS: number }>): void {
+    this.limit.reset()
+    this.window.reset()
+    for (const r of routes) {
+      this.limit.set({ route: r.name }, r.limit)
+      this.window.set({ route: r.name }, r.windowS)
+    }
   }
 }
