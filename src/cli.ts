@@ -2,15 +2,18 @@
 // The `sluice` command. Bad flags or config: one line naming the field, exit status 2.
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { describeEgress } from './config/egress'
 import { loadConfig } from './config/load'
 import { presetNames } from './config/preset'
 import { type SluiceConfig } from './config/schema'
 import { formatRate } from './config/units'
 import { parseDemoArgs, runDemo } from './demo/demo'
 import { createSluice } from './http/app'
+import { exposedAdminWarning } from './http/admin-auth'
 import { createLogger } from './http/logger'
 import { isSecretParam } from './http/redact'
 import { runStatus } from './observe/status-cli'
+import { reloadOnHangup, sendReload } from './http/reload-signal'
 import { ConfigError } from './errors'
 
 const HELP = `sluice: a local reverse proxy that shapes traffic to one shared rate-limit budget
@@ -20,8 +23,10 @@ Usage:
   sluice --preset NAME --upstream URL [options]       proxy one upstream with a known API's limits
   sluice --config FILE [--redis URL] [--port N]       proxy the routes of a YAML file
   sluice check-config FILE                            validate a config, print the effective routes
-  sluice status [--url URL] [--watch [--interval 2s]]  the team's budget as a table (default URL http://127.0.0.1:8080;
-                                                      the same figures live in a browser at URL/_sluice/)
+  sluice reload --pid-file FILE                       re-read the config of the sluice that wrote FILE (or kill -HUP PID)
+  sluice status [--url URL] [--watch [--interval 2s]] [--token T]  the team's budget as a table (default URL
+                                                      http://127.0.0.1:8080; the same figures live in a browser at
+                                                      URL/_sluice/; --token or SLUICE_ADMIN_TOKEN: the admin token)
   sluice cert DIR [--name HOST]... [--days N]          write a CA and a certificate for 127.0.0.1, ::1 and localhost
                                                       (for --tls-cert/--tls-key) and print how clients trust it
   sluice demo [--requests N] [--limit 30/10s] [--concurrency N] [--redis URL] [--keep] [--port N]
@@ -45,6 +50,7 @@ Route options (quick start; each also reads SLUICE_<NAME>, e.g. SLUICE_MAX_WAIT)
   --errors envelope|upstream  upstream: pass upstream error bodies through untouched (default envelope)
   --timeout DURATION      wait for upstream response headers (default 30s)
   --connect-timeout DURATION  wait for the connection to the upstream (default 10s)
+  --body-timeout DURATION longest silence between chunks of an upstream response body; then it is cut (default 30s)
   --body-limit BYTES      largest request body (default 10485760)
   --min-pause DURATION    shortest pause after upstream pushback (default 1s)
   --max-pause DURATION    longest pause after upstream pushback or an announced reset (default 15m)
@@ -68,7 +74,12 @@ Process options (override the config file):
   --log-level LEVEL       fatal, error, warn, info (default), debug, trace, silent
   --drain-timeout DURATION  on SIGTERM/SIGINT, how long requests in flight or waiting may still
                           proceed before the rest are answered 503 (default 30s)
+  --pid-file FILE         write the process id there, for sluice reload (SIGHUP re-reads the config)
   --admin-routes all|essential  essential: only /_sluice/health and /_sluice/ready (default all)
+  --egress-proxy URL|none  the proxy upstream connections go through (CONNECT for https); wins over
+                          HTTPS_PROXY/HTTP_PROXY (also read); NO_PROXY still applies; none: ignore them
+  --admin-token TOKEN     status, metrics, events and the dashboard need it (Authorization: Bearer TOKEN);
+                          health and ready stay open (also SLUICE_ADMIN_TOKEN)
   --tls-cert FILE --tls-key FILE  listen with HTTPS (HTTP/1.1 over TLS), admin routes included; PEM files,
                           e.g. from sluice cert DIR (config file: tls: {cert, key})
 
@@ -89,13 +100,15 @@ function version (): string {
 
 export function describeConfig (config: SluiceConfig): string {
   const lines = [`store: ${config.redis === undefined ? 'memory (this process only)' : `redis (${redactRedisUrl(config.redis)}, key prefix "${config.keyPrefix}")`}`,
-    `listen: ${config.tls === undefined ? 'http' : 'https'}://${config.host}:${config.port}${config.tls === undefined ? '' : ` (tls cert ${config.tls.cert}, key ${config.tls.key})`}`]
+    `listen: ${config.tls === undefined ? 'http' : 'https'}://${config.host}:${config.port}${config.tls === undefined ? '' : ` (tls cert ${config.tls.cert}, key ${config.tls.key})`}`,
+    `egress: ${describeEgress(config.egress)}`,
+    `admin: routes ${config.adminRoutes ?? 'all'}, ${config.adminToken === undefined ? 'no token (open to whoever reaches the port)' : 'token required (not shown)'}`]
   for (const r of config.routes) {
     const shape = r.algorithm === 'token-bucket' ? `token-bucket burst ${r.burst}` : 'sliding-window'
     const limit = r.limitAuto ? `auto (from ${formatRate(r.limit)})` : formatRate(r.limit)
     lines.push(`route ${r.name}: ${r.prefix} -> ${r.upstream}  ${limit} (${shape}, margin ${r.marginMs}ms), maxWait ${r.maxWaitMs}ms, maxQueue ${r.maxQueue}, key ${r.key.kind === 'instance' ? 'instance' : `header:${r.key.header}`}, profile ${r.profile}`)
     const retried = ['GET, HEAD, PUT, DELETE, OPTIONS', ...r.retryMethods].join(', ')
-    lines.push(`  upstream: timeout ${r.timeoutMs}ms, connectTimeout ${r.connectTimeoutMs}ms, retries ${r.retries} (${retried}), bodyLimit ${r.bodyLimit}, retryBodyLimit ${r.retryBodyLimit}, pauses ${r.minPauseMs}-${r.maxPauseMs}ms, errors ${r.errors}`)
+    lines.push(`  upstream: timeout ${r.timeoutMs}ms, connectTimeout ${r.connectTimeoutMs}ms, retries ${r.retries} (${retried}), bodyLimit ${r.bodyLimit}, retryBodyLimit ${r.retryBodyLimit}, pauses ${r.minPauseMs}-${r.maxPauseMs}ms, errors ${r.errors}, bodyTimeout ${r.bodyTimeoutMs}ms`)
     const costs = r.cost.length === 0 ? '1 each' : r.cost.map((c) => `${c.method ?? '*'} ${c.path} = ${c.cost}`).join('; ')
     // Weights are keyed by client header values: counted, not printed.
     lines.push(`  shaping: mode ${r.mode}, onStoreError ${r.onStoreError}, concurrency ${r.concurrency === 0 ? 'no cap' : r.concurrency}, client header:${r.client.header}, priority ${r.priority}, cost ${costs}, weights ${Object.keys(r.weights).length}`)
@@ -122,7 +135,10 @@ async function serve (argv: string[]): Promise<void> {
   const address = await sluice.listen()
   // The store's URL with its password masked, so an operator sees which Redis (and prefix) the team shares.
   const shared = config.redis === undefined ? {} : { redis: redactRedisUrl(config.redis), keyPrefix: config.keyPrefix }
-  logger.info({ address, store: sluice.store.kind, ...shared, routes: config.routes.map((r) => ({ name: r.name, prefix: r.prefix, limit: formatRate(r.limit) })) }, `sluice listening on ${address}`)
+  logger.info({ address, store: sluice.store.kind, ...shared, egress: describeEgress(config.egress), routes: config.routes.map((r) => ({ name: r.name, prefix: r.prefix, limit: formatRate(r.limit) })) }, `sluice listening on ${address}`)
+  reloadOnHangup(sluice, argv, logger)
+  const exposed = exposedAdminWarning(config)
+  if (exposed !== undefined) logger.warn(exposed)
   // The first SIGTERM/SIGINT drains (up to --drain-timeout); a second one cuts the drain short: what
   // still waits is answered 503 SHUTTING_DOWN at once.
   let hurry: (() => void) | undefined
@@ -169,6 +185,14 @@ export async function main (argv: string[]): Promise<number> {
     const stop = new AbortController()
     process.once('SIGINT', () => stop.abort())
     return await runStatus(rest, { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s), tty: process.stdout.isTTY === true }, process.env, stop.signal)
+  }
+  if (command === 'reload') {
+    try {
+      return sendReload(rest, process.env)
+    } catch (err) {
+      process.stderr.write(`sluice: reload: ${(err as Error).message}\n`)
+      return 2
+    }
   }
   if (command === 'check-config') {
     if (rest[0] === undefined) throw new ConfigError('check-config', 'expected a config file: sluice check-config FILE')

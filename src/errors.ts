@@ -26,7 +26,8 @@ export const ERROR_CODES = [
   'INTERNAL_ERROR',
   'SHUTTING_DOWN',
   'REQUEST_TIMEOUT',
-  'HEADERS_TOO_LARGE'
+  'HEADERS_TOO_LARGE',
+  'ADMIN_AUTH_REQUIRED'
 ] as const
 
 export type ErrorCode = typeof ERROR_CODES[number]

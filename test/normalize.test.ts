@@ -18,7 +18,7 @@ const ROUTE = 'fixture-route'
 const REQUEST_ID = 'req-fixture'
 
 // Codes only Sluice itself raises (its own limits, its own HTTP layer, its own shutdown): no upstream sample maps to them.
-const SLUICE_ONLY_CODES = new Set(['QUEUE_FULL', 'QUEUE_TIMEOUT', 'ROUTE_NOT_FOUND', 'STORE_UNAVAILABLE', 'INTERNAL_ERROR', 'SHUTTING_DOWN', 'REQUEST_TIMEOUT', 'HEADERS_TOO_LARGE'])
+const SLUICE_ONLY_CODES = new Set(['QUEUE_FULL', 'QUEUE_TIMEOUT', 'ROUTE_NOT_FOUND', 'STORE_UNAVAILABLE', 'INTERNAL_ERROR', 'SHUTTING_DOWN', 'REQUEST_TIMEOUT', 'HEADERS_TOO_LARGE', 'ADMIN_AUTH_REQUIRED'])
 
 interface Expect {
   status: number

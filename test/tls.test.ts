@@ -138,3 +138,40 @@ function writeOk (dir: string, files: { cert: string, key: string }): string {
   writeFileSync(path, `tls: { cert: ${files.cert}, key: ${files.key} }\nroutes:\n  - { upstream: "http://127.0.0.1:9", limit: 1/s }\n`)
   return path
 }
+
+t.test('a reload puts new certificate files into the running listener; a broken one keeps the old', async (t) => {
+  const { connect } = await import('node:tls')
+  const up = await startUpstream()
+  const first = await makeCert(DEFAULT_NAMES, 30)
+  const second = await makeCert(DEFAULT_NAMES, 30)
+  const cert = join(dir, 'rotate-cert.pem')
+  const key = join(dir, 'rotate-key.pem')
+  writeFileSync(cert, first.cert)
+  writeFileSync(key, first.key)
+  const pidFile = join(dir, 'rotate.pid')
+  const p = await startSluiceProcess(['--upstream', up.url, '--limit', '50/s', '--tls-cert', cert, '--tls-key', key, '--pid-file', pidFile])
+  t.teardown(async () => { await p.kill(); await up.close() })
+  const served = async (): Promise<string> => await new Promise((resolve, reject) => {
+    const socket = connect({ host: '127.0.0.1', port: p.port, rejectUnauthorized: false }, () => {
+      resolve(socket.getPeerX509Certificate()?.fingerprint256 ?? '')
+      socket.end()
+    })
+    socket.on('error', reject)
+  })
+  const { X509Certificate } = await import('node:crypto')
+  t.equal(await served(), new X509Certificate(first.cert).fingerprint256, 'the first certificate')
+  // Rotated in place (same paths), as a certificate manager does, then SIGHUP.
+  writeFileSync(cert, second.cert)
+  writeFileSync(key, second.key)
+  const from = p.logs.length
+  t.equal((await run(['reload', '--pid-file', pidFile])).code, 0)
+  for (let i = 0; i < 100 && !p.logs.slice(from).some((l) => /^config reloaded/.test(String(l.msg))); i++) await new Promise((resolve) => setTimeout(resolve, 50))
+  t.equal(await served(), new X509Certificate(second.cert).fingerprint256, 'new handshakes get the new certificate')
+  // A key that does not match: the reload is refused, naming the field, and the listener keeps serving.
+  writeFileSync(key, first.key)
+  const before = p.logs.length
+  t.equal((await run(['reload', '--pid-file', pidFile])).code, 0)
+  for (let i = 0; i < 100 && !p.logs.slice(before).some((l) => l.field === 'tls.key'); i++) await new Promise((resolve) => setTimeout(resolve, 50))
+  t.ok(p.logs.slice(before).some((l) => l.field === 'tls.key'), 'the refused reload names tls.key')
+  t.equal(await served(), new X509Certificate(second.cert).fingerprint256, 'still the second certificate')
+})

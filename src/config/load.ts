@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { parse as parseYaml } from 'yaml'
+import { resolveEgress } from './egress'
 import { applyPreset } from './preset'
 import { ADMIN_ROUTE_SETS, DEFAULTS, checkRoutes, parseRoute, type AdminRoutes, type RouteConfig, type SluiceConfig } from './schema'
 import { tlsConfig } from './tls'
@@ -32,6 +33,7 @@ const ROUTE_FLAGS = {
   retries: 'retries',
   'retry-methods': 'retryMethods',
   'connect-timeout': 'connectTimeout',
+  'body-timeout': 'bodyTimeout',
   'on-store-error': 'onStoreError',
   concurrency: 'concurrency',
   client: 'client',
@@ -47,7 +49,10 @@ const GLOBAL_FLAGS = {
   'hash-secret': 'hashSecret',
   'log-level': 'logLevel',
   'drain-timeout': 'drainTimeout',
-  'admin-routes': 'adminRoutes'
+  'admin-routes': 'adminRoutes',
+  'admin-token': 'adminToken',
+  'egress-proxy': 'egressProxy',
+  'pid-file': 'pidFile'
 } as const
 
 export const SERVE_OPTIONS = {
@@ -103,7 +108,7 @@ function withPreset (raw: unknown, field: string): unknown {
   return applyPreset(preset, field, own)
 }
 
-const FILE_FIELDS = new Set(['host', 'port', 'redis', 'keyPrefix', 'hashSecret', 'logLevel', 'drainTimeout', 'adminRoutes', 'tls', 'routes'])
+const FILE_FIELDS = new Set(['host', 'port', 'redis', 'keyPrefix', 'hashSecret', 'logLevel', 'drainTimeout', 'adminRoutes', 'adminToken', 'egressProxy', 'tls', 'routes'])
 
 function drainTimeoutMs (value: unknown): number {
   try {
@@ -117,6 +122,18 @@ function adminRoutes (value: unknown): AdminRoutes {
   const v = value ?? DEFAULTS.adminRoutes
   if (!(ADMIN_ROUTE_SETS as readonly unknown[]).includes(v)) throw new ConfigError('adminRoutes', `expected all (every admin route) or essential (health and ready only), got ${JSON.stringify(v)}`)
   return v as AdminRoutes
+}
+
+/** A token to guess needs length; whitespace and control characters would not survive a header. */
+function adminToken (value: unknown): string | undefined {
+  if (value === undefined || value === '') return undefined
+  if (typeof value !== 'string' || !/^[\x21-\x7e]{16,256}$/.test(value)) throw new ConfigError('adminToken', 'expected 16 to 256 printable characters without spaces (e.g. openssl rand -hex 24); the value is not shown')
+  return value
+}
+
+/** `{ [key]: value }`, or nothing when the value is unset: optional fields stay absent. */
+function optional<K extends string, V> (key: K, value: V | undefined): Partial<Record<K, V>> {
+  return value === undefined ? {} : { [key]: value } as Record<K, V>
 }
 
 type Pick = (flag: string) => string | undefined
@@ -211,6 +228,9 @@ export function loadConfig (argv: string[], env: NodeJS.ProcessEnv): SluiceConfi
     drainTimeoutMs: drainTimeoutMs(global.drainTimeout),
     adminRoutes: adminRoutes(global.adminRoutes),
     tls: tlsConfig(file.tls, pick('tls-cert'), pick('tls-key')),
+    ...optional('adminToken', adminToken(global.adminToken)),
+    ...optional('egress', resolveEgress(global.egressProxy, env)),
+    ...optional('pidFile', pick('pid-file')),
     routes
   }
 }

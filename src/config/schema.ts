@@ -5,6 +5,7 @@ import { parseDuration, parseRate, type Rate } from './units'
 import { maxCostOf, parseCostRules, type CostRule } from './cost-rules'
 import { ConfigError, describeValue } from '../errors'
 import { PROFILE_NAMES, type ProfileName } from '../profiles/profile'
+import type { EgressConfig } from './egress'
 
 export const ALGORITHMS = ['token-bucket', 'sliding-window'] as const
 export type Algorithm = typeof ALGORITHMS[number]
@@ -46,6 +47,8 @@ export interface RouteConfig {
   retryMethods: string[]
   /** Time to open a connection to the upstream before answering UPSTREAM_TIMEOUT (ms). */
   connectTimeoutMs: number
+  /** Longest silence between two chunks of an upstream response body (ms); then the response is cut. */
+  bodyTimeoutMs: number
   /** "enforce" (default) shapes traffic; "shadow" only measures what it would delay or refuse. */
   mode: RouteMode
   /** While the shared store is unreachable: shape locally with this instance's share, forward unshaped, or refuse. */
@@ -95,6 +98,12 @@ export interface SluiceConfig {
   adminRoutes?: AdminRoutes
   /** PEM certificate and key files: the listener speaks HTTPS (HTTP/1.1 over TLS); undefined: plain HTTP. */
   tls?: TlsFiles | undefined
+  /** When set, status, metrics, events and the dashboard need it (http/admin-auth.ts); health and ready never do. */
+  adminToken?: string
+  /** The egress proxy upstream connections go through (config/egress.ts); undefined: direct. */
+  egress?: EgressConfig
+  /** --pid-file: where the serving process writes its pid, for `sluice reload` (flag and variable only). */
+  pidFile?: string
   routes: RouteConfig[]
 }
 
@@ -122,6 +131,7 @@ export const DEFAULTS = {
     retryBodyLimit: 1024 * 1024,
     retries: 2,
     connectTimeout: '10s',
+    bodyTimeout: '30s',
     mode: 'enforce' as RouteMode,
     onStoreError: 'local' as StoreErrorMode,
     concurrency: 0,
@@ -160,7 +170,7 @@ function methodList (name: string, value: unknown): string[] {
   })
 }
 
-const ROUTE_FIELDS = new Set(['name', 'prefix', 'upstream', 'limit', 'burst', 'maxWait', 'maxQueue', 'algorithm', 'key', 'margin', 'profile', 'errors', 'timeout', 'bodyLimit', 'minPause', 'maxPause', 'retryBodyLimit', 'retries', 'retryMethods', 'connectTimeout', 'mode', 'onStoreError', 'concurrency', 'cost', 'client', 'priority', 'weights'])
+const ROUTE_FIELDS = new Set(['name', 'prefix', 'upstream', 'limit', 'burst', 'maxWait', 'maxQueue', 'algorithm', 'key', 'margin', 'profile', 'errors', 'timeout', 'bodyLimit', 'minPause', 'maxPause', 'retryBodyLimit', 'retries', 'retryMethods', 'connectTimeout', 'bodyTimeout', 'mode', 'onStoreError', 'concurrency', 'cost', 'client', 'priority', 'weights'])
 
 function field<T> (name: string, fn: () => T): T {
   try {
@@ -273,6 +283,7 @@ export function parseRoute (raw: unknown, at: string): RouteConfig {
     retries: integer(`${at}.retries`, r.retries ?? d.retries, 0, 10),
     retryMethods: methodList(`${at}.retryMethods`, r.retryMethods ?? []),
     connectTimeoutMs: field(`${at}.connectTimeout`, () => parseDuration(r.connectTimeout ?? d.connectTimeout)),
+    bodyTimeoutMs: field(`${at}.bodyTimeout`, () => parseDuration(r.bodyTimeout ?? d.bodyTimeout)),
     mode: oneOf(`${at}.mode`, r.mode ?? d.mode, ROUTE_MODES),
     onStoreError: oneOf(`${at}.onStoreError`, r.onStoreError ?? d.onStoreError, STORE_ERROR_MODES),
     concurrency: integer(`${at}.concurrency`, r.concurrency ?? d.concurrency, 0, 100_000),

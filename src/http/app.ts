@@ -1,13 +1,14 @@
 // The composition root: one fastify server with Sluice's hooks, error answers, admin routes, and per
 // route: admission (reserve, wait) → proxy → upstream response → client. Each part lives in its own
 // module; this one builds them and wires them together.
-import Fastify, { LogController, type FastifyInstance } from 'fastify'
+import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { Logger } from 'pino'
 import type { SluiceConfig } from '../config/schema'
 import { loadTls } from '../config/tls'
 import { hashedWeights } from '../limiter/client-identity'
 import { FairScheduler } from '../limiter/fair-scheduler'
 import { RouteLimiter } from '../limiter/route-limiter'
+import { AdminAuth } from './admin-auth'
 import { registerObserveRoutes } from './admin-routes'
 import { Observer } from '../observe/observer'
 import type { BucketStore } from '../store/bucket-store'
@@ -52,30 +53,58 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
   const store = options.store ?? await createStore(config)
   const app = createServer(config, logger, { ...serverTimeouts(config), ...options.timeouts })
   const drain = new Drain()
-  app.decorate('drain', drain)
   const limiters = new Map<string, RouteLimiter>()
   const schedulers = new Map<string, FairScheduler>()
   const observer = new Observer(config, store, limiters, logger, { schedulers })
+  const shared: Shared = { logger, store, observer, limiters, schedulers }
+  const own = await wireApp(app, config, shared, drain)
+  for (const [name, limiter] of own.limiters) limiters.set(name, limiter)
+  for (const [name, scheduler] of own.schedulers) schedulers.set(name, scheduler)
+  return { app, store, limiters, schedulers, config, observer, ...lifecycle(app, store, config, logger, drain) }
+}
 
+/** What outlives a reload (reload.ts): the store, the observer, and the maps of the routes served now. */
+export interface Shared {
+  logger: Logger
+  store: BucketStore
+  observer: Observer
+  limiters: Map<string, RouteLimiter>
+  schedulers: Map<string, FairScheduler>
+}
+
+/** A route's budget state a reload keeps: its limiter and fair scheduler (queues, pauses, learned limits). */
+export interface KeptRoute { limiter: RouteLimiter, scheduler: FairScheduler }
+
+/**
+ * One generation of the server: hooks, admin routes and each route of `config`, with the limiter and
+ * scheduler of `kept` where a route's budget did not change, new ones otherwise. `first`: the first
+ * generation, which owns the observer's lifecycle and closes its schedulers with the app; a reload's
+ * generation leaves both to reload.ts.
+ */
+export async function wireApp (app: FastifyInstance, config: SluiceConfig, shared: Shared, drain: Drain, kept = new Map<string, KeptRoute>(), first = true): Promise<{ limiters: Map<string, RouteLimiter>, schedulers: Map<string, FairScheduler> }> {
+  const { logger, store, observer } = shared
+  app.decorate('drain', drain)
   registerRequestHooks(app, config, drain)
   const unfinished = registerAccessLog(app, observer, logger)
-  registerErrorHandlers(app, config, limiters)
-  registerHealthRoutes(app, store, limiters)
+  registerErrorHandlers(app, config, shared.limiters)
+  registerHealthRoutes(app, store, shared.limiters)
   // adminRoutes: essential leaves the observer's routes unmounted; request-guard.ts answers their paths
   // with 404 (so a route mounted at / cannot proxy them either).
-  registerObserveRoutes(app, observer, { routes: config.adminRoutes !== 'essential' })
+  registerObserveRoutes(app, observer, { routes: config.adminRoutes !== 'essential', lifecycle: first, ...(config.adminToken === undefined ? {} : { auth: new AdminAuth(config.adminToken) }) })
 
+  const limiters = new Map<string, RouteLimiter>()
+  const schedulers = new Map<string, FairScheduler>()
   const limiterStore = observer.timed(store)
   for (const route of config.routes) {
-    const limiter = new RouteLimiter(route, limiterStore, (level, fields, message) => logger[level](fields, message))
+    const reuse = kept.get(route.name)
+    const limiter = reuse?.limiter ?? new RouteLimiter(route, limiterStore, (level, fields, message) => logger[level](fields, message))
     limiters.set(route.name, limiter)
-    const scheduler = new FairScheduler(route, limiter, hashedWeights(route, config.hashSecret), store)
+    const scheduler = reuse?.scheduler ?? new FairScheduler(route, limiter, hashedWeights(route, config.hashSecret), store)
     schedulers.set(route.name, scheduler)
-    app.addHook('onClose', async () => { scheduler.close() })
-    await app.register(async (scope) => registerRoute(scope, { route, limiter, scheduler, store: limiterStore, checkStore: store, hashSecret: config.hashSecret, unfinished }))
+    if (first) app.addHook('onClose', async () => { scheduler.close() })
+    await app.register(async (scope) => registerRoute(scope, { route, limiter, scheduler, store: limiterStore, checkStore: store, hashSecret: config.hashSecret, unfinished, egress: config.egress }))
   }
-
-  return { app, store, limiters, schedulers, config, observer, ...lifecycle(app, store, config, logger, drain) }
+  return { limiters, schedulers }
 }
 
 /** Listening, closing, and the graceful shutdown of the server and its store. */
@@ -109,8 +138,11 @@ function lifecycle (app: FastifyInstance, store: BucketStore, config: SluiceConf
   }
 }
 
-/** The fastify server: request ids, timeouts for slow clients, and envelopes for what Node refuses. */
-function createServer (config: SluiceConfig, logger: Logger, timeouts: ServerTimeouts): FastifyInstance {
+/**
+ * The fastify server: request ids, timeouts for slow clients, and envelopes for what Node refuses.
+ * `serverFactory` (a reload's generation): fastify routes requests handed to it, on no server of its own.
+ */
+export function createServer (config: SluiceConfig, logger: Logger, timeouts: ServerTimeouts, serverFactory?: FastifyServerOptions['serverFactory']): FastifyInstance {
   // requireHostHeader off: a missing Host gets the envelope from request-guard.ts, not Node's empty 400.
   const http = { headersTimeout: timeouts.headersMs, requestTimeout: timeouts.requestMs, connectionsCheckingInterval: timeouts.checkIntervalMs, requireHostHeader: false }
   // With `tls`, one HTTPS listener (HTTP/1.1 over TLS) serves the routes and the admin routes alike.
@@ -118,6 +150,7 @@ function createServer (config: SluiceConfig, logger: Logger, timeouts: ServerTim
   const tls = config.tls === undefined ? undefined : loadTls(config.tls)
   const listener = tls === undefined ? { http } : { https: { ...http, cert: tls.cert, key: tls.key, ALPNProtocols: ['http/1.1'] } }
   const app = Fastify({
+    ...(serverFactory === undefined ? {} : { serverFactory }),
     loggerInstance: logger,
     // One log line per request comes from our onResponse hook (access-log.ts), not from fastify's two.
     logController: new LogController({ disableRequestLogging: true }),
@@ -135,6 +168,7 @@ function createServer (config: SluiceConfig, logger: Logger, timeouts: ServerTim
     clientErrorHandler: clientErrorHandler(logger),
     return503OnClosing: true
   }) as unknown as FastifyInstance
+  if (serverFactory !== undefined) return app
   applyServerTimeouts(app.server, timeouts)
   refuseConnect(app.server, logger)
   return app

@@ -198,12 +198,25 @@ class Exchange {
     this.state.upstreamStatus = res.statusCode
     if (res.statusCode < 400) {
       this.opts.signals.follow(res.headers, this.bucket)
+      this.watchBody(res)
       this.reply.send(res.stream)
       return
     }
     void this.onErrorResponse(res).catch((err: unknown) => {
       this.logger.error({ reqId: this.request.id, err }, 'failed to answer an upstream error')
       if (!this.reply.sent) sendError(this.reply, new SluiceError('INTERNAL_ERROR', 500, 'Sluice failed to handle this request; see its log for the request id'))
+    })
+  }
+
+  /**
+   * A body that falls silent for bodyTimeout errors (undici's own timer): the response is cut, the
+   * client's connection ends (its headers are out), and the close releases the concurrency lease.
+   */
+  private watchBody (res: UpstreamResponse): void {
+    res.stream.once('error', (err: Error & { code?: string }) => {
+      if (err.code !== 'UND_ERR_BODY_TIMEOUT') return
+      this.request.server.observer?.metrics.bodyTimeouts.inc({ route: this.route.name })
+      this.logger.warn({ reqId: this.request.id, route: this.route.name, bucket: this.bucket, bodyTimeoutMs: this.route.bodyTimeoutMs }, 'upstream body fell silent for bodyTimeout; response cut')
     })
   }
 

@@ -3,7 +3,6 @@
 // forward.ts, with the route's budget told in the response headers.
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import proxy from '@fastify/http-proxy'
-import { Pool } from 'undici'
 import type { RouteConfig } from '../config/schema'
 import type { FairScheduler } from '../limiter/fair-scheduler'
 import type { RouteLimiter } from '../limiter/route-limiter'
@@ -11,11 +10,12 @@ import { UpstreamSignals } from '../limiter/upstream-signals'
 import type { BucketStore } from '../store/bucket-store'
 import type { Unfinished } from './access-log'
 import { createAdmission } from './admission'
-import { endBodilessResponses } from './bodiless-responses'
 import { createForwarder } from './forward'
 import { forwardedRequestHeaders, withoutHopByHop } from './hop-by-hop'
+import type { EgressConfig } from '../config/egress'
 import { rateLimitHeaders } from './rate-limit-headers'
 import { requestBodyParser } from './request-body'
+import { upstreamDispatcher } from './upstream-dispatcher'
 
 export interface RouteParts {
   route: RouteConfig
@@ -27,18 +27,13 @@ export interface RouteParts {
   checkStore: BucketStore
   hashSecret: string
   unfinished: Unfinished
+  /** The egress proxy upstream connections go through; undefined: direct. */
+  egress?: EgressConfig
 }
 
 export async function registerRoute (scope: FastifyInstance, parts: RouteParts): Promise<void> {
   const { route, limiter } = parts
-  const origin = new URL(route.upstream).origin
-  const pool = new Pool(origin, {
-    connections: 128,
-    pipelining: 1,
-    headersTimeout: route.timeoutMs,
-    bodyTimeout: route.timeoutMs,
-    connect: { timeout: route.connectTimeoutMs, rejectUnauthorized: true }
-  }).compose(endBodilessResponses)
+  const pool = upstreamDispatcher(route, parts.egress)
   scope.addHook('onClose', async () => { await pool.close() })
 
   // One parser for every content type: JSON bodies are read and checked before admission

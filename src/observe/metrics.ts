@@ -38,10 +38,13 @@ export class SluiceMetrics {
   readonly upstreamResponses: Counter<'route' | 'class'>
   readonly retries: Counter<'route' | 'reason'>
   readonly pauses: Counter<'route'>
+  readonly bodyTimeouts: Counter<'route'>
   readonly storeCommand: Histogram<'store' | 'command'>
   readonly storeErrors: Counter<'store' | 'command'>
   readonly clientRequests: Counter<'route' | 'client' | 'outcome'>
   readonly clientWait: Counter<'route' | 'client'>
+  private readonly limit: Gauge<'route'>
+  private readonly window: Gauge<'route'>
 
   constructor (routes: Array<{ name: string, limit: number, windowS: number }>, collectors: Collectors) {
     // Long: the list of this registry's metrics, each declared once with its help text; no logic.
@@ -97,6 +100,12 @@ export class SluiceMetrics {
       labelNames: ['route', 'reason'],
       registers
     })
+    this.bodyTimeouts = new Counter({
+      name: 'sluice_upstream_body_timeouts_total',
+      help: 'Upstream response bodies cut because no chunk came within the route\'s bodyTimeout',
+      labelNames: ['route'],
+      registers
+    })
     this.pauses = new Counter({
       name: 'sluice_upstream_pauses_total',
       help: 'Times the upstream pushed back and a bucket was paused',
@@ -127,12 +136,9 @@ export class SluiceMetrics {
       labelNames: ['store', 'command'],
       registers
     })
-    const limit = new Gauge({ name: 'sluice_budget_limit', help: 'Requests allowed per window', labelNames: ['route'], registers })
-    const window = new Gauge({ name: 'sluice_budget_window_seconds', help: 'The budget window, seconds', labelNames: ['route'], registers })
-    for (const r of routes) {
-      limit.set({ route: r.name }, r.limit)
-      window.set({ route: r.name }, r.windowS)
-    }
+    this.limit = new Gauge({ name: 'sluice_budget_limit', help: 'Requests allowed per window', labelNames: ['route'], registers })
+    this.window = new Gauge({ name: 'sluice_budget_window_seconds', help: 'The budget window, seconds', labelNames: ['route'], registers })
+    this.setBudgets(routes)
     // eslint-disable-next-line no-new -- registered through `registers`; its collect() reads live state
     new Gauge({
       name: 'sluice_queue_depth',
@@ -196,5 +202,15 @@ export class SluiceMetrics {
       }
     })
     collectDefaultMetrics({ register: this.registry })
+  }
+
+  /** Each route's configured budget (again after a reload: removed routes' series go). */
+  setBudgets (routes: Array<{ name: string, limit: number, windowS: number }>): void {
+    this.limit.reset()
+    this.window.reset()
+    for (const r of routes) {
+      this.limit.set({ route: r.name }, r.limit)
+      this.window.set({ route: r.name }, r.windowS)
+    }
   }
 }

@@ -85,13 +85,20 @@ export class Observer {
       buckets: () => this.tracker.figures(),
       inFlight: () => this.tracker.inFlightByRoute(),
       liveInstances: () => this.liveCount,
-      storeModes: () => config.routes.map((r) => ({ route: r.name, mode: this.storeModeOf(r.name) })),
+      storeModes: () => [...this.routes.values()].map((r) => ({ route: r.name, mode: this.storeModeOf(r.name) })),
       admissionEvents: () => admissionEvents(this.routes.keys(), this.limiters, this.schedulers)
     })
     for (const r of config.routes) {
       // A budget per route is known from the start; per-credential buckets appear when first used.
       if (r.key.kind === 'instance') this.tracker.of(r, r.name)
     }
+  }
+
+  /** After a reload (http/reload.ts): the routes served now; kept routes' buckets keep their figures. */
+  reconfigure (config: SluiceConfig): void {
+    this.routes.clear()
+    for (const r of config.routes) this.routes.set(r.name, r)
+    this.metrics.setBudgets(config.routes.map((r) => ({ name: r.name, limit: r.limit.count, windowS: r.limit.windowMs / 1000 })))
   }
 
   /** The store as the limiters should see it: every command timed, every pause noticed. */

@@ -1,4 +1,4 @@
-// `sluice status [--url URL] [--watch] [--interval DURATION]`: the team-wide status of a running
+// `sluice status [--url URL] [--watch] [--interval DURATION] [--token TOKEN]`: the team-wide status of a running
 // Sluice as a table in the terminal; --watch redraws it until interrupted. An unreachable Sluice is
 // one clear line on stderr and exit status 2.
 import { parseArgs } from 'node:util'
@@ -19,15 +19,17 @@ export interface StatusOptions {
   url: string
   watch: boolean
   intervalMs: number
+  /** The admin token (--token, SLUICE_ADMIN_TOKEN), sent as a bearer token. */
+  token?: string
 }
 
 export function parseStatusArgs (argv: string[], env: NodeJS.ProcessEnv): StatusOptions {
-  let values: { url?: string, watch?: boolean, interval?: string }
+  let values: { url?: string, watch?: boolean, interval?: string, token?: string }
   try {
-    const parsed = parseArgs({ args: argv, options: { url: { type: 'string' }, watch: { type: 'boolean', short: 'w' }, interval: { type: 'string' } }, strict: true, allowPositionals: false })
+    const parsed = parseArgs({ args: argv, options: { url: { type: 'string' }, watch: { type: 'boolean', short: 'w' }, interval: { type: 'string' }, token: { type: 'string' } }, strict: true, allowPositionals: false })
     values = parsed.values
   } catch (err) {
-    throw new StatusUsageError(`${(err as Error).message.replace(/\. To specify.*$/s, '')}; usage: sluice status [--url URL] [--watch] [--interval 1s]`)
+    throw new StatusUsageError(`${(err as Error).message.replace(/\. To specify.*$/s, '')}; usage: sluice status [--url URL] [--watch] [--interval 1s] [--token TOKEN]`)
   }
   const url = (values.url ?? env.SLUICE_URL ?? STATUS_DEFAULTS.url).replace(/\/+$/, '')
   let parsedUrl: URL
@@ -46,20 +48,22 @@ export function parseStatusArgs (argv: string[], env: NodeJS.ProcessEnv): Status
     }
     if (intervalMs < 100) throw new StatusUsageError(`--interval: expected at least 100ms, got ${values.interval}`)
   }
-  return { url, watch: values.watch === true, intervalMs }
+  const token = values.token ?? (env.SLUICE_ADMIN_TOKEN === '' ? undefined : env.SLUICE_ADMIN_TOKEN)
+  return { url, watch: values.watch === true, intervalMs, ...(token === undefined ? {} : { token }) }
 }
 
-export async function fetchStatus (baseUrl: string, timeoutMs: number = STATUS_DEFAULTS.timeoutMs): Promise<SluiceStatus> {
+export async function fetchStatus (baseUrl: string, timeoutMs: number = STATUS_DEFAULTS.timeoutMs, token?: string): Promise<SluiceStatus> {
   const url = `${baseUrl}/_sluice/status`
   let res: Response
   try {
-    res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), headers: { accept: 'application/json' } })
+    res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), headers: { accept: 'application/json', ...(token === undefined ? {} : { authorization: `Bearer ${token}` }) } })
   } catch (err) {
     const e = err as Error & { cause?: { code?: string, message?: string } }
     const why = e.name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : e.cause?.code ?? e.cause?.message ?? e.message
     throw new UnreachableError(`cannot reach Sluice at ${url} (${why}); is it running? Pass its address with --url`)
   }
   const text = await res.text()
+  if (res.status === 401) throw new UnreachableError(`${url} answered 401: this Sluice has an admin token; pass it with --token or SLUICE_ADMIN_TOKEN${token === undefined ? '' : ' (the one given was refused)'}`)
   let body: unknown
   try {
     body = JSON.parse(text)
@@ -119,7 +123,7 @@ export async function runStatus (argv: string[], io: StatusIo, env: NodeJS.Proce
     return 2
   }
   try {
-    io.out((options.watch && io.tty ? '\x1b[2J\x1b[H' : '') + formatStatus(await fetchStatus(options.url), options.url))
+    io.out((options.watch && io.tty ? '\x1b[2J\x1b[H' : '') + formatStatus(await fetchStatus(options.url, STATUS_DEFAULTS.timeoutMs, options.token), options.url))
   } catch (err) {
     io.err(`sluice: status: ${(err as Error).message}\n`)
     return 2
@@ -134,7 +138,7 @@ export async function runStatus (argv: string[], io: StatusIo, env: NodeJS.Proce
     if (stopped()) break
     let text: string
     try {
-      text = formatStatus(await fetchStatus(options.url), options.url)
+      text = formatStatus(await fetchStatus(options.url, STATUS_DEFAULTS.timeoutMs, options.token), options.url)
     } catch (err) {
       // Keep watching: Sluice may be restarting.
       text = `sluice: status: ${(err as Error).message}; retrying every ${ms(options.intervalMs)}\n`

@@ -22,6 +22,10 @@ const TLS_FAILED: TransportRule = { status: 502, code: 'BAD_GATEWAY', retryable:
 const RESET: TransportRule = { status: 502, code: 'BAD_GATEWAY', retryable: true, message: 'The upstream closed the connection' }
 const INVALID_RESPONSE: TransportRule = { status: 502, code: 'BAD_GATEWAY', retryable: false, message: 'The upstream sent an invalid HTTP response' }
 const UNAVAILABLE: TransportRule = { status: 503, code: 'UPSTREAM_UNAVAILABLE', retryable: true, message: 'The upstream is unavailable' }
+const PROXY_REFUSED: TransportRule = { status: 502, code: 'BAD_GATEWAY', retryable: false, message: 'The egress proxy refused the tunnel to the upstream' }
+const PROXY_FAILED: TransportRule = { status: 502, code: 'BAD_GATEWAY', retryable: true, message: 'The egress proxy could not open the tunnel to the upstream' }
+/** undici's ProxyAgent, when the proxy answers CONNECT with anything but 200. */
+const PROXY_STATUS = /^Proxy response \((\d{3})\) !== 200 when HTTP Tunneling/
 const UNKNOWN: TransportRule = { status: 502, code: 'BAD_GATEWAY', retryable: false, message: 'The request to the upstream failed' }
 
 const TRANSPORT_RULES: Readonly<Record<string, TransportRule>> = {
@@ -77,21 +81,25 @@ function transportRule (code: string, name: string): TransportRule | undefined {
  * - ENOTFOUND → 502 BAD_GATEWAY (not retryable: usually a wrong host); EAI_AGAIN → 502 (retryable);
  * - TLS failures → 502 BAD_GATEWAY (not retryable);
  * - ECONNRESET, EPIPE, UND_ERR_SOCKET → 502 BAD_GATEWAY (retryable; the upstream may have acted);
+ * - the egress proxy answering CONNECT with other than 200 → 502 BAD_GATEWAY, `details.proxy_status`
+ *   (retryable when that status is a 5xx);
  * - anything else → 502 BAD_GATEWAY (not retryable).
  * `details.upstream_status` is null: no response was received.
  */
 export function sluiceErrorFromTransport (err: unknown, route: string, requestId: string): NormalizedError {
   try {
     const chain = causeChain(err)
-    const match = innermostTransport(chain)
+    const proxyStatus = chain.map((link) => PROXY_STATUS.exec(link.message)?.[1]).find((s) => s !== undefined)
+    const match = proxyStatus === undefined ? innermostTransport(chain) : undefined
     const transportCode = match?.code
-    const chosen = match?.rule ?? UNKNOWN
+    const chosen = proxyStatus === undefined ? match?.rule ?? UNKNOWN : Number(proxyStatus) >= 500 ? PROXY_FAILED : PROXY_REFUSED
     const details: Record<string, unknown> = {
       upstream: String(route),
       upstream_status: null,
       retryable: chosen.retryable,
       request_id: String(requestId)
     }
+    if (proxyStatus !== undefined) details.proxy_status = Number(proxyStatus)
     const firstCode = chain.find(link => link.code !== '')?.code
     if (transportCode !== undefined || firstCode !== undefined) details.transport_code = transportCode ?? firstCode
     const innermost = chain[chain.length - 1]

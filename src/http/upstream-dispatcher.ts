@@ -1,0 +1,42 @@
+// The connection pool a route's requests go upstream through: a Pool to its origin, or, with an egress
+// proxy (config/egress.ts), undici's EnvHttpProxyAgent, which sends http:// upstreams' requests to the
+// proxy in absolute form, tunnels https:// ones with CONNECT, and goes direct for NO_PROXY hosts.
+// Either way the route's timeouts hold per request (an interceptor sets them, since the proxy
+// agent's inner pools do not all take the agent's options) and bodiless responses end cleanly.
+import { EnvHttpProxyAgent, Pool, type Dispatcher } from 'undici'
+import type { EgressConfig } from '../config/egress'
+import type { RouteConfig } from '../config/schema'
+import { endBodilessResponses } from './bodiless-responses'
+
+/** Connections per upstream origin (per proxy, with one). */
+const CONNECTIONS = 128
+
+/** The route's header and body timeouts on every request, whatever pool carries it. */
+function routeTimeouts (route: RouteConfig): Dispatcher.DispatcherComposeInterceptor {
+  return (dispatch) => (opts, handler) => dispatch({ ...opts, headersTimeout: opts.headersTimeout ?? route.timeoutMs, bodyTimeout: opts.bodyTimeout ?? route.bodyTimeoutMs }, handler)
+}
+
+export function upstreamDispatcher (route: RouteConfig, egress: EgressConfig | undefined): Dispatcher {
+  const common = {
+    connections: CONNECTIONS,
+    pipelining: 1,
+    headersTimeout: route.timeoutMs,
+    // Idle time between body chunks: a trickling body is cut, and with it its concurrency lease.
+    bodyTimeout: route.bodyTimeoutMs,
+    connect: { timeout: route.connectTimeoutMs, rejectUnauthorized: true }
+  }
+  if (egress === undefined) return new Pool(new URL(route.upstream).origin, common).compose(endBodilessResponses)
+  const agent = new EnvHttpProxyAgent({
+    ...common,
+    // Explicit values (also empty ones): the agent must not read process.env behind the config's back.
+    httpProxy: egress.httpProxy ?? '',
+    httpsProxy: egress.httpsProxy ?? '',
+    noProxy: egress.noProxy ?? '',
+    // Plain http:// upstreams as absolute-form requests to the proxy (what proxies allow by default;
+    // many refuse CONNECT to other ports than 443); https:// ones always through a CONNECT tunnel.
+    proxyTunnel: false,
+    proxyTls: { timeout: route.connectTimeoutMs },
+    requestTls: { timeout: route.connectTimeoutMs, rejectUnauthorized: true }
+  } as EnvHttpProxyAgent.Options)
+  return agent.compose(routeTimeouts(route), endBodilessResponses)
+}
