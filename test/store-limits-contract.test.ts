@@ -2,10 +2,9 @@
 // earliest start every limit allows, booked in all or none; both stores, both algorithms, mixed keys.
 import t from 'tap'
 import { maxInWindow } from '../src/emulator'
-import { MemoryStore } from '../src/store/memory-store'
-import { RedisStore } from '../src/store/redis-store'
-import type { BucketPolicy, BucketStore, LimitBooking, LimitRef, MultiLimitStore } from '../src/store/bucket-store'
+import type { BucketPolicy, LimitBooking, LimitRef } from '../src/store/bucket-store'
 import { startRedis } from './helpers/redis'
+import { bothStores } from './helpers/stores'
 
 const ALGOS = ['token-bucket', 'sliding-window'] as const
 type Algo = typeof ALGOS[number]
@@ -19,14 +18,7 @@ const ref = (tag: string, state: string): LimitRef => ({ tag, state })
 t.test('several limits', async (t) => {
   const redis = await startRedis()
   t.teardown(() => redis.close())
-  const stores: Array<[string, () => Promise<BucketStore & MultiLimitStore>]> = [
-    ['memory', async () => new MemoryStore()],
-    ['redis', async () => {
-      const s = new RedisStore({ url: redis.url, keyPrefix: redis.prefix() })
-      await s.connect()
-      return s
-    }]
-  ]
+  const stores = bothStores(redis)
   for (const [storeName, make] of stores) {
     for (const algo of ALGOS) {
       t.test(`${storeName} ${algo}`, async (t) => {

@@ -11,7 +11,7 @@
 import type { RouteConfig } from '../config/schema'
 import { maxCostOf } from '../config/cost-rules'
 import { SluiceError } from '../errors'
-import { hasLimitStartRecorder, isMultiLimitStore, type BucketPolicy, type BucketStore, type LimitBooking, type LimitRef, type MultiLimitStore, type MultiReservation, type Reservation } from '../store/bucket-store'
+import { isMultiLimitStore, type BucketPolicy, type BucketStore, type LimitBooking, type LimitRef, type MultiLimitStore, type MultiReservation, type Reservation } from '../store/bucket-store'
 import { nowMs } from '../store/clock'
 import type { StoreFailover } from './store-failover'
 
@@ -156,13 +156,11 @@ export class LimitSet {
 
   /** Starts made during the outage, each limit's last window of them, recorded in Redis (best effort). */
   private recordAway (): void {
-    const store = this.store
-    if (hasLimitStartRecorder(store)) {
-      for (const { ref, policy, starts } of this.away.values()) {
-        const since = nowMs() - policy.windowMs - policy.marginMs
-        const recent = starts.filter((at) => at > since).sort((x, y) => x - y)
-        if (recent.length > 0) void store.recordLimitStarts(ref, policy, recent).catch(() => {})
-      }
+    const record = this.store.recordLimitStarts?.bind(this.store)
+    for (const { ref, policy, starts } of record === undefined ? [] : this.away.values()) {
+      const since = nowMs() - policy.windowMs - policy.marginMs
+      const recent = starts.filter((at) => at > since).sort((x, y) => x - y)
+      if (recent.length > 0) void record?.(ref, policy, recent).catch(() => {})
     }
     this.away.clear()
   }

@@ -112,19 +112,12 @@ export interface MultiLimitStore {
   /** Pause `ref` (a request bucket's pause, see reserveLimits); the announcement names `bucket`. */
   pauseLimit (ref: LimitRef, bucket: string, delayMs: number): Promise<number>
   peekLimit (ref: LimitRef, pause: LimitRef, policy: BucketPolicy): Promise<BucketPeek>
+  /** A shared store: one limit's starts made without it (the outage's local share; see StartRecorder). */
+  recordLimitStarts?: (ref: LimitRef, policy: BucketPolicy, startsMs: number[]) => Promise<void>
 }
 
 export function isMultiLimitStore (store: BucketStore): store is BucketStore & MultiLimitStore {
   return typeof (store as Partial<MultiLimitStore>).reserveLimits === 'function'
-}
-
-/** A shared store told of one limit's starts made without it (the outage's local share; see StartRecorder). */
-export interface LimitStartRecorder {
-  recordLimitStarts (ref: LimitRef, policy: BucketPolicy, startsMs: number[]): Promise<void>
-}
-
-export function hasLimitStartRecorder (store: BucketStore): store is BucketStore & LimitStartRecorder {
-  return typeof (store as Partial<LimitStartRecorder>).recordLimitStarts === 'function'
 }
 
 /** A read-only look at one bucket, for status pages (never on the admission path). */

@@ -11,6 +11,22 @@ export interface LimitState {
   expiresAt: number
 }
 
+/**
+ * Record `cost` starts at `at` in a sliding window, trimmed in batches to its newest `keep` (the
+ * newest trimmed is the floor), as the scripts do; the array is compacted now and then.
+ */
+export function pushStarts (s: LimitState, at: number, cost: number, keep: number): void {
+  for (let i = 0; i < cost; i++) s.starts.push(at)
+  if (s.starts.length - s.head > keep + 32) {
+    s.head = s.starts.length - keep
+    s.floor = s.starts[s.head - 1]
+  }
+  if (s.head > 4096) {
+    s.starts = s.starts.slice(s.head)
+    s.head = 0
+  }
+}
+
 /** Starts of a sliding window inside the window ending at `at` (its newest `limit` at most). */
 function used (s: LimitState, limit: number, windowUs: number, at: number): number {
   let n = 0
@@ -52,15 +68,7 @@ function book (s: LimitState, b: LimitBooking, start: number, roomy: boolean, no
   let ticket = 0
   if (b.cost > 0) {
     ticket = Math.max(roomy ? start + padUs : start, newest(s) ?? 0)
-    for (let i = 0; i < b.cost; i++) s.starts.push(ticket)
-    if (s.starts.length - s.head > keep + 32) {
-      s.head = s.starts.length - keep
-      s.floor = s.starts[s.head - 1]
-    }
-    if (s.head > 4096) {
-      s.starts = s.starts.slice(s.head)
-      s.head = 0
-    }
+    pushStarts(s, ticket, b.cost, keep)
     s.expiresAt = ticket + windowUs + 1_000_000
   }
   const remaining = start <= now ? Math.max(0, p.limit - used(s, p.limit, windowUs, now)) : 0

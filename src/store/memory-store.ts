@@ -3,7 +3,7 @@
 import { EventEmitter } from 'node:events'
 import { nowUs } from './clock'
 import { slidingWindowParams, tokenBucketParams, type BucketPeek, type BucketPolicy, type BucketStore, type LimitBooking, type LimitRef, type MultiLimitStore, type MultiReservation, type Reservation, type TeamBoard } from './bucket-store'
-import { reserveLimitsIn } from './memory-limits'
+import { pushStarts, reserveLimitsIn } from './memory-limits'
 
 interface Bucket {
   /** token-bucket theoretical arrival time, µs */
@@ -92,15 +92,7 @@ export class MemoryStore implements BucketStore, TeamBoard, MultiLimitStore {
     }
     let recorded = roomy ? start + padUs : start
     if (len > 0) recorded = Math.max(recorded, b.starts[b.starts.length - 1])
-    for (let i = 0; i < cost; i++) b.starts.push(recorded)
-    if (b.starts.length - b.head > keep + 32) {
-      b.head = b.starts.length - keep
-      b.floor = b.starts[b.head - 1]
-    }
-    if (b.head > 4096) {
-      b.starts = b.starts.slice(b.head)
-      b.head = 0
-    }
+    pushStarts(b, recorded, cost, keep)
     b.expiresAt = recorded + windowUs + 1_000_000
     let remaining = 0
     if (start <= now) {

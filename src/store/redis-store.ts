@@ -4,7 +4,7 @@
 import Redis, { type RedisOptions } from 'ioredis'
 import { nowMs } from './clock'
 import { admittedFromUs, refusalFromUs } from './memory-store'
-import { slidingWindowParams, tokenBucketParams, type BucketPeek, type BucketPolicy, type BucketStore, type Reservation, type TeamBoard, type ClientPresence, type LimitBooking, type LimitRef, type LimitStartRecorder, type MultiLimitStore, type MultiReservation } from './bucket-store'
+import { slidingWindowParams, tokenBucketParams, type BucketPeek, type BucketPolicy, type BucketStore, type Reservation, type TeamBoard, type ClientPresence, type LimitBooking, type LimitRef, type MultiLimitStore, type MultiReservation } from './bucket-store'
 import { withLagAwareTimeout } from './lag-aware-timeout'
 import { defineSluiceCommands, type ReserveReply, type SluiceCommands } from './lua-scripts'
 import { RedisClock, type ClockOffset } from './redis-clock'
@@ -30,7 +30,7 @@ export interface RedisStoreOptions {
   commandTimeoutMs?: number
 }
 
-export class RedisStore implements BucketStore, TeamBoard, ClientPresence, MultiLimitStore, LimitStartRecorder {
+export class RedisStore implements BucketStore, TeamBoard, ClientPresence, MultiLimitStore {
   readonly kind = 'redis' as const
   readonly client: Redis & SluiceCommands
   private readonly keys: RedisKeys
