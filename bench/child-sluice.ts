@@ -5,7 +5,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { checkRoutes, DEFAULTS, parseRoute, type SluiceConfig } from '../src/config/schema'
 import { createSluice } from '../src/http/app'
 import { createLogger } from '../src/http/logger'
-import type { Reservation } from '../src/store/bucket-store'
+import type { MultiLimitStore, MultiReservation, Reservation } from '../src/store/bucket-store'
 import { serveCalls } from './processes'
 
 interface Options {
@@ -59,6 +59,18 @@ async function main (): Promise<void> {
     if (r.admitted && r.waitMs > 0) waited++
     return r
   }
+  // A route with several limits books through reserveLimits: one script, one round trip, per call.
+  let multiReservations = 0
+  const multi = sluice.store as Partial<MultiLimitStore>
+  if (multi.reserveLimits !== undefined) {
+    const reserveLimits = multi.reserveLimits.bind(sluice.store)
+    multi.reserveLimits = async (...args: Parameters<MultiLimitStore['reserveLimits']>): Promise<MultiReservation> => {
+      const r = await reserveLimits(...args)
+      multiReservations++
+      if (r.admitted && r.waitMs > 0) waited++
+      return r
+    }
+  }
   // Reservations given back (a late start the store still holds as its newest, a client gone).
   const release = sluice.store.release.bind(sluice.store)
   sluice.store.release = async (...args): Promise<boolean> => {
@@ -110,6 +122,7 @@ async function main (): Promise<void> {
       peakRss = process.memoryUsage.rss()
       peakOpen = 0
       reservations = 0
+      multiReservations = 0
       releases = 0
       waited = 0
     },
@@ -119,6 +132,7 @@ async function main (): Promise<void> {
       eventLoopDelayMs: { p50: eld.percentile(50) / 1e6, p99: eld.percentile(99) / 1e6, max: eld.max / 1e6 },
       peakOpen,
       reservations,
+      multiReservations,
       releases,
       waited
     }),

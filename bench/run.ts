@@ -7,12 +7,14 @@ import { machine } from './machine'
 import { nginxReference } from './nginx'
 import { overhead } from './overhead'
 import { precision } from './precision'
+import { precisionTwoLimits } from './precision-limits'
 import { scale } from './scale'
 import { writeResult } from './table'
 
 const SCENARIOS: Record<string, () => Promise<Record<string, unknown> | undefined>> = {
   overhead: async () => await overhead(),
   precision: async () => await precision(),
+  'precision-limits': async () => await precisionTwoLimits(),
   scale: async () => await scale(),
   fairness: async () => await fairness(),
   nginx: async () => await nginxReference(),

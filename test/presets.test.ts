@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { loadConfig } from '../src/config/load'
+import { costsOf } from '../src/config/cost-rules'
 import { loadPreset, presetNames } from '../src/config/preset'
 import { parseRoute } from '../src/config/schema'
 import { ConfigError } from '../src/errors'
@@ -123,4 +124,21 @@ t.test('each preset answers within the timeout of the clients it assumes', async
     if (clientMs === undefined) continue
     t.ok(route.maxWaitMs + route.timeoutMs < clientMs, `${name}: maxWait ${route.maxWaitMs} ms + timeout ${route.timeoutMs} ms < the client's ${clientMs} ms`)
   }
+})
+
+t.test('github books every limit GitHub documents, with its point costs', async (t) => {
+  const route = loadConfig(['--preset', 'github'], {}).routes[0]
+  t.same(route.limits?.map((l) => [l.name, l.rate.count, l.rate.windowMs, l.algorithm]), [
+    ['primary', 5000, 3_600_000, 'token-bucket'],
+    ['points', 900, 60_000, 'sliding-window'],
+    ['content', 80, 60_000, 'sliding-window'],
+    ['content-hourly', 500, 3_600_000, 'sliding-window']
+  ])
+  const names = (route.limits ?? []).map((l) => l.name)
+  t.same(costsOf(route.cost, names, 'GET', '/repos/a/b'), [1, 1, 0, 0], 'a read: 1 point, no content')
+  t.same(costsOf(route.cost, names, 'POST', '/repos/a/b/issues'), [1, 5, 1, 1], 'a write: 5 points, 1 content')
+  t.equal(route.concurrency, 100)
+  const own = loadConfig(['--preset', 'github', '--limit', '15000/h'], {}).routes[0]
+  t.equal(own.limits, undefined, 'a limit of one\'s own replaces the list')
+  t.same(own.cost, [], 'and the costs that named its limits')
 })

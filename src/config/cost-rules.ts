@@ -2,6 +2,7 @@
 // that counts a POST as 5 points (GitHub's secondary limit) or a bulk endpoint as 10 calls gets the
 // same count from Sluice, in the request's one reservation.
 import { ConfigError, describeValue as describe } from '../errors'
+import { parseRate, type Rate } from './units'
 
 export interface CostRule {
   /** Upper-case method, or undefined for any method. */
@@ -10,9 +11,14 @@ export interface CostRule {
   path: string
   /** Compiled `path`: `*` matches any run of characters, `/` included. */
   pattern: RegExp
-  /** Units of the budget, integer ≥ 1. */
+  /** Units of the budget, integer ≥ 1 (≥ 0 when the rule names its limits). */
   cost: number
+  /** A route with several limits: the names of the limits this rule charges; undefined = all of them. */
+  limits?: string[]
 }
+
+/** A limit of a route with several, as cost rules see it: its name, rate and largest cost. */
+export interface LimitBound { name: string, rate: Rate, max: number, why: string }
 
 export const DEFAULT_COST = 1
 
@@ -35,18 +41,42 @@ export function maxCostOf (algorithm: 'token-bucket' | 'sliding-window', limit: 
     : { max: burst, why: 'the route\'s burst: a token bucket holds at most burst tokens; raise burst to allow costlier requests' }
 }
 
-/** Validate `cost:` of a route (`at` is e.g. "routes[0].cost"); `bound` comes from maxCostOf. */
-export function parseCostRules (at: string, raw: unknown, bound: { max: number, why: string }): CostRule[] {
-  const maxCost = bound.max
+/** `limits:` of a cost rule: names (or rates, e.g. 900/min) of the route's limits. */
+function limitRefs (at: string, raw: unknown, limits: readonly LimitBound[]): LimitBound[] {
+  const refs = typeof raw === 'string' ? [raw] : raw
+  if (!Array.isArray(refs) || refs.length === 0) throw new ConfigError(at, `expected a list of the route's limits, e.g. [900/min], got ${describe(raw)}`)
+  return refs.map((ref: unknown, i) => {
+    const byName = limits.find((l) => l.name === ref)
+    if (byName !== undefined) return byName
+    let rate: Rate | undefined
+    try {
+      rate = parseRate(ref)
+    } catch {}
+    const byRate = rate === undefined ? [] : limits.filter((l) => l.rate.count === rate.count && l.rate.windowMs === rate.windowMs)
+    if (byRate.length === 1) return byRate[0]
+    throw new ConfigError(`${at}[${i}]`, `names no limit of this route; its limits are ${limits.map((l) => l.name).join(', ')}`)
+  })
+}
+
+/**
+ * Validate `cost:` of a route (`at` is e.g. "routes[0].cost"); `bound` comes from maxCostOf. A route
+ * with several limits passes them: a rule may then name the limits it charges (`limits:`), and may
+ * charge them 0 (a limit that counts only some requests, e.g. content-creating ones).
+ */
+export function parseCostRules (at: string, raw: unknown, bound: { max: number, why: string }, limits?: readonly LimitBound[]): CostRule[] {
   if (raw === undefined) return []
   if (!Array.isArray(raw)) throw new ConfigError(at, `expected a list of {method, path, cost}, got ${describe(raw)}`)
+  const fields = limits === undefined ? ['method', 'path', 'cost'] : ['method', 'path', 'cost', 'limits']
   return raw.map((item: unknown, i) => {
     const here = `${at}[${i}]`
     if (item === null || typeof item !== 'object' || Array.isArray(item)) throw new ConfigError(here, `expected a mapping {method, path, cost}, got ${describe(item)}`)
     const r = item as Record<string, unknown>
     for (const key of Object.keys(r)) {
-      if (!['method', 'path', 'cost'].includes(key)) throw new ConfigError(`${here}.${key}`, 'unknown field; known fields are method, path, cost')
+      if (key === 'limits' && limits === undefined) throw new ConfigError(`${here}.limits`, 'applies to a route with several limits only (limit: [5000/h, 900/min])')
+      if (!fields.includes(key)) throw new ConfigError(`${here}.${key}`, `unknown field; known fields are ${fields.join(', ')}`)
     }
+    const charged = limits === undefined ? undefined : r.limits === undefined ? limits : limitRefs(`${here}.limits`, r.limits, limits)
+    const tightest = charged === undefined ? bound : charged.reduce((a, b) => (b.max < a.max ? b : a))
     const method = r.method ?? '*'
     if (typeof method !== 'string' || !METHOD.test(method)) throw new ConfigError(`${here}.method`, `expected an HTTP method such as POST, or *, got ${describe(method)}`)
     const path = r.path ?? '*'
@@ -54,10 +84,29 @@ export function parseCostRules (at: string, raw: unknown, bound: { max: number, 
       throw new ConfigError(`${here}.path`, `expected a path pattern starting with / (where * matches anything), or *, got ${describe(path)}`)
     }
     const cost = typeof r.cost === 'string' && r.cost.trim() !== '' ? Number(r.cost) : r.cost
-    if (typeof cost !== 'number' || !Number.isInteger(cost) || cost < 1 || cost > maxCost) {
-      throw new ConfigError(`${here}.cost`, `expected an integer from 1 to ${maxCost} (${bound.why}), got ${describe(r.cost)}`)
+    const least = r.limits === undefined ? 1 : 0
+    if (typeof cost !== 'number' || !Number.isInteger(cost) || cost < least || cost > tightest.max) {
+      throw new ConfigError(`${here}.cost`, `expected an integer from ${least} to ${tightest.max} (${tightest.why}), got ${describe(r.cost)}`)
     }
-    return { method: method === '*' ? undefined : method.toUpperCase(), path, pattern: compile(path), cost }
+    const rule: CostRule = { method: method === '*' ? undefined : method.toUpperCase(), path, pattern: compile(path), cost }
+    if (r.limits !== undefined && charged !== undefined) rule.limits = charged.map((l) => l.name)
+    return rule
+  })
+}
+
+/**
+ * The cost of a request in each of a route's limits (in the order of `names`): per limit, the first
+ * rule matching its method and path that charges that limit (no `limits:`, or one naming it), else 1.
+ */
+export function costsOf (rules: readonly CostRule[], names: readonly string[], method: string, path: string): number[] {
+  const upper = method.toUpperCase()
+  return names.map((name) => {
+    for (const rule of rules) {
+      if (rule.limits !== undefined && !rule.limits.includes(name)) continue
+      if (rule.method !== undefined && rule.method !== upper) continue
+      if (rule.pattern.test(path)) return rule.cost
+    }
+    return DEFAULT_COST
   })
 }
 

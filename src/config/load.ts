@@ -168,9 +168,11 @@ function quickStartRoute (pick: Pick): RouteConfig[] {
     // Name the flag the user typed, not the internal field.
     if (!(err instanceof ConfigError)) throw err
     const key = err.field.replace(/^route\./, '')
-    const flag = Object.entries(ROUTE_FLAGS).find(([, k]) => k === key)?.[0]
+    // An item of a list flag (`--limit 5000/h,900/min` → route.limit[1]) is named by its flag and place.
+    const item = /^([A-Za-z]+)(\[\d+\])/.exec(key)
+    const flag = Object.entries(ROUTE_FLAGS).find(([, k]) => k === (item?.[1] ?? key))?.[0]
     if (flag === undefined) throw err
-    throw new ConfigError(`--${flag}`, err.message.replace(/^config error: [^:]+: /, ''))
+    throw new ConfigError(`--${flag}`, `${item === null ? '' : `item ${Number(item[2].slice(1, -1)) + 1}: `}${err.message.replace(/^config error: [^:]+: /, '')}`)
   }
 }
 

@@ -55,5 +55,8 @@ export function loadPreset (name: unknown, field: string): Record<string, unknow
 export function applyPreset (name: unknown, field: string, own: Record<string, unknown>): Record<string, unknown> {
   const preset = loadPreset(name, field)
   if (own.algorithm !== undefined && own.algorithm !== 'token-bucket' && own.burst === undefined) delete preset.burst
+  // A preset's cost rules may name its limits (GitHub's POST costs 5 points of 900/min): a user's own
+  // limit replaces those limits, so it replaces their costs too.
+  if (own.limit !== undefined && own.cost === undefined) delete preset.cost
   return { ...preset, ...own }
 }

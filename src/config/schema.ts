@@ -3,6 +3,7 @@
 import type { TlsFiles } from './tls'
 import { parseDuration, parseRate, type Rate } from './units'
 import { maxCostOf, parseCostRules, type CostRule } from './cost-rules'
+import { costBounds, limitItems, parseLimits, type LimitSpec } from './limits'
 import { ConfigError, describeValue } from '../errors'
 import { PROFILE_NAMES, type ProfileName } from '../profiles/profile'
 import type { EgressConfig } from './egress'
@@ -19,6 +20,11 @@ export interface RouteConfig {
   /** Origin plus optional base path, e.g. "https://acme.testrail.io/index.php?/api/v2" is NOT allowed: no query. */
   upstream: string
   limit: Rate
+  /**
+   * Set only when `limit` lists several (limits.ts): every one of them, in order; `limit`, `algorithm`,
+   * `burst` and `marginMs` are then the first's. A route with one limit never has this field.
+   */
+  limits?: LimitSpec[]
   /** token-bucket only: requests an idle bucket lets through at once. */
   burst: number
   maxWaitMs: number
@@ -252,6 +258,8 @@ export function parseRoute (raw: unknown, at: string): RouteConfig {
   if (r.upstream === undefined) throw new ConfigError(`${at}.upstream`, 'is required (the URL of the API this route forwards to)')
   if (r.limit === undefined) throw new ConfigError(`${at}.limit`, 'is required, e.g. 180/min')
   const limitAuto = r.limit === 'auto'
+  const items = limitAuto ? undefined : limitItems(`${at}.limit`, r.limit)
+  if (items !== undefined) return severalLimits(at, r, items)
   const limit = limitAuto ? { ...AUTO_LIMIT } : field(`${at}.limit`, () => parseRate(r.limit))
   const minPauseMs = field(`${at}.minPause`, () => parseDuration(r.minPause ?? d.minPause))
   const maxPauseMs = field(`${at}.maxPause`, () => parseDuration(r.maxPause ?? d.maxPause))
@@ -292,6 +300,33 @@ export function parseRoute (raw: unknown, at: string): RouteConfig {
     priority: oneOf(`${at}.priority`, r.priority ?? d.priority, PRIORITIES),
     weights: parseWeights(`${at}.weights`, r.weights)
   }
+}
+
+/**
+ * A route whose `limit` lists several: parsed as one with the first limit (every other field as usual),
+ * then given all of them, the route's key they imply, and cost rules bounded by each limit they charge.
+ */
+function severalLimits (at: string, r: Record<string, unknown>, items: unknown[]): RouteConfig {
+  const d = DEFAULTS.route
+  const algorithm = oneOf(`${at}.algorithm`, r.algorithm ?? d.algorithm, ALGORITHMS)
+  if (algorithm === 'sliding-window' && r.burst !== undefined) throw new ConfigError(`${at}.burst`, 'applies to token-bucket only; set burst on a token-bucket limit of the list')
+  const defaults = {
+    algorithm,
+    burst: integer(`${at}.burst`, r.burst ?? d.burst, 1),
+    key: r.key === undefined ? undefined : parseKey(`${at}.key`, r.key),
+    margin: r.margin,
+    parseKey,
+    defaultMarginMs
+  }
+  const { limits, key } = parseLimits(`${at}.limit`, items, defaults)
+  const first = limits[0]
+  const route = parseRoute({ ...r, limit: `${first.rate.count}/${first.rate.windowMs / 1000}s`, algorithm: first.algorithm, burst: first.algorithm === 'token-bucket' ? first.burst : undefined, key: key.kind === 'instance' ? 'instance' : `header:${key.header}`, cost: undefined }, at)
+  const bounds = costBounds(limits)
+  // A limit's own rules charge only it, and come before the route's.
+  const ownRules = (l: LimitSpec): unknown => Array.isArray(l.cost) ? l.cost.map((rule: unknown) => rule !== null && typeof rule === 'object' ? { ...rule, limits: [l.name] } : rule) : l.cost
+  const own = limits.flatMap((l, i) => parseCostRules(`${at}.limit[${i}].cost`, ownRules(l), bounds[i], bounds))
+  const cost = [...own, ...parseCostRules(`${at}.cost`, r.cost, bounds[0], bounds)]
+  return { ...route, limits: limits.map((l) => ({ ...l, cost: undefined })), marginMs: first.marginMs, cost }
 }
 
 export function checkRoutes (routes: RouteConfig[]): void {

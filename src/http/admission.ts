@@ -7,7 +7,7 @@ import { SluiceError, ClientGoneError } from '../errors'
 import { bucketFor } from '../limiter/bucket-key'
 import { Cancel } from '../limiter/cancel'
 import { clientFor, priorityFor } from '../limiter/client-identity'
-import { DEFAULT_COST, costOf, pathBelow } from '../config/cost-rules'
+import { DEFAULT_COST, costOf, costsOf, pathBelow } from '../config/cost-rules'
 import type { FairScheduler } from '../limiter/fair-scheduler'
 import type { RouteLimiter } from '../limiter/route-limiter'
 import type { UpstreamSignals } from '../limiter/upstream-signals'
@@ -35,6 +35,8 @@ interface Ask {
   client: string
   priority: ReturnType<typeof priorityFor>
   cost: number
+  /** A route with several limits: the cost in each (cost is then the most of them). */
+  costs?: number[]
   maxWaitMs: number
 }
 
@@ -44,7 +46,7 @@ export function createAdmission (opts: AdmissionOptions): (request: FastifyReque
   return async function admit (request, reply) {
     const state: RequestState = { route, bucket: undefined, waitedMs: 0, view: undefined, outcome: 'forwarded' }
     request.sluice = state
-    const { bucket, client, priority, cost, maxWaitMs } = ask(opts, request, reply, state)
+    const { bucket, client, priority, cost, costs, maxWaitMs } = ask(opts, request, reply, state)
     const controller = new Cancel()
     state.controller = controller
     // For the whole exchange, retries included (forward.ts): a client that leaves aborts its wait, and
@@ -58,11 +60,11 @@ export function createAdmission (opts: AdmissionOptions): (request: FastifyReque
       // Shadow routes only measure, so they skip the fair queues (which would hold requests back).
       const admission = route.mode === 'shadow'
         ? await limiter.admit(bucket, maxWaitMs, controller.signal, cost)
-        : await scheduler.admit({ bucket, client, priority, cost, maxWaitMs, signal: controller.signal })
+        : await scheduler.admit({ bucket, client, priority, cost, maxWaitMs, signal: controller.signal, ...(costs === undefined ? {} : { costs }) })
       // A body without Content-Length is counted as it streams upstream (413 past bodyLimit).
       if (request.body === request.raw && request.headers['content-length'] === undefined) request.body = limitBody(request.raw, route)
       state.waitedMs = admission.waitedMs
-      state.view = { remaining: admission.reservation.remaining, resetMs: Math.max(0, admission.reservation.resetMs - admission.waitedMs) }
+      state.view = { remaining: admission.reservation.remaining, resetMs: Math.max(0, admission.reservation.resetMs - admission.waitedMs), ...bindingOf(admission.reservation) }
       // A concurrency slot (route `concurrency`) is held until the exchange with the client is over.
       if (admission.release !== undefined) reply.raw.once('close', admission.release)
       request.server.observer.admitted(state, admission, reply)
@@ -92,6 +94,15 @@ function ask (opts: AdmissionOptions, request: FastifyRequest, reply: FastifyRep
   const priority = priorityFor(route, request.headers)
   // The path is decoded for cost rules only: a route without rules does not pay for it.
   const cost = route.cost.length === 0 ? DEFAULT_COST : costOf(route.cost, request.method, pathBelow(route.prefix, request.url))
+  if (route.limits !== undefined) {
+    const costs = costsOf(route.cost, route.limits.map((l) => l.name), request.method, pathBelow(route.prefix, request.url))
+    return { ...withWait(route, request, reply, state), bucket, client, priority, cost: Math.max(1, ...costs), costs }
+  }
+  return { ...withWait(route, request, reply, state), bucket, client, priority, cost }
+}
+
+/** The request's wait bound: the route's, or less when it says `Prefer: wait=N`. */
+function withWait (route: RouteConfig, request: FastifyRequest, reply: FastifyReply, state: RequestState): { maxWaitMs: number } {
   let maxWaitMs = route.maxWaitMs
   const prefer = request.headers.prefer
   const match = typeof prefer === 'string' ? PREFER_WAIT.exec(prefer) : null
@@ -100,7 +111,13 @@ function ask (opts: AdmissionOptions, request: FastifyRequest, reply: FastifyRep
     reply.header('preference-applied', `wait=${Math.round(maxWaitMs / 1000)}`)
   }
   state.maxWaitMs = maxWaitMs
-  return { bucket, client, priority, cost, maxWaitMs }
+  return { maxWaitMs }
+}
+
+/** Which of several limits bound the reservation, for the rate-limit headers. */
+function bindingOf (reservation: object): { binding?: number } {
+  const binding = (reservation as { binding?: number }).binding
+  return binding === undefined ? {} : { binding }
 }
 
 /**
@@ -130,7 +147,8 @@ function refused (err: unknown, limiter: RouteLimiter, request: FastifyRequest, 
     return
   }
   if (err instanceof SluiceError && err.code === 'RATE_LIMITED') {
-    reply.headers(rateLimitHeaders(limiter, { remaining: 0, resetMs: Number(err.details.retry_after_ms ?? 0) }, 0))
+    const named = limiter.limits?.names.indexOf(String(err.details.limit_name)) ?? -1
+    reply.headers(rateLimitHeaders(limiter, { remaining: 0, resetMs: Number(err.details.retry_after_ms ?? 0), ...(named >= 0 ? { binding: named } : {}) }, 0))
   }
   throw err
 }

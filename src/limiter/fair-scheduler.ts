@@ -212,7 +212,7 @@ export class FairScheduler {
     b.reserved++
     let admission: Admission
     try {
-      admission = await this.limiter.admit(req.bucket, Math.max(0, boundMs), req.signal, req.cost)
+      admission = await this.limiter.admit(req.bucket, Math.max(0, boundMs), req.signal, req.cost, req.costs)
     } catch (err) {
       this.settle(b, c, req)
       this.countFailure(c, err)
@@ -258,7 +258,7 @@ export class FairScheduler {
       c.reserved.low -= req.cost
       b.reserved--
     }
-    this.limiter.admit(req.bucket, Math.max(0, probeMs), req.signal, req.cost).then((admission) => {
+    this.limiter.admit(req.bucket, Math.max(0, probeMs), req.signal, req.cost, req.costs).then((admission) => {
       finish()
       const waitedMs = recordAdmitted(c.stats, held.req.cost, held.arrived)
       this.tidy(b, c)

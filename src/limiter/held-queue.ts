@@ -9,8 +9,10 @@ export interface FairRequest {
   /** Hashed client id (client-identity.ts). */
   client: string
   priority: Priority
-  /** Units of the budget (cost-rules.ts). */
+  /** Units of the budget (cost-rules.ts); for a route with several limits, the most of `costs`. */
   cost: number
+  /** A route with several limits: the request's cost in each (cost-rules.ts costsOf). */
+  costs?: number[]
   maxWaitMs: number
   signal: CancelSignal
 }

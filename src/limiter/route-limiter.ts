@@ -8,6 +8,7 @@ import { hasStoreClock, type BucketPolicy, type BucketStore, type Reservation } 
 import { nowMs } from '../store/clock'
 import { sleep, type CancelSignal } from './cancel'
 import { ConcurrencySlots } from './concurrency-gate'
+import { LimitSet } from './limit-set'
 import { refusalDetails } from './refusal-details'
 import { ShadowAdmitter } from './shadow-limiter'
 import { StoreFailover, type LimiterLog, type StoreMode } from './store-failover'
@@ -43,6 +44,8 @@ export class RouteLimiter {
   private readonly lateStarts = { lateRetries: 0, lateForwarded: 0 }
   /** Buckets remembered above this many are swept of those idle for a window (see noteStart). */
   private sweepAbove = SWEEP_ABOVE
+  /** A route with several limits reserves in all of them at once (limit-set.ts); `policy` is the first's. */
+  readonly limits: LimitSet | undefined
 
   constructor (route: RouteConfig, store: BucketStore, log: LimiterLog = () => {}) {
     this.route = route
@@ -57,6 +60,7 @@ export class RouteLimiter {
     this.failover = new StoreFailover(route, store, this.policy, this.lastStart, log)
     this.slots = new ConcurrencySlots(route, store, this.failover, this.policy)
     this.shadow = route.mode === 'shadow' ? new ShadowAdmitter(route, store, this.policy) : undefined
+    this.limits = route.limits === undefined ? undefined : new LimitSet(route, this.policy, store, this.failover)
   }
 
   /** Where this route's reservations are made right now (see store-failover.ts). */
@@ -97,8 +101,9 @@ export class RouteLimiter {
    * or ClientGoneError when `signal` fires while waiting (the reservation is then given back if possible).
    * In shadow mode, a ShadowAdmission (shadow-limiter.ts) at once.
    */
-  async admit (bucket: string, maxWaitMs: number, signal: CancelSignal, cost = 1): Promise<Admission> {
+  async admit (bucket: string, maxWaitMs: number, signal: CancelSignal, cost = 1, costs?: readonly number[]): Promise<Admission> {
     if (this.shadow !== undefined) return await this.shadow.admit(bucket, maxWaitMs, cost)
+    const perLimit = this.limits?.costsOf(bucket, costs)
     const depth = this.queueDepth(bucket)
     if (depth >= this.route.maxQueue) {
       const aheadMs = Math.max(0, (this.lastStart.get(bucket) ?? Date.now()) - Date.now())
@@ -112,7 +117,7 @@ export class RouteLimiter {
     const release = held ?? (this.route.concurrency > 0 ? await this.slots.take(bucket, deadline, signal) : undefined)
     if (release !== undefined) this.slots.keep(signal, release)
     try {
-      const admission = await this.scheduleStart(bucket, cost, maxWaitMs, arrived, deadline, signal)
+      const admission = await this.scheduleStart(bucket, perLimit ?? cost, maxWaitMs, arrived, deadline, signal)
       return release === undefined ? admission : { ...admission, release }
     } catch (err) {
       if (held === undefined && release !== undefined) this.slots.drop(signal, release)
@@ -120,17 +125,23 @@ export class RouteLimiter {
     }
   }
 
+  /** One reservation: in the route's one limit (cost), or in all of its several (a cost per limit). */
+  private async book (bucket: string, cost: number | number[], maxWaitMs: number): Promise<Reservation> {
+    if (typeof cost === 'number') return await this.failover.book(bucket, cost, maxWaitMs)
+    return await (this.limits as LimitSet).book(bucket, cost, maxWaitMs)
+  }
+
   /** The rate part of admit(): reserve, wait, re-reserve a late start. */
-  private async scheduleStart (bucket: string, cost: number, maxWaitMs: number, arrived: number, deadline: number, signal: CancelSignal): Promise<Admission> {
+  private async scheduleStart (bucket: string, cost: number | number[], maxWaitMs: number, arrived: number, deadline: number, signal: CancelSignal): Promise<Admission> {
     // A request may leave at most half the margin after its slot; the other half absorbs the network.
     const toleranceMs = this.policy.marginMs > 0 ? this.policy.marginMs / 2 : Infinity
     for (let attempt = 0; ; attempt++) {
       this.failover.resumeIfBack()
-      if (this.failover.handingOver()) await this.waitForLocalShare(bucket, cost, maxWaitMs, deadline, signal)
+      if (typeof cost === 'number' && this.failover.handingOver()) await this.waitForLocalShare(bucket, cost, maxWaitMs, deadline, signal)
       const sentAt = performance.now()
       let reservation: Reservation
       try {
-        reservation = await this.failover.book(bucket, cost, Math.max(0, deadline - sentAt))
+        reservation = await this.book(bucket, cost, Math.max(0, deadline - sentAt))
       } catch (err) {
         if (err instanceof SluiceError) throw err
         throw new SluiceError('STORE_UNAVAILABLE', 503, 'the budget store is unreachable, so the request was not forwarded', this.details(bucket, { store: this.store.kind }), 1, { cause: err })
@@ -143,12 +154,13 @@ export class RouteLimiter {
       // The store checked the bound against the time it ran; counted from receipt, a slow round trip
       // can put a waiting request's slot past the client's bound: then it could not start in time.
       const pastBound = reservation.admitted && reservation.waitMs > 0 && slot > deadline
-      if (pastBound) await this.failover.giveBack(bucket, reservation, cost)
+      if (pastBound) await this.giveBackCost(bucket, reservation, cost)
       if (!reservation.admitted || pastBound) throw this.noRoom(bucket, reservation, attempt, maxWaitMs, receivedAt - arrived)
       this.noteStart(bucket, Date.now() + (slot - receivedAt))
-      this.failover.noteStart(bucket, reservation, slot - receivedAt, cost)
+      if (typeof cost === 'number') this.failover.noteStart(bucket, reservation, slot - receivedAt, cost)
+      else this.limits?.noteStart(reservation, slot - receivedAt)
       if (slot > receivedAt && !(await this.wait(bucket, slot - receivedAt, signal))) {
-        await this.failover.giveBack(bucket, reservation, cost)
+        await this.giveBackCost(bucket, reservation, cost)
         throw new ClientGoneError('client disconnected while waiting')
       }
       // Late against the slot counted from receipt, and against the start the store recorded: a reply
@@ -162,9 +174,14 @@ export class RouteLimiter {
         return { bucket, reservation, waitedMs: performance.now() - arrived }
       }
       this.lateStarts.lateRetries++
-      await this.failover.giveBack(bucket, reservation, cost)
+      await this.giveBackCost(bucket, reservation, cost)
       if (signal.aborted) throw new ClientGoneError('client disconnected while waiting')
     }
+  }
+
+  /** Give a reservation back (best effort: only the newest one can be, and a store error is ignored). */
+  private async giveBackCost (bucket: string, reservation: Reservation, cost: number | number[]): Promise<boolean> {
+    return typeof cost === 'number' ? await this.failover.giveBack(bucket, reservation, cost) : await (this.limits as LimitSet).giveBack(bucket, reservation)
   }
 
   /**
@@ -187,6 +204,11 @@ export class RouteLimiter {
   /** No start within the bound: RATE_LIMITED on the first reservation, QUEUE_TIMEOUT after late starts. */
   private noRoom (bucket: string, reservation: Reservation, attempt: number, maxWaitMs: number, waitedMs: number): SluiceError {
     const ms = Math.ceil(reservation.waitMs)
+    const binding = this.limits?.bindingDetails(reservation)
+    if (binding !== undefined && attempt === 0) {
+      return new SluiceError('RATE_LIMITED', 429, `limit ${String(binding.limit_name)} of ${this.route.name} has no room within the wait bound of ${Math.round(maxWaitMs)} ms; retry after ${retryAfterSeconds(ms)} s`,
+        this.details(bucket, { ...binding, retry_after_ms: ms, max_wait_ms: Math.round(maxWaitMs) }), retryAfterSeconds(ms))
+    }
     if (attempt === 0) {
       return new SluiceError('RATE_LIMITED', 429, `the budget of ${this.route.name} has no room within the wait bound of ${Math.round(maxWaitMs)} ms; retry after ${retryAfterSeconds(ms)} s`,
         this.details(bucket, { retry_after_ms: ms, max_wait_ms: Math.round(maxWaitMs) }), retryAfterSeconds(ms))
@@ -211,6 +233,7 @@ export class RouteLimiter {
       this.lastStart.delete(name)
     }
     this.failover.forgetBeyond(this.lastStart)
+    this.limits?.forgetBeyond(this.lastStart)
     this.sweepAbove = Math.max(SWEEP_ABOVE, 2 * this.lastStart.size)
   }
 
@@ -219,7 +242,8 @@ export class RouteLimiter {
     // The store knows how its clock differs from this process's (redis-store.ts: TIME on connection,
     // before any traffic, then its fastest reservations); this process's clock is monotonic.
     const clock = hasStoreClock(this.store) ? this.store.clockOffset() : undefined
-    if (clock === undefined || !this.failover.fromSharedStore(reservation)) return -Infinity
+    const shared = this.limits !== undefined ? this.limits.fromSharedStore(reservation) : this.failover.fromSharedStore(reservation)
+    if (clock === undefined || !shared || reservation.startMs === undefined) return -Infinity
     return nowMs() + clock.skewMs - reservation.startMs
   }
 

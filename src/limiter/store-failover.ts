@@ -96,6 +96,11 @@ export class StoreFailover {
     return mode
   }
 
+  /** The newest local start of `bucket` (epoch ms), if any. */
+  lastStartOf (bucket: string): number | undefined {
+    return this.lastStart.get(bucket)
+  }
+
   /** This instance's part of `amount` among the team's live instances, at least 1. */
   share (amount: number): number {
     return Math.max(1, Math.floor(amount / Math.max(1, this.store.instanceCount())))

@@ -3,6 +3,9 @@
 import type { BucketStore } from '../store/bucket-store'
 import type { SluiceMetrics } from './metrics'
 
+/** The admission path's commands (reserveLimits and its kin: routes with several limits). */
+const TIMED = new Set<string | symbol>(['reserve', 'release', 'pause', 'reserveLimits', 'releaseLimit', 'pauseLimit'])
+
 export function timedStore (store: BucketStore, metrics: SluiceMetrics, onPause: (bucket: string, ms: number) => void): BucketStore {
   // Methods are bound once, not on every access (the limiters call several per request); a method
   // replaced on the store is bound anew.
@@ -14,6 +17,7 @@ export function timedStore (store: BucketStore, metrics: SluiceMetrics, onPause:
       try {
         const result = await fn.apply(target, args)
         if (prop === 'pause') onPause(String(args[0]), Number(result))
+        if (prop === 'pauseLimit') onPause(String(args[1]), Number(result))
         return result
       } catch (err) {
         metrics.storeErrors.inc(labels)
@@ -30,7 +34,7 @@ export function timedStore (store: BucketStore, metrics: SluiceMetrics, onPause:
       const known = bound.get(prop)
       if (known?.fn === value) return known.method
       const fn = value as (...args: unknown[]) => Promise<unknown>
-      const method = prop === 'reserve' || prop === 'release' || prop === 'pause' ? timedMethod(fn, target, prop) : fn.bind(target)
+      const method = TIMED.has(prop) ? timedMethod(fn, target, prop as string) : fn.bind(target)
       bound.set(prop, { fn: value, method })
       return method
     }

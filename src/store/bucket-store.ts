@@ -80,6 +80,46 @@ export function slidingWindowParams (policy: BucketPolicy): { windowUs: number, 
   return { windowUs: (policy.windowMs + policy.marginMs) * 1000, keep: policy.limit + 32, padUs: policy.marginMs * 1000 }
 }
 
+/**
+ * Where one limit of a route with several lives: `tag` is the Redis Cluster hash tag every key of one
+ * reservation shares, `state` names the limit's keys under it ('' = the tag's own keys: `{tag}:part`).
+ */
+export interface LimitRef { tag: string, state: string }
+
+/** One limit of a reservation over several: its state, its live policy, and what the request costs in it (0 = untouched). */
+export interface LimitBooking { ref: LimitRef, policy: BucketPolicy, cost: number }
+
+/** What one reservation over several limits did in each of them. */
+export interface LimitOutcome {
+  /** What `releaseLimit` needs to give it back; 0 when nothing was booked (cost 0, or refused). */
+  ticket: number
+  remaining: number
+  resetMs: number
+}
+
+/** A reservation over several limits: the one start all allow, `binding` the limit that set it (or has the least left). */
+export interface MultiReservation extends Reservation {
+  limits: LimitOutcome[]
+  binding: number
+}
+
+/** A store that books one start in several limits at once (one atomic step, one round trip). */
+export interface MultiLimitStore {
+  /** The earliest start every limit allows and `pause` (the request's bucket's) permits, booked in all of them, or in none beyond `maxWaitMs`. */
+  reserveLimits (bookings: readonly LimitBooking[], pause: LimitRef, maxWaitMs: number): Promise<MultiReservation>
+  /** Give one limit's part back, where it is still that limit's newest (as release). */
+  releaseLimit (booking: LimitBooking, ticket: number): Promise<boolean>
+  /** Pause `ref` (a request bucket's pause, see reserveLimits); the announcement names `bucket`. */
+  pauseLimit (ref: LimitRef, bucket: string, delayMs: number): Promise<number>
+  peekLimit (ref: LimitRef, pause: LimitRef, policy: BucketPolicy): Promise<BucketPeek>
+  /** A shared store: one limit's starts made without it (the outage's local share; see StartRecorder). */
+  recordLimitStarts?: (ref: LimitRef, policy: BucketPolicy, startsMs: number[]) => Promise<void>
+}
+
+export function isMultiLimitStore (store: BucketStore): store is BucketStore & MultiLimitStore {
+  return typeof (store as Partial<MultiLimitStore>).reserveLimits === 'function'
+}
+
 /** A read-only look at one bucket, for status pages (never on the admission path). */
 export interface BucketPeek {
   /** Requests that could start right now. */

@@ -11,6 +11,8 @@ export type ReserveReply = [number, number, number, number, number, number]
 export interface SluiceCommands {
   sluiceReserveTokenBucket (state: string, pause: string, intervalUs: number, tauUs: number, cost: number, maxWaitUs: number): Promise<ReserveReply>
   sluiceReserveSlidingWindow (starts: string, pause: string, floor: string, limit: number, windowUs: number, cost: number, maxWaitUs: number, keep: number, padUs: number): Promise<ReserveReply>
+  /** reserve-limits.lua: numberOfKeys given per call (1 + 2 per limit), then the keys, then ARGV. */
+  sluiceReserveLimits (numberOfKeys: number, ...keysAndArgs: Array<string | number>): Promise<number[]>
   sluiceReleaseTokenBucket (state: string, ticket: string, backUs: number): Promise<number>
   sluiceReleaseSlidingWindow (starts: string, ticket: string, cost: number): Promise<number>
   sluiceRecordTokenBucket (state: string, intervalUs: number, ...startsUs: string[]): Promise<number>
@@ -26,8 +28,9 @@ export interface SluiceCommands {
   sluiceClientPresence (presence: string, instance: string, ttlMs: number, ...clients: string[]): Promise<number[]>
 }
 
-/** Command name, script file (`verb-<numberOfKeys>.lua`) and its number of keys. */
-export const SCRIPTS: ReadonlyArray<[keyof SluiceCommands, string, number]> = [
+/** Command name, script file (`verb-<numberOfKeys>.lua`, or `verb.lua` when passed per call) and its number of keys. */
+export const SCRIPTS: ReadonlyArray<[keyof SluiceCommands, string, number | undefined]> = [
+  ['sluiceReserveLimits', 'reserve-limits.lua', undefined],
   ['sluiceReserveTokenBucket', 'reserve-token-bucket-2.lua', 2],
   ['sluiceReserveSlidingWindow', 'reserve-sliding-window-3.lua', 3],
   ['sluiceReleaseTokenBucket', 'release-token-bucket-1.lua', 1],
@@ -63,6 +66,6 @@ export function loadLuaScript (file: string, dir: string = LUA_DIR): string {
 
 /** Defines every script on `client` as a command (EVALSHA, reloaded by ioredis on NOSCRIPT). */
 export function defineSluiceCommands (client: Redis): Redis & SluiceCommands {
-  for (const [name, file, numberOfKeys] of SCRIPTS) client.defineCommand(name, { numberOfKeys, lua: loadLuaScript(file) })
+  for (const [name, file, numberOfKeys] of SCRIPTS) client.defineCommand(name, numberOfKeys === undefined ? { lua: loadLuaScript(file) } : { numberOfKeys, lua: loadLuaScript(file) })
   return client as Redis & SluiceCommands
 }

@@ -2,7 +2,8 @@
 // in ./lua, step for step, so one contract suite holds for both stores.
 import { EventEmitter } from 'node:events'
 import { nowUs } from './clock'
-import { slidingWindowParams, tokenBucketParams, type BucketPeek, type BucketPolicy, type BucketStore, type Reservation, type TeamBoard } from './bucket-store'
+import { slidingWindowParams, tokenBucketParams, type BucketPeek, type BucketPolicy, type BucketStore, type LimitBooking, type LimitRef, type MultiLimitStore, type MultiReservation, type Reservation, type TeamBoard } from './bucket-store'
+import { pushStarts, reserveLimitsIn } from './memory-limits'
 
 interface Bucket {
   /** token-bucket theoretical arrival time, µs */
@@ -24,7 +25,12 @@ function emptyBucket (): Bucket {
   return { tat: 0, starts: [], head: 0, floor: 0, pausedUntil: 0, expiresAt: 0 }
 }
 
-export class MemoryStore implements BucketStore, TeamBoard {
+/** A limit's bucket name: the tag's own for state '' (so `pause(tag)` pauses it), else under it. */
+function limitName (ref: LimitRef): string {
+  return ref.state === '' ? ref.tag : `${ref.tag}|${ref.state}`
+}
+
+export class MemoryStore implements BucketStore, TeamBoard, MultiLimitStore {
   readonly kind = 'memory' as const
   private readonly buckets = new Map<string, Bucket>()
   /** Heartbeats: id -> snapshot and its expiry (ms since epoch); in memory only this process beats. */
@@ -86,15 +92,7 @@ export class MemoryStore implements BucketStore, TeamBoard {
     }
     let recorded = roomy ? start + padUs : start
     if (len > 0) recorded = Math.max(recorded, b.starts[b.starts.length - 1])
-    for (let i = 0; i < cost; i++) b.starts.push(recorded)
-    if (b.starts.length - b.head > keep + 32) {
-      b.head = b.starts.length - keep
-      b.floor = b.starts[b.head - 1]
-    }
-    if (b.head > 4096) {
-      b.starts = b.starts.slice(b.head)
-      b.head = 0
-    }
+    pushStarts(b, recorded, cost, keep)
     b.expiresAt = recorded + windowUs + 1_000_000
     let remaining = 0
     if (start <= now) {
@@ -106,6 +104,25 @@ export class MemoryStore implements BucketStore, TeamBoard {
       remaining = Math.max(0, policy.limit - used)
     }
     return admitted(wait, remaining, recorded + windowUs - now, recorded, start)
+  }
+
+  async reserveLimits (bookings: readonly LimitBooking[], pause: LimitRef, maxWaitMs: number): Promise<MultiReservation> {
+    const states = bookings.map((b) => this.bucket(limitName(b.ref)))
+    return reserveLimitsIn(states, bookings, this.buckets.get(limitName(pause))?.pausedUntil ?? 0, maxWaitMs, nowUs())
+  }
+
+  async releaseLimit (booking: LimitBooking, ticket: number): Promise<boolean> {
+    return ticket !== 0 && await this.release(limitName(booking.ref), booking.policy, booking.cost, ticket)
+  }
+
+  async pauseLimit (ref: LimitRef, bucket: string, delayMs: number): Promise<number> {
+    return await this.pauseNamed(limitName(ref), bucket, delayMs)
+  }
+
+  async peekLimit (ref: LimitRef, pause: LimitRef, policy: BucketPolicy): Promise<BucketPeek> {
+    const peek = await this.peek(limitName(ref), policy)
+    const pausedForMs = Math.max(0, (this.buckets.get(limitName(pause))?.pausedUntil ?? 0) - nowUs()) / 1000
+    return pausedForMs > 0 ? { ...peek, remaining: 0, pausedForMs } : peek
   }
 
   async release (name: string, policy: BucketPolicy, cost: number, ticket: number): Promise<boolean> {
@@ -124,12 +141,17 @@ export class MemoryStore implements BucketStore, TeamBoard {
   }
 
   async pause (name: string, delayMs: number): Promise<number> {
+    return await this.pauseNamed(name, name, delayMs)
+  }
+
+  /** Pause bucket `name`; the announcement names `bucket` (a request's bucket, for a limit's pause). */
+  private async pauseNamed (name: string, bucket: string, delayMs: number): Promise<number> {
     const now = nowUs()
     const b = this.bucket(name)
     const untilUs = now + Math.round(delayMs * 1000)
     if (b.pausedUntil < untilUs && delayMs > 0) {
       b.pausedUntil = untilUs
-      this.freed.emit('paused', name, delayMs)
+      this.freed.emit('paused', bucket, delayMs)
     }
     return Math.max(0, b.pausedUntil - now) / 1000
   }

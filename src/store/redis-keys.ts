@@ -4,6 +4,8 @@
 export interface RedisKeys {
   /** A bucket's key: `<prefix>{<bucket>}:<part>` (tb, sw, sw-floor, pause, leases, presence). */
   bucket: (bucket: string, part: string) => string
+  /** A limit of a route with several: `<prefix>{<tag>}:<state>:<part>`, or `<prefix>{<tag>}:<part>` for state ''. */
+  limit: (ref: { tag: string, state: string }, part: string) => string
   /** The team's heartbeat keys: `<prefix>{instances}:<part>` (live, snapshots). */
   team: (part: string) => string
   /** Channel on which a freed concurrency slot is announced. */
@@ -15,6 +17,7 @@ export interface RedisKeys {
 export function redisKeys (prefix: string): RedisKeys {
   return {
     bucket: (bucket, part) => `${prefix}{${bucket}}:${part}`,
+    limit: (ref, part) => ref.state === '' ? `${prefix}{${ref.tag}}:${part}` : `${prefix}{${ref.tag}}:${ref.state}:${part}`,
     team: (part) => `${prefix}{instances}:${part}`,
     leaseChannel: `${prefix}lease-freed`,
     pauseChannel: `${prefix}paused`

@@ -4,7 +4,7 @@
 import Redis, { type RedisOptions } from 'ioredis'
 import { nowMs } from './clock'
 import { admittedFromUs, refusalFromUs } from './memory-store'
-import { slidingWindowParams, tokenBucketParams, type BucketPeek, type BucketPolicy, type BucketStore, type Reservation, type TeamBoard, type ClientPresence } from './bucket-store'
+import { slidingWindowParams, tokenBucketParams, type BucketPeek, type BucketPolicy, type BucketStore, type Reservation, type TeamBoard, type ClientPresence, type LimitBooking, type LimitRef, type MultiLimitStore, type MultiReservation } from './bucket-store'
 import { withLagAwareTimeout } from './lag-aware-timeout'
 import { defineSluiceCommands, type ReserveReply, type SluiceCommands } from './lua-scripts'
 import { RedisClock, type ClockOffset } from './redis-clock'
@@ -30,7 +30,7 @@ export interface RedisStoreOptions {
   commandTimeoutMs?: number
 }
 
-export class RedisStore implements BucketStore, TeamBoard, ClientPresence {
+export class RedisStore implements BucketStore, TeamBoard, ClientPresence, MultiLimitStore {
   readonly kind = 'redis' as const
   readonly client: Redis & SluiceCommands
   private readonly keys: RedisKeys
@@ -86,6 +86,59 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence {
     // The script read Redis's clock at the start less the wait.
     this.clock.note((startUs - waitUs) / 1000, sentAt, nowMs())
     return ok === 1 ? admittedFromUs(waitUs, remaining, resetUs, ticket, startUs) : refusalFromUs(waitUs, resetUs, startUs)
+  }
+
+  /** reserve-limits.lua: every limit's keys under one hash tag, one round trip. */
+  async reserveLimits (bookings: readonly LimitBooking[], pause: LimitRef, maxWaitMs: number): Promise<MultiReservation> {
+    const keys: string[] = [this.keys.limit(pause, 'pause')]
+    const args: number[] = [bookings.length, Math.round(maxWaitMs * 1000)]
+    for (const { ref, policy, cost } of bookings) {
+      if (policy.algorithm === 'token-bucket') {
+        const { intervalUs, tauUs } = tokenBucketParams(policy)
+        keys.push(this.keys.limit(ref, 'tb'), this.keys.limit(ref, 'sw-floor'))
+        args.push(1, intervalUs, tauUs, cost, 0, 0)
+      } else {
+        const { windowUs, keep, padUs } = slidingWindowParams(policy)
+        keys.push(this.keys.limit(ref, 'sw'), this.keys.limit(ref, 'sw-floor'))
+        args.push(2, policy.limit, windowUs, cost, keep, padUs)
+      }
+    }
+    const sentAt = nowMs()
+    const r = await withLagAwareTimeout(this.client.sluiceReserveLimits(keys.length, ...keys, ...args), this.commandTimeoutMs)
+    const [ok, waitUs, remaining, resetUs, binding, startUs] = r
+    this.clock.note((startUs - waitUs) / 1000, sentAt, nowMs())
+    const limits = bookings.map((_, i) => ({ ticket: r[6 + 3 * i], remaining: r[7 + 3 * i], resetMs: r[8 + 3 * i] / 1000 }))
+    const base = ok === 1 ? admittedFromUs(waitUs, remaining, resetUs, startUs, startUs) : refusalFromUs(waitUs, resetUs, startUs)
+    return { ...base, limits, binding: binding - 1 }
+  }
+
+  async releaseLimit (booking: LimitBooking, ticket: number): Promise<boolean> {
+    if (ticket === 0) return false
+    const t = String(ticket)
+    const done = booking.policy.algorithm === 'token-bucket'
+      ? await this.client.sluiceReleaseTokenBucket(this.keys.limit(booking.ref, 'tb'), t, tokenBucketParams(booking.policy).intervalUs * booking.cost)
+      : await this.client.sluiceReleaseSlidingWindow(this.keys.limit(booking.ref, 'sw'), t, booking.cost)
+    return done === 1
+  }
+
+  async pauseLimit (ref: LimitRef, bucket: string, delayMs: number): Promise<number> {
+    return await this.client.sluicePause(this.keys.limit(ref, 'pause'), Math.round(delayMs * 1000), this.keys.pauseChannel, bucket) / 1000
+  }
+
+  async peekLimit (ref: LimitRef, pause: LimitRef, policy: BucketPolicy): Promise<BucketPeek> {
+    const reply = policy.algorithm === 'token-bucket'
+      ? await this.client.sluicePeekTokenBucket(this.keys.limit(ref, 'tb'), this.keys.limit(pause, 'pause'), tokenBucketParams(policy).intervalUs, tokenBucketParams(policy).tauUs)
+      : await this.client.sluicePeekSlidingWindow(this.keys.limit(ref, 'sw'), this.keys.limit(pause, 'pause'), this.keys.limit(ref, 'sw-floor'), policy.limit, slidingWindowParams(policy).windowUs)
+    const [remaining, booked, resetUs, pausedUs] = reply
+    return { remaining, booked, resetMs: resetUs / 1000, pausedForMs: pausedUs / 1000 }
+  }
+
+  /** One limit's starts made without Redis (see recordStarts). */
+  async recordLimitStarts (ref: LimitRef, policy: BucketPolicy, startsMs: number[]): Promise<void> {
+    const skewMs = this.clock.offset()?.skewMs ?? 0
+    const us = startsMs.map((ms) => String(Math.round((ms + skewMs) * 1000)))
+    if (policy.algorithm === 'token-bucket') await this.client.sluiceRecordTokenBucket(this.keys.limit(ref, 'tb'), tokenBucketParams(policy).intervalUs, ...us)
+    else await this.client.sluiceRecordSlidingWindow(this.keys.limit(ref, 'sw'), slidingWindowParams(policy).windowUs, ...us)
   }
 
   async release (bucket: string, policy: BucketPolicy, cost: number, ticket: number): Promise<boolean> {

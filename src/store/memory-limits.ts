@@ -1,0 +1,110 @@
+// One reservation over several limits in process memory: reserve-limits.lua step for step (the
+// earliest start every limit allows, booked in all or none), on the memory store's per-limit state.
+import { slidingWindowParams, tokenBucketParams, type LimitBooking, type LimitOutcome, type MultiReservation } from './bucket-store'
+
+/** The part of a memory bucket a limit uses (see memory-store.ts). */
+export interface LimitState {
+  tat: number
+  starts: number[]
+  head: number
+  floor: number
+  expiresAt: number
+}
+
+/**
+ * Record `cost` starts at `at` in a sliding window, trimmed in batches to its newest `keep` (the
+ * newest trimmed is the floor), as the scripts do; the array is compacted now and then.
+ */
+export function pushStarts (s: LimitState, at: number, cost: number, keep: number): void {
+  for (let i = 0; i < cost; i++) s.starts.push(at)
+  if (s.starts.length - s.head > keep + 32) {
+    s.head = s.starts.length - keep
+    s.floor = s.starts[s.head - 1]
+  }
+  if (s.head > 4096) {
+    s.starts = s.starts.slice(s.head)
+    s.head = 0
+  }
+}
+
+/** Starts of a sliding window inside the window ending at `at` (its newest `limit` at most). */
+function used (s: LimitState, limit: number, windowUs: number, at: number): number {
+  let n = 0
+  for (let i = s.starts.length - 1; i >= s.head && n < limit && s.starts[i] > at - windowUs; i--) n++
+  return n
+}
+
+function newest (s: LimitState): number | undefined {
+  return s.starts.length > s.head ? s.starts[s.starts.length - 1] : undefined
+}
+
+/** The earliest start `b` allows, at or after `from` (µs). */
+function earliest (s: LimitState, b: LimitBooking, from: number, now: number): number {
+  if (b.cost === 0) return from
+  if (b.policy.algorithm === 'token-bucket') {
+    const { intervalUs, tauUs } = tokenBucketParams(b.policy)
+    return Math.max(from, Math.max(s.tat, now) + intervalUs * (b.cost - 1) - tauUs)
+  }
+  const { windowUs } = slidingWindowParams(b.policy)
+  const len = s.starts.length - s.head
+  const back = b.policy.limit - b.cost + 1
+  const ref = len >= back ? s.starts[s.starts.length - back] + windowUs : s.floor > 0 ? s.floor + windowUs : 0
+  return Math.max(from, ref)
+}
+
+/** Book `b` at `start` (as the script: a roomy start is padded, never recorded before the newest). */
+function book (s: LimitState, b: LimitBooking, start: number, roomy: boolean, now: number): LimitOutcome {
+  const p = b.policy
+  if (p.algorithm === 'token-bucket') {
+    const { intervalUs, tauUs } = tokenBucketParams(p)
+    if (b.cost > 0) {
+      s.tat = Math.max(s.tat, start) + intervalUs * b.cost
+      s.expiresAt = s.tat + 1_000_000
+    }
+    const remaining = Math.max(0, Math.floor((now + tauUs + intervalUs - Math.max(s.tat, now)) / intervalUs))
+    return { ticket: b.cost > 0 ? s.tat : 0, remaining, resetMs: Math.max(0, s.tat - now) / 1000 }
+  }
+  const { windowUs, keep, padUs } = slidingWindowParams(p)
+  let ticket = 0
+  if (b.cost > 0) {
+    ticket = Math.max(roomy ? start + padUs : start, newest(s) ?? 0)
+    pushStarts(s, ticket, b.cost, keep)
+    s.expiresAt = ticket + windowUs + 1_000_000
+  }
+  const remaining = start <= now ? Math.max(0, p.limit - used(s, p.limit, windowUs, now)) : 0
+  const last = newest(s)
+  return { ticket, remaining, resetMs: last === undefined ? 0 : Math.max(0, last + windowUs - now) / 1000 }
+}
+
+/** Reset of a limit that was not booked (a refusal), ms. */
+function resetOf (s: LimitState, b: LimitBooking, now: number): number {
+  if (b.policy.algorithm === 'token-bucket') return Math.max(0, s.tat - now) / 1000
+  const last = newest(s)
+  return last === undefined ? 0 : Math.max(0, last + slidingWindowParams(b.policy).windowUs - now) / 1000
+}
+
+/** reserve-limits.lua on `states` (one per booking, in order); `pausedUntil` and `now` in µs. */
+export function reserveLimitsIn (states: LimitState[], bookings: readonly LimitBooking[], pausedUntil: number, maxWaitMs: number, now: number): MultiReservation {
+  const floorStart = Math.max(now, pausedUntil)
+  let start = floorStart
+  let binding = 0
+  bookings.forEach((b, i) => {
+    const at = earliest(states[i], b, floorStart, now)
+    if (at > start) {
+      start = at
+      binding = i
+    }
+  })
+  const wait = start - now
+  if (wait > Math.round(maxWaitMs * 1000)) {
+    const limits = bookings.map((b, i) => ({ ticket: 0, remaining: 0, resetMs: resetOf(states[i], b, now) }))
+    return { admitted: false, waitMs: wait / 1000, remaining: 0, resetMs: limits[binding].resetMs, startMs: start / 1000, ticket: undefined, limits, binding }
+  }
+  const roomy = start === floorStart
+  const limits = bookings.map((b, i) => book(states[i], b, start, roomy, now))
+  if (start > now) for (const l of limits) l.remaining = 0
+  let least = 0
+  limits.forEach((l, i) => { if (l.remaining < limits[least].remaining) least = i })
+  if (start <= now) binding = least
+  return { admitted: true, waitMs: wait / 1000, remaining: limits[least].remaining, resetMs: limits[binding].resetMs, startMs: start / 1000, ticket: start, limits, binding }
+}
