@@ -15,6 +15,7 @@ import { endBodilessResponses } from './bodiless-responses'
 import { createForwarder } from './forward'
 import { forwardedRequestHeaders, withoutHopByHop } from './hop-by-hop'
 import { rateLimitHeaders } from './rate-limit-headers'
+import { marginProbe } from './margin-probe'
 import { requestBodyParser } from './request-body'
 
 export interface RouteParts {
@@ -32,14 +33,16 @@ export interface RouteParts {
 export async function registerRoute (scope: FastifyInstance, parts: RouteParts): Promise<void> {
   const { route, limiter } = parts
   const origin = new URL(route.upstream).origin
-  const pool = new Pool(origin, {
+  const upstreamPool = new Pool(origin, {
     connections: 128,
     pipelining: 1,
     headersTimeout: route.timeoutMs,
     bodyTimeout: route.timeoutMs,
     connect: { timeout: route.connectTimeoutMs, rejectUnauthorized: true }
-  }).compose(endBodilessResponses)
+  })
+  const pool = upstreamPool.compose(endBodilessResponses)
   scope.addHook('onClose', async () => { await pool.close() })
+  const probe = marginProbe(scope, parts, upstreamPool)
 
   // One parser for every content type: JSON bodies are read and checked before admission
   // (MALFORMED_JSON takes no token); the rest streams (request-body.ts).
@@ -65,6 +68,8 @@ export async function registerRoute (scope: FastifyInstance, parts: RouteParts):
       rewriteRequestHeaders: (request: FastifyRequest, headers: Record<string, unknown>) => {
         const out = forwardedRequestHeaders(headers)
         out['x-request-id'] = request.id
+        const startAt = request.sluice?.startAt
+        if (probe !== undefined && startAt !== undefined) probe.expect(request.id, startAt)
         return out
       },
       rewriteHeaders: (headers: Record<string, unknown>, request: FastifyRequest | undefined) => {
