@@ -120,7 +120,8 @@ async function main (): Promise<void> {
       peakOpen,
       reservations,
       releases,
-      waited
+      waited,
+      marginsMs: [...sluice.limiters.values()].map((l) => l.policy.marginMs)
     }),
     starts: () => starts,
     cpu: () => process.cpuUsage()

@@ -1,6 +1,6 @@
 // The adaptive margin end to end (http/margin-probe.ts): a real Sluice, a strict emulated upstream,
 // the figures taken from undici's diagnostics channels.
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { startEmulator, maxInWindow } from '../src/emulator'
 import { startSluice } from './helpers/sluice'
 
@@ -31,27 +31,26 @@ t.test('a quiet path narrows the margin below the configured one; the limit hold
   t.equal(sluice.limiters.get('fixed')?.policy.marginMs, 200, 'margin: 200ms fixed is never adapted')
 })
 
-t.test('a 429 in a full window (late arrivals the probe cannot see) widens the margin', async (t) => {
-  // The upstream counts 20 in any 1.15 s: as if requests reached it up to 150 ms later than the path shows.
-  const emulator = await startEmulator({ profile: 'generic', limit: 20, windowMs: 1150 })
+/** A 20/s token-bucket route (margin cap 300 ms) in front of an upstream counting `limit` per `windowMs`; the pushbacks' causes. */
+async function pushbacks (t: Test, limit: number, windowMs: number, requests: number): Promise<{ causes: unknown[], marginMs: number }> {
+  const emulator = await startEmulator({ profile: 'generic', limit, windowMs })
   t.teardown(() => emulator.close())
   const sluice = await startSluice([{ name: 'tb', upstream: emulator.url, limit: '20/s', algorithm: 'token-bucket', margin: '300ms', maxWait: '60s', maxQueue: 1000, minPause: '0ms', maxPause: '200ms' }])
   t.teardown(() => sluice.close())
-  await fire(`${sluice.url}/x`, 120)
-  const causes = sluice.logs.filter((l) => l.cause !== undefined).map((l) => l.cause)
+  await fire(`${sluice.url}/x`, requests)
+  return { causes: sluice.logs.filter((l) => l.cause !== undefined).map((l) => l.cause), marginMs: sluice.limiters.get('tb')?.policy.marginMs ?? NaN }
+}
+
+t.test('a 429 in a full window (late arrivals the probe cannot see) widens the margin', async (t) => {
+  // The upstream counts 20 in any 1.15 s: as if requests reached it up to 150 ms later than the path shows.
+  const { causes, marginMs: margin } = await pushbacks(t, 20, 1150, 120)
   t.ok(causes.includes('jitter'), `a pushback was told apart as jitter (${causes.join(', ')})`)
   t.notOk(causes.includes('lower-limit'), 'and none as a lower limit')
-  const margin = sluice.limiters.get('tb')?.policy.marginMs ?? NaN
   t.ok(margin >= 100, `the margin widened towards the 150 ms (${margin.toFixed(1)} ms; the path alone asks for less)`)
 })
 
 t.test('a 429 well below the limit is a lower limit, not a margin matter', async (t) => {
-  const emulator = await startEmulator({ profile: 'generic', limit: 12, windowMs: 1000 })
-  t.teardown(() => emulator.close())
-  const sluice = await startSluice([{ name: 'tb', upstream: emulator.url, limit: '20/s', algorithm: 'token-bucket', margin: '300ms', maxWait: '60s', maxQueue: 1000, minPause: '0ms', maxPause: '200ms' }])
-  t.teardown(() => sluice.close())
-  await fire(`${sluice.url}/x`, 60)
-  const causes = sluice.logs.filter((l) => l.cause !== undefined).map((l) => l.cause)
+  const { causes } = await pushbacks(t, 12, 1000, 60)
   t.ok(causes.length > 0, `the upstream pushed back (${causes.length})`)
   t.same([...new Set(causes)], ['lower-limit'], 'every pushback told apart as a lower limit')
 })
