@@ -134,7 +134,8 @@ async function main (): Promise<void> {
       reservations,
       multiReservations,
       releases,
-      waited
+      waited,
+      marginsMs: [...sluice.limiters.values()].map((l) => l.policy.marginMs)
     }),
     starts: () => starts,
     cpu: () => process.cpuUsage()

@@ -6,14 +6,17 @@ import { fairness } from './fairness'
 import { machine } from './machine'
 import { nginxReference } from './nginx'
 import { overhead } from './overhead'
-import { precision } from './precision'
 import { precisionTwoLimits } from './precision-limits'
+import { precisionFromFlags } from './precision-flags'
 import { scale } from './scale'
 import { writeResult } from './table'
 
-const SCENARIOS: Record<string, () => Promise<Record<string, unknown> | undefined>> = {
+/** `--name value` pairs after the scenario names (e.g. precision --rates 20,50 --windows 1s,10s --runs 10). */
+type Flags = Record<string, string>
+
+const SCENARIOS: Record<string, (flags: Flags) => Promise<Record<string, unknown> | undefined>> = {
   overhead: async () => await overhead(),
-  precision: async () => await precision(),
+  precision: async (flags) => await precisionFromFlags(flags),
   'precision-limits': async () => await precisionTwoLimits(),
   scale: async () => await scale(),
   fairness: async () => await fairness(),
@@ -22,7 +25,12 @@ const SCENARIOS: Record<string, () => Promise<Record<string, unknown> | undefine
 }
 
 async function main (): Promise<void> {
-  const asked = process.argv.slice(2)
+  const args = process.argv.slice(2)
+  const firstFlag = args.findIndex((a) => a.startsWith('--'))
+  const asked = firstFlag < 0 ? args : args.slice(0, firstFlag)
+  const flags: Flags = {}
+  const flagArgs = firstFlag < 0 ? [] : args.slice(firstFlag)
+  for (let i = 0; i < flagArgs.length; i += 2) flags[flagArgs[i].slice(2)] = flagArgs[i + 1] ?? ''
   const unknown = asked.filter((s) => !(s in SCENARIOS))
   if (unknown.length > 0) {
     process.stderr.write(`bench: unknown scenario ${unknown.join(', ')}; known: ${Object.keys(SCENARIOS).join(', ')}\n`)
@@ -33,7 +41,7 @@ async function main (): Promise<void> {
     const m = machine()
     process.stdout.write(`\n${name} on ${m.cpus} × ${m.cpuModel}, ${m.memoryGiB} GiB, Node ${m.node}, ${m.platform}, load average ${m.loadAverage1m}\n`)
     const began = Date.now()
-    const result = await SCENARIOS[name]()
+    const result = await SCENARIOS[name](flags)
     if (result === undefined) continue
     const path = writeResult(name, { ...result, machine: { ...m, loadAverage1mAfter: Math.round(loadavg()[0] * 100) / 100 }, elapsedS: Math.round((Date.now() - began) / 100) / 10 })
     process.stdout.write(`→ ${path}\n`)

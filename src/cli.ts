@@ -43,7 +43,7 @@ Route options (quick start; each also reads SLUICE_<NAME>, e.g. SLUICE_MAX_WAIT)
   --max-wait DURATION     longest a request waits for its slot (default 60s), e.g. 500ms, 30s, 2m
   --max-queue N           most requests waiting per bucket in this instance (default 1000)
   --key instance|header:NAME  one budget for the upstream (default) or one per header value
-  --margin DURATION       safety margin added to the window (default 1% of it, at least 100ms)
+  --margin DURATION       most safety margin added to the window, adapted to the path (default 1% of it, at least 100ms; "DURATION fixed": never adapted)
   --prefix PATH           mount path (default /)
   --name NAME             route name in headers, logs and keys (default "default")
   --profile NAME          generic, testrail, testmo, zulip or github (error formats)

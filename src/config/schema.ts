@@ -4,6 +4,7 @@ import type { TlsFiles } from './tls'
 import { parseDuration, parseRate, type Rate } from './units'
 import { maxCostOf, parseCostRules, type CostRule } from './cost-rules'
 import { costBounds, limitItems, parseLimits, type LimitSpec } from './limits'
+import { parseMargin } from './margin'
 import { ConfigError, describeValue } from '../errors'
 import { PROFILE_NAMES, type ProfileName } from '../profiles/profile'
 import type { EgressConfig } from './egress'
@@ -31,8 +32,10 @@ export interface RouteConfig {
   maxQueue: number
   algorithm: Algorithm
   key: BucketKey
-  /** Safety margin added to every window so jitter between Sluice and the upstream cannot overshoot. */
+  /** Safety margin added to every window so jitter between Sluice and the upstream cannot overshoot: the cap of the adaptive margin. */
   marginMs: number
+  /** `margin: fixed`: always marginMs, not adapted to what the path shows (margin.ts). */
+  marginFixed?: boolean
   profile: ProfileName
   /** "envelope" (default) normalises upstream errors; "upstream" passes their bodies through untouched. */
   errors: 'envelope' | 'upstream'
@@ -279,7 +282,7 @@ export function parseRoute (raw: unknown, at: string): RouteConfig {
     maxQueue: integer(`${at}.maxQueue`, r.maxQueue ?? d.maxQueue, 0),
     algorithm,
     key: parseKey(`${at}.key`, r.key ?? d.key),
-    marginMs: r.margin === undefined ? defaultMarginMs(limit.windowMs) : field(`${at}.margin`, () => parseDuration(r.margin)),
+    ...parseMargin(`${at}.margin`, r.margin, defaultMarginMs(limit.windowMs)),
     profile: oneOf(`${at}.profile`, r.profile ?? d.profile, PROFILE_NAMES),
     errors: oneOf(`${at}.errors`, r.errors ?? d.errors, ['envelope', 'upstream'] as const),
     timeoutMs: field(`${at}.timeout`, () => parseDuration(r.timeout ?? d.timeout)),

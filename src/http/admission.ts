@@ -64,6 +64,7 @@ export function createAdmission (opts: AdmissionOptions): (request: FastifyReque
       // A body without Content-Length is counted as it streams upstream (413 past bodyLimit).
       if (request.body === request.raw && request.headers['content-length'] === undefined) request.body = limitBody(request.raw, route)
       state.waitedMs = admission.waitedMs
+      state.startAt = admission.startAt
       state.view = { remaining: admission.reservation.remaining, resetMs: Math.max(0, admission.reservation.resetMs - admission.waitedMs), ...bindingOf(admission.reservation) }
       // A concurrency slot (route `concurrency`) is held until the exchange with the client is over.
       if (admission.release !== undefined) reply.raw.once('close', admission.release)

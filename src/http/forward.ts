@@ -111,6 +111,7 @@ class Exchange {
   private async readmit (): Promise<void> {
     const admission = await this.opts.limiter.admit(this.bucket, Math.max(0, this.remainingWaitMs()), this.controller.signal)
     this.state.waitedMs += admission.waitedMs
+    this.state.startAt = admission.startAt
     this.state.view = { remaining: admission.reservation.remaining, resetMs: Math.max(0, admission.reservation.resetMs - admission.waitedMs) }
     this.slept = admission.waitedMs > 0
   }

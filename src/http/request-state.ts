@@ -19,6 +19,8 @@ export interface RequestState {
   maxWaitMs?: number
   /** Attempts sent upstream after the first (forward.ts). */
   retries?: number
+  /** The start the store recorded for the current attempt, performance.now (margin-probe.ts measures from it). */
+  startAt?: number
   /** The admission's abort controller: retries are admitted under the same one (forward.ts). */
   controller?: Cancel
 }

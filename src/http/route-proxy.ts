@@ -14,6 +14,7 @@ import { createForwarder } from './forward'
 import { forwardedRequestHeaders, withoutHopByHop } from './hop-by-hop'
 import type { EgressConfig } from '../config/egress'
 import { rateLimitHeaders } from './rate-limit-headers'
+import { marginProbe } from './margin-probe'
 import { requestBodyParser } from './request-body'
 import { upstreamDispatcher } from './upstream-dispatcher'
 
@@ -33,8 +34,9 @@ export interface RouteParts {
 
 export async function registerRoute (scope: FastifyInstance, parts: RouteParts): Promise<void> {
   const { route, limiter } = parts
-  const pool = upstreamDispatcher(route, parts.egress)
+  const { dispatcher: pool, connected } = upstreamDispatcher(route, parts.egress)
   scope.addHook('onClose', async () => { await pool.close() })
+  const probe = marginProbe(scope, parts, connected)
 
   // One parser for every content type: JSON bodies are read and checked before admission
   // (MALFORMED_JSON takes no token); the rest streams (request-body.ts).
@@ -60,6 +62,8 @@ export async function registerRoute (scope: FastifyInstance, parts: RouteParts):
       rewriteRequestHeaders: (request: FastifyRequest, headers: Record<string, unknown>) => {
         const out = forwardedRequestHeaders(headers)
         out['x-request-id'] = request.id
+        const startAt = request.sluice?.startAt
+        if (probe !== undefined && startAt !== undefined) probe.expect(request.id, startAt)
         return out
       },
       rewriteHeaders: (headers: Record<string, unknown>, request: FastifyRequest | undefined) => {

@@ -16,7 +16,13 @@ function routeTimeouts (route: RouteConfig): Dispatcher.DispatcherComposeInterce
   return (dispatch) => (opts, handler) => dispatch({ ...opts, headersTimeout: opts.headersTimeout ?? route.timeoutMs, bodyTimeout: opts.bodyTimeout ?? route.bodyTimeoutMs }, handler)
 }
 
-export function upstreamDispatcher (route: RouteConfig, egress: EgressConfig | undefined): Dispatcher {
+/** The route's dispatcher, and how many connections it has open to the upstream (or its proxy) now. */
+export interface UpstreamDispatcher {
+  dispatcher: Dispatcher
+  connected: () => number
+}
+
+export function upstreamDispatcher (route: RouteConfig, egress: EgressConfig | undefined): UpstreamDispatcher {
   const common = {
     connections: CONNECTIONS,
     pipelining: 1,
@@ -25,7 +31,10 @@ export function upstreamDispatcher (route: RouteConfig, egress: EgressConfig | u
     bodyTimeout: route.bodyTimeoutMs,
     connect: { timeout: route.connectTimeoutMs, rejectUnauthorized: true }
   }
-  if (egress === undefined) return new Pool(new URL(route.upstream).origin, common).compose(endBodilessResponses)
+  if (egress === undefined) {
+    const pool = new Pool(new URL(route.upstream).origin, common)
+    return { dispatcher: pool.compose(endBodilessResponses), connected: () => pool.stats.connected }
+  }
   const agent = new EnvHttpProxyAgent({
     ...common,
     // Explicit values (also empty ones): the agent must not read process.env behind the config's back.
@@ -38,5 +47,7 @@ export function upstreamDispatcher (route: RouteConfig, egress: EgressConfig | u
     proxyTls: { timeout: route.connectTimeoutMs },
     requestTls: { timeout: route.connectTimeoutMs, rejectUnauthorized: true }
   } as EnvHttpProxyAgent.Options)
-  return agent.compose(routeTimeouts(route), endBodilessResponses)
+  // The proxy agent does not count its connections: taken as none open, the margin keeps what a
+  // new connection needs (margin-probe.ts), the cautious side.
+  return { dispatcher: agent.compose(routeTimeouts(route), endBodilessResponses), connected: () => 0 }
 }

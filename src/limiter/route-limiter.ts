@@ -20,6 +20,8 @@ export interface Admission {
   waitedMs: number
   /** Give the concurrency slot back (route `concurrency`); call once the upstream exchange is over. */
   release?: () => void
+  /** The start the store recorded, in this process's clock (performance.now): how late the request leaves is counted from it. */
+  startAt?: number
 }
 
 /** Re-reservations a request may make after starting late, before it is forwarded late anyway. */
@@ -84,6 +86,14 @@ export class RouteLimiter {
       this.policy.windowMs = windowMs
       this.policy.marginMs = Math.max(50, Math.round(windowMs / 100))
     }
+  }
+
+  /**
+   * Use a margin of `ms` from the next reservation on (the route's adaptive margin, measured on its
+   * path: http/margin-probe.ts). Reservations already made keep theirs.
+   */
+  setMargin (ms: number): void {
+    this.policy.marginMs = ms
   }
 
   queueDepth (bucket: string): number {
@@ -171,7 +181,8 @@ export class RouteLimiter {
       // land in the next window at the upstream: give the slot up and reserve again, within the bound.
       if (lateMs <= toleranceMs || attempt >= MAX_LATE_RETRIES) {
         if (lateMs > toleranceMs) this.lateStarts.lateForwarded++
-        return { bucket, reservation, waitedMs: performance.now() - arrived }
+        const now = performance.now()
+        return { bucket, reservation, waitedMs: now - arrived, startAt: now - Math.max(0, lateMs) }
       }
       this.lateStarts.lateRetries++
       await this.giveBackCost(bucket, reservation, cost)

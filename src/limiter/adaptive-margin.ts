@@ -1,0 +1,177 @@
+// The margin a route needs on its path, from what that path shows (pure: no timers, no I/O; the
+// caller passes the time). The margin protects against one request of a window reaching the
+// upstream later than the next window's request reaches it after their reserved starts: it must
+// cover how late a request leaves after its start (a busy event loop, a new connection) plus how much
+// the trip to the upstream varies. Both are measured per forwarded request (margin-probe.ts):
+//   need = safety × (p99 of lateness + half the spread (p99 − p1) of response times)
+// over the most recent samples, within [floor, cap]; the configured `margin` is the cap.
+// The margin widens at once (one late sample is enough) and narrows slowly (the gap to the
+// estimate halves every narrowHalfLifeMs), and not at all for a while after a pushback caused by
+// jitter (see pushback()).
+
+export interface MarginSettings {
+  /** The configured margin: never above it. */
+  capMs: number
+  /** Never below it. */
+  floorMs: number
+  /** Times the measured need. */
+  safety: number
+  /** Samples before the estimate replaces the cap. */
+  minSamples: number
+  /** Samples the percentiles are taken over (the most recent ones). */
+  keep: number
+  /** The gap between the margin and a lower estimate halves this often. */
+  narrowHalfLifeMs: number
+  /** No narrowing for this long after a pushback caused by jitter. */
+  holdAfterPushbackMs: number
+}
+
+export const MARGIN_DEFAULTS: Omit<MarginSettings, 'capMs'> = {
+  floorMs: 5,
+  safety: 1.5,
+  minSamples: 16,
+  keep: 256,
+  narrowHalfLifeMs: 3000,
+  holdAfterPushbackMs: 30_000
+}
+
+/** Estimates are worked out again after this many samples (a late sample widens at once). */
+const RECOMPUTE_EVERY = 16
+
+export type PushbackCause = 'jitter' | 'lower-limit'
+
+/**
+ * What an upstream 429 means: when the upstream had accepted a full window of Sluice's starts (or one
+ * less) before the refused request, it counted a start of the window before: the margin was too
+ * narrow. Fewer than that, and the upstream's limit is lower than the configured one. `full`: what
+ * Sluice books in one window at most, evenly paced (fullWindow); `slack` widens "one less" where the
+ * count is an estimate (n instances each counting their own starts, times n).
+ */
+export function pushbackCause (bookedBefore: number, full: number, slack = 1): PushbackCause {
+  return bookedBefore >= Math.floor(full) - Math.max(1, slack) ? 'jitter' : 'lower-limit'
+}
+
+/**
+ * Starts in one window when `limit` are booked per window plus margin, evenly paced (a token bucket's
+ * backlog; a sliding window may book the whole limit at once, more than this, never less).
+ */
+export function fullWindow (limit: number, windowMs: number, marginMs: number): number {
+  return limit * windowMs / (windowMs + marginMs)
+}
+
+/** The value at fraction q (0..1) of sorted values (nearest rank). */
+export function quantile (sorted: ArrayLike<number>, q: number): number {
+  if (sorted.length === 0) return 0
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))
+  return sorted[i]
+}
+
+export class AdaptiveMargin {
+  readonly settings: MarginSettings
+  private margin: number
+  private readonly late: Float64Array
+  private readonly response: Float64Array
+  private count = 0
+  private sinceRecompute = 0
+  private lastNarrowAt: number | undefined
+  private holdUntil = -Infinity
+  private estimate: number | undefined
+
+  constructor (settings: Partial<MarginSettings> & { capMs: number }) {
+    this.settings = { ...MARGIN_DEFAULTS, ...settings }
+    // Until the path is measured, the configured margin.
+    this.margin = this.settings.capMs
+    this.late = new Float64Array(this.settings.keep)
+    this.response = new Float64Array(this.settings.keep)
+  }
+
+  /** The margin in force, ms. */
+  get marginMs (): number {
+    return this.margin
+  }
+
+  /** The latest estimate of what the path needs (before the cap), ms; undefined until minSamples. */
+  get neededMs (): number | undefined {
+    return this.estimate
+  }
+
+  get samples (): number {
+    return Math.min(this.count, this.settings.keep)
+  }
+
+  /** A new cap (the configured margin changed, or `limit: auto` adopted another window). */
+  setCap (capMs: number): void {
+    this.settings.capMs = capMs
+    this.margin = Math.min(this.margin, capMs)
+  }
+
+  /**
+   * One forwarded request: how late it left after its reserved start, and how long the upstream took
+   * to answer (undefined when no answer came). Returns the margin in force afterwards.
+   */
+  sample (latenessMs: number, responseMs: number | undefined, now: number): number {
+    const i = this.count % this.settings.keep
+    this.late[i] = Math.max(0, latenessMs)
+    this.response[i] = responseMs ?? NaN
+    this.count++
+    this.sinceRecompute++
+    const { safety } = this.settings
+    // Widen at once: a request later than the margin covers cannot wait for the percentiles.
+    if (this.count >= this.settings.minSamples && safety * latenessMs > this.margin) {
+      this.widenTo(safety * latenessMs)
+      this.lastNarrowAt = now
+    }
+    if (this.count >= this.settings.minSamples && (this.sinceRecompute >= RECOMPUTE_EVERY || this.estimate === undefined)) {
+      this.recompute(now)
+    }
+    return this.margin
+  }
+
+  /**
+   * The upstream pushed back. `bookedBefore`: starts Sluice booked in the upstream's window before
+   * the refused one (and the upstream accepted); `full`: see pushbackCause. Jitter widens the margin (doubles it, by the floor at least) and holds it.
+   */
+  pushback (bookedBefore: number, full: number, now: number, slack = 1): PushbackCause {
+    const cause = pushbackCause(bookedBefore, full, slack)
+    if (cause === 'jitter') {
+      this.widenTo(Math.max(2 * this.margin, this.margin + this.settings.floorMs))
+      this.holdUntil = now + this.settings.holdAfterPushbackMs
+    }
+    return cause
+  }
+
+  /** The path went cold (no warm connection left): back to at least `coldMs` until it is measured again. */
+  cold (coldMs: number): number {
+    this.widenTo(coldMs)
+    return this.margin
+  }
+
+  private widenTo (ms: number): void {
+    const { capMs, floorMs } = this.settings
+    this.margin = Math.min(capMs, Math.max(this.margin, floorMs, ms))
+  }
+
+  private recompute (now: number): void {
+    this.sinceRecompute = 0
+    const n = this.samples
+    const late = Array.from(this.late.subarray(0, n)).sort((a, b) => a - b)
+    const resp = Array.from(this.response.subarray(0, n)).filter((v) => !Number.isNaN(v)).sort((a, b) => a - b)
+    const spread = resp.length === 0 ? 0 : (quantile(resp, 0.99) - quantile(resp, 0.01)) / 2
+    const { safety, floorMs, capMs, narrowHalfLifeMs } = this.settings
+    const need = Math.min(capMs, Math.max(floorMs, safety * (quantile(late, 0.99) + spread)))
+    this.estimate = need
+    if (need >= this.margin) {
+      this.widenTo(need)
+      this.lastNarrowAt = now
+      return
+    }
+    if (now < this.holdUntil) {
+      this.lastNarrowAt = now
+      return
+    }
+    const since = this.lastNarrowAt === undefined ? narrowHalfLifeMs : now - this.lastNarrowAt
+    this.lastNarrowAt = now
+    const kept = Math.pow(0.5, Math.max(0, since) / narrowHalfLifeMs)
+    this.margin = Math.max(need, need + (this.margin - need) * kept)
+  }
+}

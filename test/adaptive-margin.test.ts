@@ -1,0 +1,103 @@
+// The adaptive margin's estimator (limiter/adaptive-margin.ts): pure, driven by a table of samples.
+import t from 'tap'
+import { AdaptiveMargin, fullWindow, pushbackCause, quantile } from '../src/limiter/adaptive-margin'
+import { parseRoute } from '../src/config/schema'
+
+function feed (m: AdaptiveMargin, n: number, latenessMs: number, responseMs: number | undefined, at: { now: number }, stepMs = 50): void {
+  for (let i = 0; i < n; i++) {
+    at.now += stepMs
+    m.sample(latenessMs, responseMs, at.now)
+  }
+}
+
+t.test('starts at the cap, narrows slowly to what the path needs, never below the floor', async (t) => {
+  const m = new AdaptiveMargin({ capMs: 100 })
+  const at = { now: 0 }
+  t.equal(m.marginMs, 100, 'unmeasured: the configured margin')
+  feed(m, 15, 2, 1, at)
+  t.equal(m.marginMs, 100, 'fewer than minSamples: still the cap')
+  feed(m, 1, 2, 1, at)
+  t.ok(m.marginMs < 100 && m.marginMs > 5, `first estimate narrows part of the way (${m.marginMs})`)
+  t.equal(m.neededMs, 5, 'needed: 1.5 × 2 ms is below the 5 ms floor')
+  feed(m, 400, 2, 1, at)
+  t.ok(m.marginMs - 5 < 0.5, `after 20 s the margin is at the floor (${m.marginMs})`)
+})
+
+t.test('the estimate: safety × (p99 lateness + half the spread of response times)', async (t) => {
+  const rows: Array<[string, number[], number[], number]> = [
+    ['flat', [4], [10], 6],
+    ['response spread 10..30 ms adds 10', [4], [10, 30], 21],
+    ['capped', [80], [10], 50]
+  ]
+  for (const [name, late, resp, want] of rows) {
+    const m = new AdaptiveMargin({ capMs: 50 })
+    let now = 0
+    for (let i = 0; i < 256; i++) m.sample(late[i % late.length], resp[i % resp.length], (now += 10))
+    t.equal(m.neededMs, want, name)
+  }
+})
+
+t.test('widens at once on a late sample, narrows with a half-life', async (t) => {
+  const m = new AdaptiveMargin({ capMs: 200 })
+  const at = { now: 0 }
+  feed(m, 600, 2, 1, at)
+  t.equal(Math.round(m.marginMs), 5)
+  m.sample(40, 1, (at.now += 1))
+  t.equal(m.marginMs, 60, 'one sample 40 ms late: 1.5 × 40 at once')
+  feed(m, 32, 2, 1, at, 93.75)
+  // One sample of 256 is below the p99: the estimate is the floor again, and by the last estimate
+  // within the next 3 s (one half-life; estimates come every 16 samples) the margin has come
+  // between 30% and half of the way back.
+  t.ok(m.marginMs > 32 && m.marginMs < 44, `narrowing by its half-life (${m.marginMs})`)
+  feed(m, 300, 2, 1, at)
+  t.ok(m.marginMs < 10, `back near the floor (${m.marginMs})`)
+  feed(m, 16, 30, 1, at)
+  t.equal(m.marginMs, 45, 'lateness that persists (16 samples 30 ms late): widened at once to 1.5 × 30')
+})
+
+t.test('pushback: jitter widens and holds; a lower limit leaves the margin alone', async (t) => {
+  const rows: Array<[number, number, number, string]> = [
+    [20, 20, 1, 'jitter'],
+    [19, 20, 1, 'jitter'],
+    [18, 20, 1, 'lower-limit'],
+    [10, 20, 1, 'lower-limit'],
+    [18, 20, 3, 'jitter'],
+    [16, 20, 3, 'lower-limit'],
+    // A token bucket's backlog at 20 per 1 s + 50 ms books 19.05 in any 1 s: 18 before is "one less".
+    [18, fullWindow(20, 1000, 50), 1, 'jitter'],
+    [17, fullWindow(20, 1000, 50), 1, 'lower-limit']
+  ]
+  for (const [booked, full, slack, cause] of rows) t.equal(pushbackCause(booked, full, slack), cause, `${booked} of ${full} (slack ${slack})`)
+  const m = new AdaptiveMargin({ capMs: 100 })
+  const at = { now: 0 }
+  feed(m, 600, 2, 1, at)
+  const before = m.marginMs
+  t.equal(m.pushback(10, 20, at.now), 'lower-limit')
+  t.equal(m.marginMs, before, 'unchanged by a lower limit')
+  t.equal(m.pushback(19, 20, at.now), 'jitter')
+  t.equal(m.marginMs, 2 * before, 'doubled by jitter')
+  feed(m, 200, 2, 1, at) // 10 s
+  t.equal(m.marginMs, 2 * before, 'held for 30 s after a jitter pushback')
+  feed(m, 600, 2, 1, at)
+  t.ok(m.marginMs < 2 * before, 'then narrows again')
+  m.cold(80)
+  t.equal(m.marginMs, 80, 'a cold pool: the cold margin')
+  m.cold(500)
+  t.equal(m.marginMs, 100, 'never above the cap')
+})
+
+t.test('quantile', async (t) => {
+  t.equal(quantile([], 0.99), 0)
+  t.equal(quantile([1, 2, 3, 4], 0.5), 2)
+  t.equal(quantile([1, 2, 3, 4], 0.99), 4)
+  t.equal(quantile([1, 2, 3, 4], 0.01), 1)
+})
+
+t.test('config: margin is the cap; "fixed" keeps it', async (t) => {
+  const upstream = 'http://127.0.0.1:9'
+  t.match(parseRoute({ name: 'a', upstream, limit: '20/s' }, 'r'), { marginMs: 100, marginFixed: false })
+  t.match(parseRoute({ name: 'a', upstream, limit: '20/s', margin: '30ms' }, 'r'), { marginMs: 30, marginFixed: false })
+  t.match(parseRoute({ name: 'a', upstream, limit: '20/s', margin: 'fixed' }, 'r'), { marginMs: 100, marginFixed: true })
+  t.match(parseRoute({ name: 'a', upstream, limit: '20/s', margin: '50ms fixed' }, 'r'), { marginMs: 50, marginFixed: true })
+  t.throws(() => parseRoute({ name: 'a', upstream, limit: '20/s', margin: 'wide' }, 'r'), { name: 'ConfigError', field: 'r.margin' })
+})

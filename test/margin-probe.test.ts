@@ -1,0 +1,56 @@
+// The adaptive margin end to end (http/margin-probe.ts): a real Sluice, a strict emulated upstream,
+// the figures taken from undici's diagnostics channels.
+import t, { type Test } from 'tap'
+import { startEmulator, maxInWindow } from '../src/emulator'
+import { startSluice } from './helpers/sluice'
+
+async function fire (url: string, n: number): Promise<number[]> {
+  return await Promise.all(Array.from({ length: n }, async () => {
+    const res = await fetch(url)
+    await res.arrayBuffer()
+    return res.status
+  }))
+}
+
+t.test('a quiet path narrows the margin below the configured one; the limit holds; fixed stays', async (t) => {
+  const emulator = await startEmulator({ profile: 'generic', limit: 20, windowMs: 1000 })
+  t.teardown(() => emulator.close())
+  const sluice = await startSluice([
+    { name: 'adaptive', prefix: '/a', upstream: emulator.url, limit: '20/s', algorithm: 'sliding-window', margin: '200ms', maxWait: '30s', maxQueue: 1000 },
+    { name: 'fixed', prefix: '/f', upstream: emulator.url, limit: '20/s', algorithm: 'sliding-window', margin: '200ms fixed', maxWait: '30s', maxQueue: 1000 }
+  ])
+  t.teardown(() => sluice.close())
+  const statuses = await fire(`${sluice.url}/a/x`, 80)
+  t.same([...new Set(statuses)], [200], 'all forwarded')
+  const adaptive = sluice.limiters.get('adaptive')?.policy.marginMs ?? NaN
+  t.ok(adaptive < 200 && adaptive >= 5, `the margin in force narrowed to ${adaptive.toFixed(1)} ms (cap 200)`)
+  const times = emulator.arrivals.map((a) => a.t).sort((a, b) => a - b)
+  t.ok(maxInWindow(times, 1000) <= 20, `at most 20 in any 1 s at the upstream (${maxInWindow(times, 1000)})`)
+  t.equal(emulator.stats().limited, 0, 'no upstream 429')
+  await fire(`${sluice.url}/f/x`, 30)
+  t.equal(sluice.limiters.get('fixed')?.policy.marginMs, 200, 'margin: 200ms fixed is never adapted')
+})
+
+/** A 20/s token-bucket route (margin cap 300 ms) in front of an upstream counting `limit` per `windowMs`; the pushbacks' causes. */
+async function pushbacks (t: Test, limit: number, windowMs: number, requests: number): Promise<{ causes: unknown[], marginMs: number }> {
+  const emulator = await startEmulator({ profile: 'generic', limit, windowMs })
+  t.teardown(() => emulator.close())
+  const sluice = await startSluice([{ name: 'tb', upstream: emulator.url, limit: '20/s', algorithm: 'token-bucket', margin: '300ms', maxWait: '60s', maxQueue: 1000, minPause: '0ms', maxPause: '200ms' }])
+  t.teardown(() => sluice.close())
+  await fire(`${sluice.url}/x`, requests)
+  return { causes: sluice.logs.filter((l) => l.cause !== undefined).map((l) => l.cause), marginMs: sluice.limiters.get('tb')?.policy.marginMs ?? NaN }
+}
+
+t.test('a 429 in a full window (late arrivals the probe cannot see) widens the margin', async (t) => {
+  // The upstream counts 20 in any 1.15 s: as if requests reached it up to 150 ms later than the path shows.
+  const { causes, marginMs: margin } = await pushbacks(t, 20, 1150, 120)
+  t.ok(causes.includes('jitter'), `a pushback was told apart as jitter (${causes.join(', ')})`)
+  t.notOk(causes.includes('lower-limit'), 'and none as a lower limit')
+  t.ok(margin >= 100, `the margin widened towards the 150 ms (${margin.toFixed(1)} ms; the path alone asks for less)`)
+})
+
+t.test('a 429 well below the limit is a lower limit, not a margin matter', async (t) => {
+  const { causes } = await pushbacks(t, 12, 1000, 60)
+  t.ok(causes.length > 0, `the upstream pushed back (${causes.length})`)
+  t.same([...new Set(causes)], ['lower-limit'], 'every pushback told apart as a lower limit')
+})
