@@ -47,10 +47,11 @@ t.test('20,000 distinct clients and credentials: bounded metrics and status, map
   const labels = new Set(metrics.find('sluice_client_requests_total').map((x) => x.labels.client))
   t.ok(labels.size <= MAX_CLIENT_SERIES + 1, `${labels.size} client label values, at most ${MAX_CLIENT_SERIES} + other`)
   t.ok(labels.has(OTHER_CLIENT), 'the clients beyond the bound are counted as other')
-  // Clients idle for IDLE_MS lose their series during the flood already, so the sum is at most FLOOD.
+  // Clients idle for IDLE_MS lose their series (and their places) during the flood already, so the
+  // sum is at most FLOOD, and how many were labelled depends on how long the flood took.
   const other = metrics.value('sluice_client_requests_total', { route: 'keyed', client: OTHER_CLIENT, outcome: 'forwarded' })
   const all = metrics.value('sluice_client_requests_total', { route: 'keyed', outcome: 'forwarded' })
-  t.ok(other >= FLOOD - 10 * MAX_CLIENT_SERIES && all <= FLOOD, `each request counted at most once, ${other} of them under other`)
+  t.ok(other >= FLOOD / 2 && all <= FLOOD, `each request counted at most once, ${other} of them under other`)
   t.ok(new Set(metrics.find('sluice_client_wait_seconds_total').map((x) => x.labels.client)).size <= MAX_CLIENT_SERIES + 1, 'waits per client bounded alike')
   t.ok(new Set(metrics.find('sluice_queue_depth').map((x) => x.labels.bucket)).size <= 500, 'bucket gauges bounded (MAX_BUCKETS)')
 
