@@ -3,6 +3,7 @@
 import { loadavg } from 'node:os'
 import { distantStore } from './distant-store'
 import { fairness } from './fairness'
+import { idle } from './idle'
 import { machine } from './machine'
 import { nginxReference } from './nginx'
 import { overhead } from './overhead'
@@ -21,7 +22,8 @@ const SCENARIOS: Record<string, (flags: Flags) => Promise<Record<string, unknown
   scale: async () => await scale(),
   fairness: async () => await fairness(),
   nginx: async () => await nginxReference(),
-  'distant-store': async () => await distantStore()
+  'distant-store': async () => await distantStore(),
+  idle: async () => await idle()
 }
 
 async function main (): Promise<void> {

@@ -17,6 +17,7 @@ import { registerAccessLog } from './access-log'
 import { applyServerTimeouts, clientErrorHandler, refuseConnect, serverTimeouts, type ServerTimeouts } from './client-error'
 import { frameworkErrors, registerErrorHandlers } from './error-handler'
 import { registerHealthRoutes } from './health-routes'
+import { IDLE_MS, startIdleSweep } from './idle-sweep'
 import { createLogger } from './logger'
 import { registerRequestHooks, requestId } from './request-hooks'
 import { registerRoute } from './route-proxy'
@@ -46,6 +47,8 @@ export interface CreateOptions {
   store?: BucketStore
   /** Server timeouts in ms instead of those derived from the config (tests use short ones). */
   timeouts?: Partial<ServerTimeouts>
+  /** How long per-client and per-bucket figures stay once idle, ms (idle-sweep.ts; tests use a short one). */
+  idleMs?: number
 }
 
 export async function createSluice (config: SluiceConfig, options: CreateOptions = {}): Promise<SluiceServer> {
@@ -55,11 +58,14 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
   const drain = new Drain()
   const limiters = new Map<string, RouteLimiter>()
   const schedulers = new Map<string, FairScheduler>()
-  const observer = new Observer(config, store, limiters, logger, { schedulers })
+  const idleMs = options.idleMs ?? IDLE_MS
+  const observer = new Observer(config, store, limiters, logger, { schedulers, idleMs })
   const shared: Shared = { logger, store, observer, limiters, schedulers }
   const own = await wireApp(app, config, shared, drain)
   for (const [name, limiter] of own.limiters) limiters.set(name, limiter)
   for (const [name, scheduler] of own.schedulers) schedulers.set(name, scheduler)
+  const stopSweep = startIdleSweep(shared, idleMs)
+  app.addHook('onClose', async () => { stopSweep() })
   return { app, store, limiters, schedulers, config, observer, ...lifecycle(app, store, config, logger, drain) }
 }
 

@@ -75,6 +75,16 @@ export class FairScheduler {
     return this.clientStats.all()
   }
 
+  /** Forget the stats of clients idle for `idleMs` (queues and buckets go as soon as they are empty). */
+  forgetIdle (now: number, idleMs: number): void {
+    this.clientStats.forgetIdle(now, idleMs)
+  }
+
+  /** How much per-bucket and per-client state this scheduler holds (bounded-state tests). */
+  stateSizes (): { buckets: number, clientStats: number } {
+    return { buckets: this.buckets.size, clientStats: this.clientStats.size }
+  }
+
   /** Wait for the request's fair turn and its start, or throw what the limiter throws (details.client added). */
   async admit (req: FairRequest): Promise<FairAdmission> {
     if (req.signal.aborted) throw new ClientGoneError('client disconnected before admission')
@@ -149,6 +159,7 @@ export class FairScheduler {
 
   private clientQueue (b: FairBucket, id: string): ClientQueue {
     return b.client(id, () => {
+      this.gossip?.wake()
       const weight = this.weights.get(id) ?? 1
       return { weight, stats: this.clientStats.of(b.name, id, weight) }
     })

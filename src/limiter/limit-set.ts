@@ -128,9 +128,19 @@ export class LimitSet {
     }
   }
 
-  /** Forget buckets admission no longer remembers (its sweep). */
+  /** Forget buckets admission no longer remembers (its sweep), and starts made without Redis older than a window. */
   forgetBeyond (remembered: ReadonlyMap<string, unknown>): void {
     for (const name of this.newest.keys()) if (!remembered.has(name)) this.newest.delete(name)
+    for (const name of this.seeded) if (!remembered.has(name)) this.seeded.delete(name)
+    for (const [key, entry] of this.away) {
+      const since = nowMs() - entry.policy.windowMs - entry.policy.marginMs
+      entry.starts = entry.starts.filter((at) => at > since)
+      if (entry.starts.length === 0) this.away.delete(key)
+    }
+  }
+
+  stateSizes (): { limitsNewest: number, limitsSeeded: number, limitsAway: number } {
+    return { limitsNewest: this.newest.size, limitsSeeded: this.seeded.size, limitsAway: this.away.size }
   }
 
   /** While Redis is unreachable: this instance's share of every limit, begun a window after its last start. */

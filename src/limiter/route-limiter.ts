@@ -231,14 +231,20 @@ export class RouteLimiter {
   /**
    * The newest local start of a bucket (epoch ms). Every distinct credential of a keyed route is a
    * bucket, so the per-bucket maps are swept once they hold more than SWEEP_ABOVE buckets (and then
-   * twice as many as were left): a bucket without a start for a window and its margin holds nothing
-   * that matters (its newest reservation can no longer be given back usefully, nor its last start
-   * delay anything).
+   * twice as many as were left), and by forgetIdle when traffic has stopped.
    */
   private noteStart (bucket: string, startMs: number): void {
     this.lastStart.set(bucket, Math.max(this.lastStart.get(bucket) ?? 0, startMs))
-    if (this.lastStart.size <= this.sweepAbove) return
-    const idleBefore = Date.now() - this.policy.windowMs - this.policy.marginMs
+    if (this.lastStart.size > this.sweepAbove) this.forgetIdle(Date.now())
+  }
+
+  /**
+   * Forget buckets without a start for a window and its margin and nothing waiting: they hold nothing
+   * that matters (their newest reservation can no longer be given back usefully, nor their last
+   * start delay anything).
+   */
+  forgetIdle (now: number): void {
+    const idleBefore = now - this.policy.windowMs - this.policy.marginMs
     for (const [name, last] of this.lastStart) {
       if (last >= idleBefore || this.waiting.has(name)) continue
       this.lastStart.delete(name)
@@ -246,6 +252,11 @@ export class RouteLimiter {
     this.failover.forgetBeyond(this.lastStart)
     this.limits?.forgetBeyond(this.lastStart)
     this.sweepAbove = Math.max(SWEEP_ABOVE, 2 * this.lastStart.size)
+  }
+
+  /** How much per-bucket state this limiter holds (bounded-state tests). */
+  stateSizes (): Record<string, number> {
+    return { lastStart: this.lastStart.size, waiting: this.waiting.size, ...this.failover.stateSizes(), ...this.limits?.stateSizes() }
   }
 
   /** How long after the start the store recorded this moment is (ms; negative when before it). */

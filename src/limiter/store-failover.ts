@@ -165,9 +165,22 @@ export class StoreFailover {
     }
   }
 
-  /** Forget the newest reservations of buckets admission no longer remembers (its sweep of idle buckets). */
+  /**
+   * Forget what is kept of buckets admission no longer remembers (its sweep of idle buckets): their
+   * newest reservations and local-share set-up, and starts made without Redis older than a window.
+   */
   forgetBeyond (remembered: ReadonlyMap<string, unknown>): void {
     for (const name of this.newest.keys()) if (!remembered.has(name)) this.newest.delete(name)
+    for (const name of this.seeded) if (!remembered.has(name)) this.seeded.delete(name)
+    for (const [name, starts] of this.startsAway) {
+      const recent = this.withinWindow(starts)
+      if (recent.length === 0) this.startsAway.delete(name)
+      else if (recent.length < starts.length) this.startsAway.set(name, recent)
+    }
+  }
+
+  stateSizes (): { newest: number, seeded: number, startsAway: number } {
+    return { newest: this.newest.size, seeded: this.seeded.size, startsAway: this.startsAway.size }
   }
 
   private setMode (mode: StoreMode, err?: unknown): void {

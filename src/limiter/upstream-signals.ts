@@ -18,6 +18,9 @@ export interface UpstreamSignalsOptions {
   log: LimiterLog
 }
 
+/** Pauses remembered before the first sweep of ended ones (every distinct credential may be paused). */
+const PAUSES_SWEEP_ABOVE = 256
+
 export class UpstreamSignals {
   private readonly route: RouteConfig
   private readonly limiter: RouteLimiter
@@ -38,6 +41,8 @@ export class UpstreamSignals {
   private readonly knownPause = new Map<string, number>()
   /** Why this instance paused a bucket (its latest pause), for the refusals during it. */
   private readonly pauseWhy = new Map<string, string>()
+  /** knownPause is swept of ended pauses once it holds more than this many (then twice those left). */
+  private sweepAbove = PAUSES_SWEEP_ABOVE
 
   constructor (opts: UpstreamSignalsOptions) {
     this.route = opts.route
@@ -96,6 +101,16 @@ export class UpstreamSignals {
 
   private notePause (bucket: string, untilMs: number): void {
     if (untilMs > (this.knownPause.get(bucket) ?? 0)) this.knownPause.set(bucket, untilMs)
+    if (this.knownPause.size <= this.sweepAbove) return
+    const now = Date.now()
+    for (const [name, until] of this.knownPause) if (until <= now) this.knownPause.delete(name)
+    for (const name of this.pauseWhy.keys()) if (!this.knownPause.has(name)) this.pauseWhy.delete(name)
+    this.sweepAbove = Math.max(PAUSES_SWEEP_ABOVE, 2 * this.knownPause.size)
+  }
+
+  /** Pauses this instance remembers (bounded-state tests). */
+  get pausesKnown (): number {
+    return this.knownPause.size
   }
 
   private async pause (bucket: string, delayMs: number, why: string): Promise<void> {

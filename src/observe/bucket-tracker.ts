@@ -8,8 +8,8 @@ import { BucketActivity } from './activity'
 import { HISTORY_S } from './history'
 import type { InstanceSnapshot } from './status'
 
-/** Buckets (one per credential with key: header:…) idle this long are forgotten, ms. */
-const BUCKET_IDLE_MS = HISTORY_S * 1000
+/** Buckets (one per credential with key: header:…) idle this long are forgotten, ms (default). */
+export const BUCKET_IDLE_MS = HISTORY_S * 1000
 /** At most this many buckets are tracked (labels, status rows); the idlest go first. */
 const MAX_BUCKETS = 500
 
@@ -32,8 +32,19 @@ export class BucketTracker {
   constructor (
     private readonly routes: Map<string, RouteConfig>,
     private readonly limiters: Map<string, RouteLimiter>,
-    private readonly schedulers: Map<string, QueueSource>
+    private readonly schedulers: Map<string, QueueSource>,
+    private readonly idleMs = BUCKET_IDLE_MS
   ) {}
+
+  get size (): number {
+    return this.activity.size
+  }
+
+  /** Whether a request of this instance is waiting or in flight in any bucket. */
+  busy (): boolean {
+    for (const act of this.activity.values()) if (act.inFlight > 0 || this.queueDepth(act.route, act.bucket) > 0) return true
+    return false
+  }
 
   get (bucket: string): BucketActivity | undefined {
     return this.activity.get(bucket)
@@ -61,7 +72,7 @@ export class BucketTracker {
     for (const act of this.activity.values()) {
       if (act.route === act.bucket) continue // a route's own budget stays
       if (act.inFlight > 0 || this.queueDepth(act.route, act.bucket) > 0) continue
-      if (now - act.lastSeenMs > BUCKET_IDLE_MS) this.activity.delete(act.bucket)
+      if (now - act.lastSeenMs > this.idleMs) this.activity.delete(act.bucket)
       else if (idlest === undefined || act.lastSeenMs < idlest.lastSeenMs) idlest = act
     }
     if (evictOne && this.activity.size > MAX_BUCKETS && idlest !== undefined) this.activity.delete(idlest.bucket)

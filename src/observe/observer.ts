@@ -1,8 +1,9 @@
 // Everything Sluice tells about its budget: Prometheus metrics, the team-wide status, the live
 // dashboard's events. The request path calls three hooks (admitted, finished, retry); the store is
-// wrapped to time its commands and notice pauses; a one-second heartbeat publishes this instance's
-// figures to the shared store and reads everyone else's. Nothing here is on the admission path
-// except a few counter increments.
+// wrapped to time its commands and notice pauses; a heartbeat (every second while there is traffic or
+// a watcher, every few seconds when idle: heartbeat-pace.ts) publishes this instance's figures to the
+// shared store and reads everyone else's. Nothing here is on the admission path except a few counter
+// increments.
 import { randomUUID } from 'node:crypto'
 import { hostname } from 'node:os'
 import type { FastifyReply } from 'fastify'
@@ -12,19 +13,26 @@ import type { Admission, RouteLimiter } from '../limiter/route-limiter'
 import { isShadowAdmission } from '../limiter/shadow-limiter'
 import { isTeamBoard, type BucketPeek, type BucketStore } from '../store/bucket-store'
 import { SERIES_S } from './activity'
-import { BucketTracker, type QueueSource } from './bucket-tracker'
+import { BUCKET_IDLE_MS, BucketTracker, type QueueSource } from './bucket-tracker'
+import { ClientSeries, clientUsage } from './client-series'
 import { EventHub } from './event-stream'
+import { HeartbeatPace } from './heartbeat-pace'
 import { HISTORY_S, History } from './history'
 import { admissionEvents } from './admission-events'
 import { SluiceMetrics } from './metrics'
-import { bucketStatus, parseSnapshot, teamSeries, type ClientUsage, type InstanceSnapshot, type SluiceStatus } from './status'
+import { teamBeat } from './team-beat'
+import { bucketStatus, teamSeries, type InstanceSnapshot, type SluiceStatus } from './status'
 import { timedStore } from './timed-store'
 
 export interface ObserverOptions {
-  /** How often this instance publishes its figures and reads the team's, ms. Default 1000. */
+  /** How often this instance publishes its figures and reads the team's while busy or watched, ms. Default 1000. */
   heartbeatMs?: number
-  /** An instance whose heartbeat is older than this is gone, ms. Default 5000. */
+  /** The same when idle (no traffic, nobody watching), ms. Default 5000. */
+  idleHeartbeatMs?: number
+  /** A busy instance whose heartbeat is older than this is gone, ms (an idle one's lasts its slower pace more). Default 5000. */
   instanceTtlMs?: number
+  /** Per-bucket figures and per-client series idle this long are forgotten, ms. Default 10 min. */
+  idleMs?: number
   /**
    * Queues in front of the limiters (fair-scheduler.ts), by route: a request held there waits too.
    * Read lazily, so the map may be filled after the observer is made.
@@ -62,11 +70,10 @@ export class Observer {
   private readonly countedStates = new WeakSet<ObservedRequest>()
   private readonly history = new History()
   readonly events = new EventHub()
-  private readonly heartbeatMs: number
-  private readonly instanceTtlMs: number
   private readonly schedulers: Map<string, QueueSource>
   private readonly startedAt = new Date().toISOString()
-  private timer: NodeJS.Timeout | undefined
+  private readonly pace: HeartbeatPace
+  private readonly clientSeries: ClientSeries
   private ticking = false
   private closed = false
   private liveCount = 1
@@ -76,11 +83,13 @@ export class Observer {
     this.store = store
     this.limiters = limiters
     this.logger = logger
-    this.heartbeatMs = options.heartbeatMs ?? 1000
-    this.instanceTtlMs = options.instanceTtlMs ?? 5000
+    const busyMs = options.heartbeatMs ?? 1000
+    const ttlMs = options.instanceTtlMs ?? 5000
+    this.pace = new HeartbeatPace({ busyMs, idleMs: options.idleHeartbeatMs ?? 5000, ttlMs, holdMs: 2 * ttlMs }, async () => await this.tick(), () => this.events.size > 0 || this.tracker.busy())
     this.schedulers = options.schedulers ?? new Map()
     for (const r of config.routes) this.routes.set(r.name, r)
-    this.tracker = new BucketTracker(this.routes, limiters, this.schedulers)
+    const idleMs = options.idleMs ?? BUCKET_IDLE_MS
+    this.tracker = new BucketTracker(this.routes, limiters, this.schedulers, idleMs)
     this.metrics = new SluiceMetrics(config.routes.map((r) => ({ name: r.name, limit: r.limit.count, windowS: r.limit.windowMs / 1000 })), {
       buckets: () => this.tracker.figures(),
       inFlight: () => this.tracker.inFlightByRoute(),
@@ -88,6 +97,7 @@ export class Observer {
       storeModes: () => [...this.routes.values()].map((r) => ({ route: r.name, mode: this.storeModeOf(r.name) })),
       admissionEvents: () => admissionEvents(this.routes.keys(), this.limiters, this.schedulers)
     })
+    this.clientSeries = new ClientSeries(this.metrics.clientRequests, this.metrics.clientWait, idleMs)
     for (const r of config.routes) {
       // A budget per route is known from the start; per-credential buckets appear when first used.
       if (r.key.kind === 'instance') this.tracker.of(r, r.name)
@@ -110,12 +120,13 @@ export class Observer {
   admitted (state: ObservedRequest, admission: Admission, reply: FastifyReply): void {
     if (this.admittedStates.has(state)) return
     this.admittedStates.add(state)
+    this.pace.activity()
     const route = state.route
     const act = this.tracker.of(route, admission.bucket)
     act.tokensRemaining = admission.reservation.remaining
     act.count('forwarded')
     this.metrics.wait.observe({ route: route.name }, admission.waitedMs / 1000)
-    if (state.client !== undefined) this.metrics.clientWait.inc({ route: route.name, client: state.client }, admission.waitedMs / 1000)
+    if (state.client !== undefined) this.metrics.clientWait.inc({ route: route.name, client: this.clientSeries.label(route.name, state.client) }, admission.waitedMs / 1000)
     act.recordWait(admission.waitedMs)
     if (isShadowAdmission(admission)) {
       const v = admission.shadow
@@ -140,10 +151,11 @@ export class Observer {
     if (state === undefined || state.outcome === 'admin' || state.outcome === 'unrouted' || state.route === undefined) return
     if (this.countedStates.has(state)) return
     this.countedStates.add(state)
+    this.pace.activity()
     const route = state.route.name
     if (state.client !== undefined) {
       const outcome = this.admittedStates.has(state) ? 'forwarded' : state.outcome === 'cancelled' ? 'cancelled' : 'rejected'
-      this.metrics.clientRequests.inc({ route, client: state.client, outcome })
+      this.metrics.clientRequests.inc({ route, client: this.clientSeries.label(route, state.client), outcome })
     }
     if (this.admittedStates.has(state)) {
       this.metrics.requests.inc({ route, outcome: 'forwarded', code: state.code ?? '' })
@@ -178,27 +190,43 @@ export class Observer {
   }
 
   start (): void {
-    if (this.timer !== undefined || this.closed) return
-    this.timer = setInterval(() => { void this.tick() }, this.heartbeatMs)
-    this.timer.unref()
-    void this.tick()
+    if (!this.closed) this.pace.start()
+  }
+
+  /** Forget buckets and per-client series idle for the idle time (idle-sweep.ts calls this). */
+  forgetIdle (now = Date.now()): void {
+    this.tracker.forgetIdle(now)
+    this.clientSeries.sweep(now)
+  }
+
+  /** How much per-bucket and per-client state this observer holds (bounded-state tests). */
+  stateSizes (): { buckets: number, clientSeries: number, otherClients: number } {
+    const { labelled, candidates } = this.clientSeries.sizes()
+    return { buckets: this.tracker.size, clientSeries: labelled, otherClients: candidates }
   }
 
   async close (): Promise<void> {
     this.closed = true
-    clearInterval(this.timer)
+    this.pace.stop()
     this.events.closeAll()
     if (isTeamBoard(this.store)) await this.store.leave(this.id).catch(() => {})
+  }
+
+  /** The team-wide status for someone reading it: the heartbeat keeps its busy pace while they do. */
+  async status (): Promise<SluiceStatus> {
+    this.pace.watched()
+    return await this.refresh()
   }
 
   /**
    * The team-wide status, fresh: this instance's heartbeat first, then everyone's, then the store.
    * `peek: false` skips reading the buckets from the store (the heartbeat alone, when nobody watches).
    */
-  async status (options: { peek?: boolean } = {}): Promise<SluiceStatus> {
+  private async refresh (options: { peek?: boolean } = {}): Promise<SluiceStatus> {
     const now = Date.now()
-    this.tracker.forgetIdle(now)
-    const { snapshots, reachable } = await this.heartbeat(this.snapshot(now))
+    this.forgetIdle(now)
+    const { snapshots, reachable } = await teamBeat(this.store, this.snapshot(now), this.pace.ttlMs())
+    if (reachable) this.liveCount = snapshots.length
     const names = new Set<string>(this.tracker.buckets())
     for (const snap of snapshots) for (const [bucket, b] of Object.entries(snap.buckets)) if (this.routes.has(b.r)) names.add(bucket)
     const buckets = [...names].sort()
@@ -228,29 +256,10 @@ export class Observer {
       instance: { id: this.id, store: this.store.kind, storeReachable: reachable },
       instances: snapshots.map((s) => ({ id: s.id, host: s.host, pid: s.pid, startedAt: s.startedAt })),
       buckets: rows,
-      clients: this.clientUsage()
+      clients: clientUsage(this.schedulers)
     }
     this.last = status
     return status
-  }
-
-  /** Publish this instance's heartbeat and read everyone's: the live instances' snapshots, own first. */
-  private async heartbeat (own: InstanceSnapshot): Promise<{ snapshots: InstanceSnapshot[], reachable: boolean }> {
-    const board = isTeamBoard(this.store) ? this.store : undefined
-    if (board === undefined) return { snapshots: [own], reachable: true }
-    try {
-      this.liveCount = await board.heartbeat(this.id, JSON.stringify(own), this.instanceTtlMs)
-      const live = await board.liveInstances()
-      const snapshots = [own]
-      for (const [id, text] of live) {
-        const snap = id === this.id ? undefined : parseSnapshot(text)
-        if (snap !== undefined) snapshots.push(snap)
-      }
-      this.liveCount = snapshots.length
-      return { snapshots, reachable: true }
-    } catch {
-      return { snapshots: [own], reachable: false }
-    }
   }
 
   /** Each bucket's state in the store, for the MAX_PEEKS most recently used (undefined for the others). */
@@ -264,23 +273,6 @@ export class Observer {
       if (limiter === undefined || !peeked.has(bucket)) return undefined
       return await board.peek(bucket, limiter.policy).catch(() => undefined)
     }))
-  }
-
-  /** Usage and waits of the fair-share clients this instance has seen. */
-  private clientUsage (): ClientUsage[] {
-    return [...this.schedulers].flatMap(([route, s]) => (s.clients?.() ?? []).map((c) => ({
-      route,
-      bucket: c.bucket,
-      client: c.client,
-      weight: c.weight,
-      admitted: c.admitted,
-      units: c.units,
-      rejected: c.rejected,
-      cancelled: c.cancelled,
-      meanWaitMs: c.admitted === 0 ? 0 : Math.round(c.waitedMsTotal / c.admitted),
-      maxWaitMs: Math.round(c.waitedMsMax),
-      waiting: c.held + c.reserved
-    })))
   }
 
   /** The first event of a new dashboard stream: the status and the whole chart history. */
@@ -301,7 +293,7 @@ export class Observer {
     this.ticking = true
     try {
       // Nobody watching: publish the heartbeat and keep the chart's history, read no bucket.
-      const status = await this.status({ peek: this.events.size > 0 })
+      const status = await this.refresh({ peek: this.events.size > 0 })
       if (!this.closed) this.events.broadcast('status', this.payload(status, TICK_POINTS_S))
     } catch (err) {
       this.logger.debug({ err }, 'status tick failed')

@@ -19,6 +19,7 @@ interface Bucket {
   expiresAt: number
 }
 
+/** How often buckets that hold nothing worth keeping (past their window, unpaused) are dropped, ms. */
 const SWEEP_EVERY_MS = 60_000
 
 function emptyBucket (): Bucket {
@@ -37,10 +38,16 @@ export class MemoryStore implements BucketStore, TeamBoard, MultiLimitStore {
   private readonly beats = new Map<string, { snapshot: string, expiresAt: number }>()
   private readonly sweeper: NodeJS.Timeout
 
-  constructor () {
+  /** `sweepEveryMs`: how often idle buckets are dropped (tests use a short one). */
+  constructor (options: { sweepEveryMs?: number } = {}) {
     // Idle buckets (one per credential with key: header:…) must not accumulate forever.
-    this.sweeper = setInterval(() => this.sweep(), SWEEP_EVERY_MS)
+    this.sweeper = setInterval(() => this.sweep(), options.sweepEveryMs ?? SWEEP_EVERY_MS)
     this.sweeper.unref()
+  }
+
+  /** Buckets held now (bounded-state tests). */
+  get bucketCount (): number {
+    return this.buckets.size
   }
 
   private bucket (name: string): Bucket {
