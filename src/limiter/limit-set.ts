@@ -12,7 +12,7 @@ import type { LimitSpec } from '../config/limits'
 import type { RouteConfig } from '../config/schema'
 import { maxCostOf } from '../config/cost-rules'
 import { SluiceError } from '../errors'
-import { isMultiLimitStore, type BucketPolicy, type BucketStore, type LimitBooking, type LimitRef, type MultiLimitStore, type MultiReservation, type Reservation } from '../store/bucket-store'
+import { isMultiLimitStore, type BucketPeek, type BucketPolicy, type BucketStore, type LimitBooking, type LimitRef, type MultiLimitStore, type MultiReservation, type Reservation } from '../store/bucket-store'
 import { nowMs } from '../store/clock'
 import type { StoreFailover } from './store-failover'
 
@@ -62,6 +62,17 @@ export class LimitSet {
   /** The pause of `bucket` that its reservations honour. */
   pauseRef (bucket: string): LimitRef {
     return this.mixed ? { tag: this.route.name, state: bucket } : { tag: bucket, state: '' }
+  }
+
+  /** Each limit's state for `bucket`, read-only (status pages; never on the admission path). */
+  async peek (bucket: string): Promise<BucketPeek[]> {
+    const pause = this.pauseRef(bucket)
+    return await Promise.all(this.refs(bucket).map(async (ref, i) => await this.store.peekLimit(ref, pause, this.policies[i])))
+  }
+
+  /** Each limit as status shows it: name, live limit and window, algorithm, and whether it is per credential. */
+  describe (): Array<{ name: string, limit: number, windowMs: number, algorithm: string, perCredential: boolean }> {
+    return this.names.map((name, i) => ({ name, limit: this.policies[i].limit, windowMs: this.policies[i].windowMs, algorithm: this.policies[i].algorithm, perCredential: this.perCredential[i] }))
   }
 
   /** A request's cost in each limit: `costs`, or 1 in each; 400 when one is more than its limit can ever hold. */
