@@ -193,3 +193,36 @@ t.test('close does not hang on open event streams', async (t) => {
   await ended
   t.ok(Date.now() - began < 2000, `closed in ${Date.now() - began} ms with a stream open`)
 })
+
+t.test('a bucket with several limits shows a row per limit', { skip }, async (t) => {
+  const { chromium } = await import('playwright-core')
+  const up = await startUpstream()
+  const s = await startSluice([
+    { name: 'pair', prefix: '/pair', upstream: up.url, algorithm: 'sliding-window', limit: [{ rate: '5/min', name: 'short' }, { rate: '12/h', name: 'long' }] },
+    { name: 'one', prefix: '/one', upstream: up.url, limit: '10/min' }
+  ])
+  const profile = mkdtempSync(join(tmpdir(), 'sluice-dashboard-'))
+  const context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, args: ARGS, headless: true, viewport: { width: 1280, height: 900 }, timeout: 20_000 })
+  t.teardown(async () => {
+    await context.close()
+    rmSync(profile, { recursive: true, force: true })
+    await s.close()
+    await up.close()
+  })
+  for (let i = 0; i < 3; i++) await (await request(`${s.url}/pair/x`)).body.dump()
+  const page = context.pages()[0] ?? await context.newPage()
+  const consoleErrors: string[] = []
+  page.on('pageerror', (err) => consoleErrors.push(err.message))
+  await page.goto(`${s.url}/_sluice/`, { waitUntil: 'load', timeout: 10_000 })
+  await page.waitForSelector('[data-bucket="pair"] [data-limit="long"]', { timeout: 5000 })
+  const rows = async (): Promise<string[][]> => await page.$$eval('[data-bucket="pair"] .limits tbody tr', (trs) => trs.map((tr) => [...tr.children].map((c) => c.textContent ?? '')))
+  for (let i = 0; i < 20 && (await rows())[0][2] === '?'; i++) await sleep(250)
+  const shown = await rows()
+  t.same(shown.map((r) => r.slice(0, 4)), [['short', '5/min', '2', '3'], ['long', '12/h', '9', '3']], `name, rate, left now and booked of each limit (${JSON.stringify(shown)})`)
+  t.match(shown[1][4], /^\d+ s$/, 'and when it is full again')
+  t.match(await page.textContent('[data-bucket="pair"] h2 .sub'), /^5\/min \+ 12\/h · /, 'the heading names every rate')
+  t.notOk(await page.isVisible('[data-bucket="one"] .limits'), 'a route with one limit has no table')
+  mkdirSync(ARTIFACTS, { recursive: true })
+  await page.screenshot({ path: join(ARTIFACTS, 'dashboard-limits.png'), fullPage: true })
+  t.same(consoleErrors, [], 'no page errors')
+})

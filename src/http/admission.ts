@@ -47,6 +47,8 @@ export function createAdmission (opts: AdmissionOptions): (request: FastifyReque
     const state: RequestState = { route, bucket: undefined, waitedMs: 0, view: undefined, outcome: 'forwarded' }
     request.sluice = state
     const { bucket, client, priority, cost, costs, maxWaitMs } = ask(opts, request, reply, state)
+    state.cost = cost
+    if (costs !== undefined) state.costs = costs
     const controller = new Cancel()
     state.controller = controller
     // For the whole exchange, retries included (forward.ts): a client that leaves aborts its wait, and
@@ -59,7 +61,7 @@ export function createAdmission (opts: AdmissionOptions): (request: FastifyReque
     try {
       // Shadow routes only measure, so they skip the fair queues (which would hold requests back).
       const admission = route.mode === 'shadow'
-        ? await limiter.admit(bucket, maxWaitMs, controller.signal, cost)
+        ? await limiter.admit(bucket, maxWaitMs, controller.signal, cost, costs)
         : await scheduler.admit({ bucket, client, priority, cost, maxWaitMs, signal: controller.signal, ...(costs === undefined ? {} : { costs }) })
       // A body without Content-Length is counted as it streams upstream (413 past bodyLimit).
       if (request.body === request.raw && request.headers['content-length'] === undefined) request.body = limitBody(request.raw, route)

@@ -107,9 +107,9 @@ class Exchange {
     })
   }
 
-  /** Admit once more, with what is left of the client's wait bound. */
+  /** Admit once more, with what is left of the client's wait bound, at the request's own cost (in each limit). */
   private async readmit (): Promise<void> {
-    const admission = await this.opts.limiter.admit(this.bucket, Math.max(0, this.remainingWaitMs()), this.controller.signal)
+    const admission = await this.opts.limiter.admit(this.bucket, Math.max(0, this.remainingWaitMs()), this.controller.signal, this.state.cost, this.state.costs)
     this.state.waitedMs += admission.waitedMs
     this.state.startAt = admission.startAt
     this.state.view = { remaining: admission.reservation.remaining, resetMs: Math.max(0, admission.reservation.resetMs - admission.waitedMs) }

@@ -17,6 +17,10 @@ export interface RequestState {
   upstreamStatus?: number
   /** The client's wait bound in ms: the route's maxWait, shortened by Prefer: wait (forward.ts retries within it). */
   maxWaitMs?: number
+  /** What the request costs (admission.ts): a retry is booked at the same cost (forward.ts). */
+  cost?: number
+  /** A route with several limits: the cost in each (cost is then the most of them). */
+  costs?: number[]
   /** Attempts sent upstream after the first (forward.ts). */
   retries?: number
   /** The start the store recorded for the current attempt, performance.now (margin-probe.ts measures from it). */

@@ -8,10 +8,11 @@
 // - a per-credential limit with a shared (`key: instance`) one: the shared limit is ONE state for every
 //   credential, so one request's keys can share a slot only if the whole route's state does: the tag
 //   is the route's name. Correct and simple; the cost is that such a route lives on one cluster node.
+import type { LimitSpec } from '../config/limits'
 import type { RouteConfig } from '../config/schema'
 import { maxCostOf } from '../config/cost-rules'
 import { SluiceError } from '../errors'
-import { isMultiLimitStore, type BucketPolicy, type BucketStore, type LimitBooking, type LimitRef, type MultiLimitStore, type MultiReservation, type Reservation } from '../store/bucket-store'
+import { isMultiLimitStore, type BucketPeek, type BucketPolicy, type BucketStore, type LimitBooking, type LimitRef, type MultiLimitStore, type MultiReservation, type Reservation } from '../store/bucket-store'
 import { nowMs } from '../store/clock'
 import type { StoreFailover } from './store-failover'
 
@@ -42,6 +43,14 @@ export class LimitSet {
     this.policies = specs.map((l, i) => i === 0 ? first : { algorithm: l.algorithm, limit: l.rate.count, windowMs: l.rate.windowMs, burst: l.burst, marginMs: l.marginMs })
     this.perCredential = specs.map((l) => l.key.kind === 'header')
     this.mixed = route.key.kind === 'header' && this.perCredential.includes(false)
+    failover.spanMs = () => this.longestSpanMs()
+  }
+
+  /** Adopt an announced limit for limit `at` (upstream-signals.ts); its burst never exceeds the configured one. */
+  setLimit (at: number, limit: number): void {
+    const p = this.policies[at]
+    p.limit = limit
+    p.burst = Math.min((this.route.limits as LimitSpec[])[at].burst, limit)
   }
 
   /** Each limit's state for a request of `bucket` (see the top of this file). */
@@ -53,6 +62,17 @@ export class LimitSet {
   /** The pause of `bucket` that its reservations honour. */
   pauseRef (bucket: string): LimitRef {
     return this.mixed ? { tag: this.route.name, state: bucket } : { tag: bucket, state: '' }
+  }
+
+  /** Each limit's state for `bucket`, read-only (status pages; never on the admission path). */
+  async peek (bucket: string): Promise<BucketPeek[]> {
+    const pause = this.pauseRef(bucket)
+    return await Promise.all(this.refs(bucket).map(async (ref, i) => await this.store.peekLimit(ref, pause, this.policies[i])))
+  }
+
+  /** Each limit as status shows it: name, live limit and window, algorithm, and whether it is per credential. */
+  describe (): Array<{ name: string, limit: number, windowMs: number, algorithm: string, perCredential: boolean }> {
+    return this.names.map((name, i) => ({ name, limit: this.policies[i].limit, windowMs: this.policies[i].windowMs, algorithm: this.policies[i].algorithm, perCredential: this.perCredential[i] }))
   }
 
   /** A request's cost in each limit: `costs`, or 1 in each; 400 when one is more than its limit can ever hold. */
@@ -67,6 +87,11 @@ export class LimitSet {
       }
     })
     return out
+  }
+
+  /** One reservation in every limit, in the route's store only (shadow mode: no outage fallback, nothing given back). */
+  async reserveShared (bucket: string, costs: number[], maxWaitMs: number): Promise<MultiReservation> {
+    return await this.store.reserveLimits(this.refs(bucket).map((ref, i) => ({ ref, policy: this.policies[i], cost: costs[i] })), this.pauseRef(bucket), maxWaitMs)
   }
 
   /** One reservation in every limit: in the shared store while it answers, else the route's onStoreError. */
@@ -143,25 +168,52 @@ export class LimitSet {
     return { limitsNewest: this.newest.size, limitsSeeded: this.seeded.size, limitsAway: this.away.size }
   }
 
-  /** While Redis is unreachable: this instance's share of every limit, begun a window after its last start. */
+  /** While Redis is unreachable: this instance's share of every limit, each begun its own window after the last start. */
   private async local (bucket: string, bookings: LimitBooking[], maxWaitMs: number, err: unknown): Promise<MultiReservation> {
     if (this.failover.enterOutage(bucket, err) === 'open') {
       return { admitted: true, waitMs: 0, remaining: 0, resetMs: 0, ticket: undefined, limits: bookings.map(() => ({ ticket: 0, remaining: 0, resetMs: 0 })), binding: 0 }
     }
     const store = this.failover.local()
-    const shares = bookings.map((b) => {
-      const limit = this.failover.share(b.policy.limit)
-      return { ...b, policy: { ...b.policy, limit, burst: Math.min(limit, this.failover.share(b.policy.burst)) }, cost: Math.min(b.cost, limit) }
-    })
+    const shares = this.shares(bookings)
     if (!this.seeded.has(bucket)) {
+      // As a single limit's local share (store-failover.ts), limit by limit: starts booked in Redis
+      // before the outage still happen, so no window of a limit may hold both. A hold in each limit's
+      // own state, not one pause: a request that costs nothing in a long limit is not held for it.
       this.seeded.add(bucket)
-      const longest = Math.max(...this.policies.map((p) => p.windowMs + p.marginMs))
-      const holdMs = longest - (Date.now() - (this.failover.lastStartOf(bucket) ?? 0))
-      if (holdMs > 0) await store.pauseLimit(this.pauseRef(bucket), bucket, holdMs)
+      const sinceLastMs = Date.now() - (this.failover.lastStartOf(bucket) ?? 0)
+      for (const b of shares) {
+        const holdMs = b.policy.windowMs + b.policy.marginMs - sinceLastMs
+        if (holdMs > 0) store.holdLimit(b.ref, b.policy, holdMs)
+      }
     }
     const r = await store.reserveLimits(shares, this.pauseRef(bucket), maxWaitMs)
     this.made.set(r, { store, bookings: shares })
     return r
+  }
+
+  /** Each booking in this instance's share of its limit (limit and burst over the live instances). */
+  private shares (bookings: LimitBooking[]): LimitBooking[] {
+    return bookings.map((b) => {
+      const limit = this.failover.share(b.policy.limit)
+      return { ...b, policy: { ...b.policy, limit, burst: Math.min(limit, this.failover.share(b.policy.burst)) }, cost: Math.min(b.cost, limit) }
+    })
+  }
+
+  /**
+   * Just after an outage (as RouteLimiter.waitForLocalShare for one limit): a slot of the local share
+   * in every limit, which the request waits for before it books in Redis; `giveBack` undoes it.
+   */
+  async reserveLocalShare (bucket: string, costs: number[], maxWaitMs: number): Promise<{ twin: MultiReservation, giveBack: () => Promise<void> }> {
+    const store = this.failover.local()
+    const shares = this.shares(this.refs(bucket).map((ref, i) => ({ ref, policy: this.policies[i], cost: costs[i] })))
+    const twin = await store.reserveLimits(shares, this.pauseRef(bucket), maxWaitMs)
+    const giveBack = async (): Promise<void> => { await Promise.all(shares.map(async (b, i) => await store.releaseLimit(b, twin.limits[i].ticket))) }
+    return { twin, giveBack }
+  }
+
+  /** The longest window and margin of the limits: how long an outage's local starts count (store-failover.ts). */
+  longestSpanMs (): number {
+    return Math.max(...this.policies.map((p) => p.windowMs + p.marginMs))
   }
 
   /** Starts made during the outage, each limit's last window of them, recorded in Redis (best effort). */

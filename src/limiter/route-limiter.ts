@@ -2,7 +2,9 @@
 // could not start within the wait bound, and otherwise sleep on one local timer until the start.
 // Which store takes the reservation is store-failover.ts's business, concurrency slots are
 // concurrency-gate.ts's, and a route in shadow mode only reports (shadow-limiter.ts).
+import { maxCostOf } from '../config/cost-rules'
 import type { RouteConfig } from '../config/schema'
+import { formatRate } from '../config/units'
 import { SluiceError, retryAfterSeconds, ClientGoneError } from '../errors'
 import { hasStoreClock, type BucketPolicy, type BucketStore, type Reservation } from '../store/bucket-store'
 import { nowMs } from '../store/clock'
@@ -61,8 +63,8 @@ export class RouteLimiter {
     }
     this.failover = new StoreFailover(route, store, this.policy, this.lastStart, log)
     this.slots = new ConcurrencySlots(route, store, this.failover, this.policy)
-    this.shadow = route.mode === 'shadow' ? new ShadowAdmitter(route, store, this.policy) : undefined
     this.limits = route.limits === undefined ? undefined : new LimitSet(route, this.policy, store, this.failover)
+    this.shadow = route.mode === 'shadow' ? new ShadowAdmitter(route, store, this.policy, this.limits) : undefined
   }
 
   /** Where this route's reservations are made right now (see store-failover.ts). */
@@ -112,8 +114,9 @@ export class RouteLimiter {
    * In shadow mode, a ShadowAdmission (shadow-limiter.ts) at once.
    */
   async admit (bucket: string, maxWaitMs: number, signal: CancelSignal, cost = 1, costs?: readonly number[]): Promise<Admission> {
-    if (this.shadow !== undefined) return await this.shadow.admit(bucket, maxWaitMs, cost)
+    if (this.shadow !== undefined) return await this.shadow.admit(bucket, maxWaitMs, cost, costs)
     const perLimit = this.limits?.costsOf(bucket, costs)
+    if (perLimit === undefined) this.checkCost(bucket, cost)
     const depth = this.queueDepth(bucket)
     if (depth >= this.route.maxQueue) {
       const aheadMs = Math.max(0, (this.lastStart.get(bucket) ?? Date.now()) - Date.now())
@@ -135,6 +138,20 @@ export class RouteLimiter {
     }
   }
 
+  /**
+   * A cost the limit in force can never hold (setLimit lowered it below a cost rule's) is a 400 naming
+   * the limit, as for a route with several: the store could not book it (a sliding window would look
+   * back a negative number of starts).
+   */
+  private checkCost (bucket: string, cost: number): void {
+    const p = this.policy
+    const bound = maxCostOf(p.algorithm, p.limit, p.burst)
+    if (cost <= bound.max) return
+    const name = formatRate({ count: p.limit, windowMs: p.windowMs })
+    throw new SluiceError('BAD_REQUEST', 400, `this request costs ${cost} in limit ${name} of ${this.route.name}, which can hold at most ${bound.max}`,
+      this.details(bucket, { limit_name: name, cost, max_cost: bound.max }))
+  }
+
   /** One reservation: in the route's one limit (cost), or in all of its several (a cost per limit). */
   private async book (bucket: string, cost: number | number[], maxWaitMs: number): Promise<Reservation> {
     if (typeof cost === 'number') return await this.failover.book(bucket, cost, maxWaitMs)
@@ -147,7 +164,7 @@ export class RouteLimiter {
     const toleranceMs = this.policy.marginMs > 0 ? this.policy.marginMs / 2 : Infinity
     for (let attempt = 0; ; attempt++) {
       this.failover.resumeIfBack()
-      if (typeof cost === 'number' && this.failover.handingOver()) await this.waitForLocalShare(bucket, cost, maxWaitMs, deadline, signal)
+      if (this.failover.handingOver()) await this.waitForLocalShare(bucket, cost, maxWaitMs, deadline, signal)
       const sentAt = performance.now()
       let reservation: Reservation
       try {
@@ -199,15 +216,21 @@ export class RouteLimiter {
    * Just after an outage Redis has not seen this instance's local starts: first wait for a slot
    * of the local share, then book in Redis, so what Redis records is when the request leaves.
    */
-  private async waitForLocalShare (bucket: string, cost: number, maxWaitMs: number, deadline: number, signal: CancelSignal): Promise<void> {
-    const { store, policy } = this.failover.localShare()
-    const twin = await store.reserve(bucket, policy, cost, Math.max(0, deadline - performance.now()))
-    if (!twin.admitted) {
-      throw new SluiceError('RATE_LIMITED', 429, `the budget of ${this.route.name} has no room within the wait bound of ${Math.round(maxWaitMs)} ms`,
-        this.details(bucket, { retry_after_ms: Math.ceil(twin.waitMs), max_wait_ms: Math.round(maxWaitMs) }), retryAfterSeconds(twin.waitMs))
+  private async waitForLocalShare (bucket: string, cost: number | number[], maxWaitMs: number, deadline: number, signal: CancelSignal): Promise<void> {
+    const left = Math.max(0, deadline - performance.now())
+    let twin: Reservation
+    let giveBack: () => Promise<unknown>
+    if (typeof cost === 'number') {
+      const { store, policy } = this.failover.localShare()
+      const share = Math.min(cost, policy.limit)
+      twin = await store.reserve(bucket, policy, share, left)
+      giveBack = async () => await store.release(bucket, policy, share, twin.ticket as number)
+    } else {
+      ({ twin, giveBack } = await (this.limits as LimitSet).reserveLocalShare(bucket, cost, left))
     }
+    if (!twin.admitted) throw this.noRoom(bucket, twin, 0, maxWaitMs, 0)
     if (twin.waitMs > 0 && !(await this.wait(bucket, twin.waitMs, signal))) {
-      await store.release(bucket, policy, cost, twin.ticket as number)
+      await giveBack()
       throw new ClientGoneError('client disconnected while waiting')
     }
   }

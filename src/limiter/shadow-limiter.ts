@@ -4,6 +4,7 @@
 // RouteLimiter admits through this instead of its own waits when the route is in shadow mode.
 import type { RouteConfig } from '../config/schema'
 import type { BucketPolicy, BucketStore, Reservation } from '../store/bucket-store'
+import type { LimitSet } from './limit-set'
 
 export interface ShadowVerdict {
   /** ms this request would have waited (0 when it would have started at once or been refused). */
@@ -31,23 +32,29 @@ export class ShadowAdmitter {
   private readonly policy: BucketPolicy
   /** Requests that would be waiting now, per bucket: each leaves at its would-be start (an unref'd timer). */
   private readonly virtualQueue = new Map<string, number>()
+  /** A route with several limits: every request reserves in all of them, as enforcement would. */
+  private readonly limits: LimitSet | undefined
 
-  constructor (route: RouteConfig, store: BucketStore, policy: BucketPolicy) {
+  constructor (route: RouteConfig, store: BucketStore, policy: BucketPolicy, limits?: LimitSet) {
     this.route = route
     this.store = store
     this.policy = policy
+    this.limits = limits
   }
 
   queueDepth (bucket: string): number {
     return this.virtualQueue.get(bucket) ?? 0
   }
 
-  async admit (bucket: string, maxWaitMs: number, cost: number): Promise<ShadowAdmission> {
+  async admit (bucket: string, maxWaitMs: number, cost: number, costs?: readonly number[]): Promise<ShadowAdmission> {
     const now = { admitted: true, waitMs: 0, remaining: 0, resetMs: 0, ticket: undefined }
     if (this.queueDepth(bucket) >= this.route.maxQueue) return { bucket, reservation: now, waitedMs: 0, shadow: { wouldWaitMs: 0, code: 'QUEUE_FULL' } }
-    let reservation
+    const perLimit = this.limits?.costsOf(bucket, costs)
+    let reservation: Reservation
     try {
-      reservation = await this.store.reserve(bucket, this.policy, cost, maxWaitMs)
+      reservation = perLimit === undefined
+        ? await this.store.reserve(bucket, this.policy, cost, maxWaitMs)
+        : await (this.limits as LimitSet).reserveShared(bucket, perLimit, maxWaitMs)
     } catch {
       // Shadow never blocks: a dead store is reported, and the request goes through.
       return { bucket, reservation: now, waitedMs: 0, shadow: { wouldWaitMs: 0, code: 'STORE_UNAVAILABLE' } }

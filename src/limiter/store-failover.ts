@@ -42,6 +42,8 @@ export class StoreFailover {
    * a burst's late starts would otherwise cost a second, useless round trip each.
    */
   private readonly newest = new Map<string, Reservation>()
+  /** How long a start counts: the window and margin (a route with several limits: the longest, limit-set.ts). */
+  spanMs: () => number = () => this.policy.windowMs + this.policy.marginMs
 
   constructor (route: RouteConfig, store: BucketStore, policy: BucketPolicy, lastStart: ReadonlyMap<string, number>, log: LimiterLog) {
     this.route = route
@@ -193,7 +195,7 @@ export class StoreFailover {
       // (waiting requests): until the last of them is a window old, a reservation in Redis also takes
       // this instance's local share, so the two schedules together stay within the budget.
       const lastLocalStartMs = Math.max(Date.now(), ...this.lastStart.values())
-      this.transitionUntil = performance.now() + (lastLocalStartMs - Date.now()) + this.policy.windowMs + this.policy.marginMs
+      this.transitionUntil = performance.now() + (lastLocalStartMs - Date.now()) + this.spanMs()
       this.recordAway()
       this.log('info', { route: this.route.name, storeMode: mode, from }, `route ${this.route.name}: the shared store is back, shaping in Redis again`)
     } else {
@@ -258,7 +260,8 @@ export class StoreFailover {
       const holdMs = this.policy.windowMs + this.policy.marginMs - sinceLastMs
       if (holdMs > 0) await this.local().pause(bucket, holdMs)
     }
-    const reservation = await this.local().reserve(bucket, policy, cost, maxWaitMs)
+    // A cost above the share is charged the whole share (as each limit of a route with several).
+    const reservation = await this.local().reserve(bucket, policy, Math.min(cost, policy.limit), maxWaitMs)
     this.made.set(reservation, { store: this.local(), policy })
     return reservation
   }

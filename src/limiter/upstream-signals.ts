@@ -2,9 +2,11 @@
 // that is spent until its reset) and announced limits. Pauses go to the shared store, so every
 // instance holds back; an announced limit is followed through the route's limiter (setLimit), never
 // written into the route's config.
+import type { LimitSpec } from '../config/limits'
 import type { RouteConfig } from '../config/schema'
 import type { BucketStore } from '../store/bucket-store'
 import { clampDelayMs, parseRateLimitHeaders, type HeaderBag } from '../upstream/retry-after'
+import type { LimitSet } from './limit-set'
 import type { RouteLimiter } from './route-limiter'
 import type { LimiterLog } from './store-failover'
 
@@ -36,7 +38,8 @@ export class UpstreamSignals {
    * other than GitHub's primary one (X-RateLimit-Resource: search, graphql, …) are another budget.
    */
   private readonly adoptsLimits: boolean
-  private warnedLimit = false
+  /** Limits (index; -1: the route's one) below their configured figure warned of once. */
+  private readonly warned = new Set<number>()
   /** Pauses known to this instance, epoch ms per bucket: its own, and others' announced by the store. */
   private readonly knownPause = new Map<string, number>()
   /** Why this instance paused a bucket (its latest pause), for the refusals during it. */
@@ -137,21 +140,38 @@ export class UpstreamSignals {
       this.log('info', { route: name, limit, windowMs }, `route ${name}: limit auto adopts the upstream's announced ${limit} per ${windowMs} ms`)
       return
     }
-    // The announcement in the route's own window, so 5000/h and 180/min compare.
-    const inRouteWindow = announcedWindowMs !== undefined && announcedWindowMs > 0 && announcedWindowMs !== policy.windowMs
-      ? Math.floor(announced * policy.windowMs / announcedWindowMs)
+    // A route with several limits: the announcement is of the limit of its window, else of the first.
+    const at = this.announcedLimitOf(announcedWindowMs)
+    const target = at < 0 ? policy : (this.limiter.limits as LimitSet).policies[at]
+    const label = at < 0 ? `route ${name}` : `route ${name} limit ${(this.limiter.limits as LimitSet).names[at]}`
+    // The announcement in the limit's own window, so 5000/h and 180/min compare.
+    const inRouteWindow = announcedWindowMs !== undefined && announcedWindowMs > 0 && announcedWindowMs !== target.windowMs
+      ? Math.floor(announced * target.windowMs / announcedWindowMs)
       : Math.floor(announced)
     // The limit follows the latest announcement, down and back up, never above the configured one.
-    const configured = this.configuredLimit
+    const configured = at < 0 ? this.configuredLimit : (this.route.limits as LimitSpec[])[at].rate.count
     const limit = Math.min(inRouteWindow, configured)
-    if (limit < 1 || limit === policy.limit) return
-    this.limiter.setLimit(limit, policy.windowMs)
-    if (limit < configured && !this.warnedLimit) {
-      this.warnedLimit = true
-      this.log('warn', { route: name, configured, announced: inRouteWindow, windowMs: policy.windowMs },
-        `route ${name}: the upstream announces a limit of ${inRouteWindow} per ${policy.windowMs} ms, below the configured ${configured}; Sluice follows the upstream`)
+    if (limit < 1 || limit === target.limit) return
+    if (at < 0) this.limiter.setLimit(limit, policy.windowMs)
+    else (this.limiter.limits as LimitSet).setLimit(at, limit)
+    const windowMs = target.windowMs
+    if (limit < configured && !this.warned.has(at)) {
+      this.warned.add(at)
+      this.log('warn', { route: name, configured, announced: inRouteWindow, windowMs, ...(at < 0 ? {} : { limitName: (this.limiter.limits as LimitSet).names[at] }) },
+        `${label}: the upstream announces a limit of ${inRouteWindow} per ${windowMs} ms, below the configured ${configured}; Sluice follows the upstream`)
     } else if (limit === configured) {
-      this.log('info', { route: name, limit, windowMs: policy.windowMs }, `route ${name}: the upstream announces ${inRouteWindow} per ${policy.windowMs} ms again; back to the configured ${limit}`)
+      this.log('info', { route: name, limit, windowMs }, `${label}: the upstream announces ${inRouteWindow} per ${windowMs} ms again; back to the configured ${limit}`)
     }
+  }
+
+  /**
+   * Which of a route's several limits an announcement is of: the one whose window is the announced
+   * window, else the first (the route's primary); -1 for a route with one limit.
+   */
+  private announcedLimitOf (announcedWindowMs: number | undefined): number {
+    const limits = this.limiter.limits
+    if (limits === undefined) return -1
+    const same = announcedWindowMs === undefined ? -1 : limits.policies.findIndex((p) => p.windowMs === announcedWindowMs)
+    return Math.max(0, same)
   }
 }

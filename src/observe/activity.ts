@@ -27,6 +27,8 @@ export class BucketActivity {
   lastSeenMs = Date.now()
   inFlight = 0
   tokensRemaining: number | undefined
+  /** A route with several limits: each limit's remaining as of the last reservation, in order. */
+  limitsRemaining: number[] | undefined = undefined
   /** ms since epoch, this instance's clock */
   pausedUntilMs = 0
   /** One slot per second, as long as the budget window (at least SERIES_S, at most an hour). */

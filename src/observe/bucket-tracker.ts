@@ -21,7 +21,7 @@ export interface QueueSource {
   readonly stats?: Readonly<{ lowProbes: number, lowProbesRefused: number, heldTimeouts: number, refusedAtArrival: number }>
 }
 
-export interface BucketFigures { route: string, bucket: string, queueDepth: number, pauseRemainingS: number, tokensRemaining: number | undefined }
+export interface BucketFigures { route: string, bucket: string, queueDepth: number, pauseRemainingS: number, tokensRemaining: number | undefined, limitsRemaining: number[] | undefined }
 
 export class BucketTracker {
   private readonly activity = new Map<string, BucketActivity>()
@@ -119,7 +119,8 @@ export class BucketTracker {
         bucket: act.bucket,
         queueDepth: this.queueDepth(act.route, act.bucket),
         pauseRemainingS: Math.max(0, act.pausedUntilMs - now) / 1000,
-        tokensRemaining: act.tokensRemaining
+        tokensRemaining: act.tokensRemaining,
+        limitsRemaining: act.limitsRemaining
       }
     }
   }

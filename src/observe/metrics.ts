@@ -13,10 +13,12 @@ export const STORE_MODES: readonly StoreMode[] = ['redis', 'memory', 'local', 'o
 
 export interface Collectors {
   /** Read at scrape time: queue depth, in flight, pause remaining, tokens remaining per bucket. */
-  buckets: () => Iterable<{ route: string, bucket: string, queueDepth: number, pauseRemainingS: number, tokensRemaining: number | undefined }>
+  buckets: () => Iterable<{ route: string, bucket: string, queueDepth: number, pauseRemainingS: number, tokensRemaining: number | undefined, limitsRemaining?: number[] }>
   inFlight: () => Iterable<{ route: string, inFlight: number }>
   storeModes: () => Iterable<{ route: string, mode: string }>
   liveInstances: () => number
+  /** Read at scrape time: each limit of the routes with several (limit-set.ts), in order, with its live figure. */
+  limits?: () => Iterable<{ route: string, name: string, limit: number, windowMs: number }>
   /** Read at scrape time: the limiters' and fair schedulers' running counts of admission events, per route. */
   admissionEvents: () => Iterable<{ route: string, event: AdmissionEvent, count: number }>
 }
@@ -172,6 +174,7 @@ export class SluiceMetrics {
         for (const b of collectors.buckets()) if (b.tokensRemaining !== undefined) this.set({ route: b.route, bucket: b.bucket }, b.tokensRemaining)
       }
     })
+    this.perLimit(collectors, registers)
     // eslint-disable-next-line no-new -- registered through `registers`; its collect() reads live state
     new Gauge({
       name: 'sluice_in_flight',
@@ -204,6 +207,52 @@ export class SluiceMetrics {
     // The event-loop lag histogram samples on a timer of its own: at prom-client's 10 ms it wakes an
     // idle process 100 times a second; 100 ms still catches every stall longer than a sample.
     collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 100 })
+  }
+
+  /**
+   * Routes with several limits: each limit's budget in force and window (per route and limit name), and
+   * what could start at once in it per bucket (bounded: at most 8 limits per tracked bucket).
+   */
+  private perLimit (collectors: Collectors, registers: Registry[]): void {
+    const limits = (): Array<{ route: string, name: string, limit: number, windowMs: number }> => [...(collectors.limits?.() ?? [])]
+    // eslint-disable-next-line no-new -- registered through `registers`; its collect() reads live state
+    new Gauge({
+      name: 'sluice_limit_budget',
+      help: 'Routes with several limits: requests allowed per window by each limit, in force (an announced limit may lower it)',
+      labelNames: ['route', 'limit'],
+      registers,
+      collect () {
+        this.reset()
+        for (const l of limits()) this.set({ route: l.route, limit: l.name }, l.limit)
+      }
+    })
+    // eslint-disable-next-line no-new -- registered through `registers`; its collect() reads live state
+    new Gauge({
+      name: 'sluice_limit_window_seconds',
+      help: 'Routes with several limits: the window of each limit, seconds',
+      labelNames: ['route', 'limit'],
+      registers,
+      collect () {
+        this.reset()
+        for (const l of limits()) this.set({ route: l.route, limit: l.name }, l.windowMs / 1000)
+      }
+    })
+    // eslint-disable-next-line no-new -- registered through `registers`; its collect() reads live state
+    new Gauge({
+      name: 'sluice_limit_tokens_remaining',
+      help: 'Routes with several limits: requests that could start at once in each limit, as of the last reservation of this instance, per bucket',
+      labelNames: ['route', 'bucket', 'limit'],
+      registers,
+      collect () {
+        this.reset()
+        const names = new Map<string, string[]>()
+        for (const l of limits()) names.set(l.route, [...(names.get(l.route) ?? []), l.name])
+        for (const b of collectors.buckets()) {
+          const of = names.get(b.route)
+          b.limitsRemaining?.forEach((remaining, i) => { if (of?.[i] !== undefined) this.set({ route: b.route, bucket: b.bucket, limit: of[i] }, remaining) })
+        }
+      }
+    })
   }
 
   /** Each route's configured budget (again after a reload: removed routes' series go). */

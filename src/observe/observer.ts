@@ -11,7 +11,7 @@ import type { Logger } from 'pino'
 import type { RouteConfig, SluiceConfig } from '../config/schema'
 import type { Admission, RouteLimiter } from '../limiter/route-limiter'
 import { isShadowAdmission } from '../limiter/shadow-limiter'
-import { isTeamBoard, type BucketPeek, type BucketStore } from '../store/bucket-store'
+import { isTeamBoard, type BucketPeek, type BucketStore, type MultiReservation } from '../store/bucket-store'
 import { SERIES_S } from './activity'
 import { BUCKET_IDLE_MS, BucketTracker, type QueueSource } from './bucket-tracker'
 import { ClientSeries, clientUsage } from './client-series'
@@ -22,6 +22,7 @@ import { admissionEvents } from './admission-events'
 import { SluiceMetrics } from './metrics'
 import { teamBeat } from './team-beat'
 import { bucketStatus, teamSeries, type InstanceSnapshot, type SluiceStatus } from './status'
+import { peekBuckets } from './store-peeks'
 import { timedStore } from './timed-store'
 
 export interface ObserverOptions {
@@ -40,11 +41,6 @@ export interface ObserverOptions {
   schedulers?: Map<string, QueueSource>
 }
 
-/**
- * Buckets read from the store per status, the most recently used first (one read-only script each;
- * with key: header:… there may be hundreds of buckets): the others show remaining as unknown (null).
- */
-const MAX_PEEKS = 50
 /** Seconds of chart points each tick re-sends (a heartbeat that came late corrects them). */
 const TICK_POINTS_S = 15
 
@@ -95,7 +91,8 @@ export class Observer {
       inFlight: () => this.tracker.inFlightByRoute(),
       liveInstances: () => this.liveCount,
       storeModes: () => [...this.routes.values()].map((r) => ({ route: r.name, mode: this.storeModeOf(r.name) })),
-      admissionEvents: () => admissionEvents(this.routes.keys(), this.limiters, this.schedulers)
+      admissionEvents: () => admissionEvents(this.routes.keys(), this.limiters, this.schedulers),
+      limits: () => [...this.limiters].flatMap(([route, l]) => l.limits === undefined || !this.routes.has(route) ? [] : l.limits.describe().map((d) => ({ route, ...d })))
     })
     this.clientSeries = new ClientSeries(this.metrics.clientRequests, this.metrics.clientWait, idleMs)
     for (const r of config.routes) {
@@ -124,6 +121,8 @@ export class Observer {
     const route = state.route
     const act = this.tracker.of(route, admission.bucket)
     act.tokensRemaining = admission.reservation.remaining
+    const perLimit = (admission.reservation as Partial<MultiReservation>).limits
+    if (perLimit !== undefined) act.limitsRemaining = perLimit.map((l) => l.remaining)
     act.count('forwarded')
     this.metrics.wait.observe({ route: route.name }, admission.waitedMs / 1000)
     if (state.client !== undefined) this.metrics.clientWait.inc({ route: route.name, client: this.clientSeries.label(route.name, state.client) }, admission.waitedMs / 1000)
@@ -237,7 +236,8 @@ export class Observer {
       const route = this.tracker.routeOf(bucket, snapshots)
       if (route === undefined) continue
       const act = this.tracker.get(bucket)
-      const policy = this.limiters.get(route.name)?.policy
+      const limiter = this.limiters.get(route.name)
+      const policy = limiter?.policy
       rows.push(bucketStatus({
         route,
         bucket,
@@ -245,7 +245,8 @@ export class Observer {
         windowMs: policy?.windowMs ?? route.limit.windowMs,
         storeMode: this.storeModeOf(route.name),
         waitMs: act?.waitPercentiles(now) ?? { p50: 0, p90: 0, p99: 0, count: 0 },
-        requestsLastMinute: act === undefined ? 0 : act.series(now).reduce((n, s) => n + s[1], 0)
+        requestsLastMinute: act === undefined ? 0 : act.series(now).reduce((n, s) => n + s[1], 0),
+        ...(limiter?.limits === undefined ? {} : { limits: limiter.limits.describe() })
       }, snapshots, this.id, peeks[i], now))
     }
     const nowS = Math.floor(now / 1000)
@@ -262,17 +263,13 @@ export class Observer {
     return status
   }
 
-  /** Each bucket's state in the store, for the MAX_PEEKS most recently used (undefined for the others). */
-  private async peek (buckets: string[], names: Set<string>, snapshots: InstanceSnapshot[]): Promise<Array<BucketPeek | undefined>> {
-    const board = isTeamBoard(this.store) ? this.store : undefined
-    if (board === undefined) return []
-    const peeked = new Set([...names].sort((a, b) => (this.tracker.get(b)?.lastSeenMs ?? 0) - (this.tracker.get(a)?.lastSeenMs ?? 0)).slice(0, MAX_PEEKS))
-    return await Promise.all(buckets.map(async (bucket): Promise<BucketPeek | undefined> => {
+  /** Each bucket's state in the store, for the most recently used (store-peeks.ts). */
+  private async peek (buckets: string[], names: Set<string>, snapshots: InstanceSnapshot[]): Promise<Array<BucketPeek | BucketPeek[] | undefined>> {
+    const recent = [...names].sort((a, b) => (this.tracker.get(b)?.lastSeenMs ?? 0) - (this.tracker.get(a)?.lastSeenMs ?? 0))
+    return await peekBuckets(this.store, buckets, recent, (bucket) => {
       const route = this.tracker.routeOf(bucket, snapshots)
-      const limiter = route === undefined ? undefined : this.limiters.get(route.name)
-      if (limiter === undefined || !peeked.has(bucket)) return undefined
-      return await board.peek(bucket, limiter.policy).catch(() => undefined)
-    }))
+      return route === undefined ? undefined : this.limiters.get(route.name)
+    })
   }
 
   /** The first event of a new dashboard stream: the status and the whole chart history. */

@@ -100,11 +100,26 @@ function row (b: BucketStatus, now: number): string[] {
   ]
 }
 
+/**
+ * A route with several limits: one line per limit under its bucket's (name, rate, used = booked of
+ * the limit, left), the other columns blank; the bucket's own line has the least left of them.
+ */
+function limitLines (b: BucketStatus): string[][] {
+  return (b.limits ?? []).map((l) => [
+    `  ${l.name}`,
+    '',
+    formatRate({ count: l.limit, windowMs: l.windowS * 1000 }),
+    l.used === null ? '?' : `${Math.round(l.used * 100)}%`,
+    l.remaining === null ? '?' : String(l.remaining),
+    ...Array.from({ length: HEADER.length - 5 }, () => '')
+  ])
+}
+
 const HEADER = ['BUCKET', 'MODE', 'LIMIT', 'USED', 'LEFT', 'REQ/MIN', 'REFUSED/MIN', 'QUEUE', 'IN FLIGHT', 'WAIT p50 p90 p99', 'PAUSED', 'INSTANCES', 'STORE']
 
 /** The status as a plain-text table (no colours: it must read the same in a log). */
 export function formatStatus (status: SluiceStatus, url: string, now = Date.now()): string {
-  const rows = [HEADER, ...status.buckets.map((b) => row(b, now))]
+  const rows = [HEADER, ...status.buckets.flatMap((b) => [row(b, now), ...limitLines(b)])]
   const widths = HEADER.map((_, i) => Math.max(...rows.map((r) => r[i].length)))
   const lines = rows.map((r) => r.map((cell, i) => i === r.length - 1 ? cell : cell.padEnd(widths[i])).join('  ').trimEnd())
   const n = status.instances.length

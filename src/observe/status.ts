@@ -56,11 +56,36 @@ export interface BucketStatus {
   inFlight: number
   /** live instances that serve this bucket */
   liveInstances: number
+  /**
+   * A route with several limits: each one, in order (the top-level limit, windowS and used are the
+   * first's; remaining is the least any limit has, resetS the longest); null for a route with one.
+   */
+  limits: LimitStatus[] | null
   /** mode: shadow only: what enforcement would have done in the last minute */
   shadow: { wouldDelayLastMinute: number, wouldRejectLastMinute: number } | null
   /** this instance alone */
   local: { queueDepth: number, inFlight: number, requestsLastMinute: number, waitMs: WaitPercentiles }
 }
+
+/** One limit of a bucket of a route with several: its live figure and its state in the store. */
+export interface LimitStatus {
+  name: string
+  /** requests per window, in force (an announced limit may lower it) */
+  limit: number
+  windowS: number
+  algorithm: string
+  /** one budget per credential (the route's key), or one for everybody (`key: instance`) */
+  perCredential: boolean
+  /** from the store, null when it could not be read */
+  remaining: number | null
+  booked: number | null
+  resetS: number | null
+  /** booked / limit, 0..1; null when not read */
+  used: number | null
+}
+
+/** A limit as the observer knows it: from its route's limiter (live) and config. */
+export interface LocalLimit { name: string, limit: number, windowMs: number, algorithm: string, perCredential: boolean }
 
 export interface SluiceStatus {
   /** ISO time */
@@ -90,6 +115,8 @@ export interface LocalBucket {
   storeMode: string
   waitMs: WaitPercentiles
   requestsLastMinute: number
+  /** A route with several limits: each, in order. */
+  limits?: LocalLimit[]
 }
 
 function sumSeries (series: SecondCounts[], column: 1 | 2 | 3 | 4, nowS: number): number {
@@ -111,7 +138,45 @@ export function teamSeries (snapshots: InstanceSnapshot[], bucket: string): Map<
   return out
 }
 
-export function bucketStatus (local: LocalBucket, snapshots: InstanceSnapshot[], ownId: string, peek: BucketPeek | undefined, nowMs: number): BucketStatus {
+function resetSOf (peek: BucketPeek): number {
+  return Math.ceil(peek.resetMs / 100) / 10
+}
+
+/** Each limit's row; `peeks` per limit in order, undefined when the store was not read. */
+function limitRows (limits: LocalLimit[], peeks: BucketPeek[] | undefined): LimitStatus[] {
+  return limits.map((l, i) => {
+    const p = peeks?.[i]
+    return {
+      name: l.name,
+      limit: l.limit,
+      windowS: l.windowMs / 1000,
+      algorithm: l.algorithm,
+      perCredential: l.perCredential,
+      remaining: p === undefined ? null : p.remaining,
+      booked: p === undefined ? null : p.booked,
+      resetS: p === undefined ? null : resetSOf(p),
+      used: p === undefined ? null : Math.min(1, p.booked / l.limit)
+    }
+  })
+}
+
+/**
+ * The bucket's store figures: one peek, or one per limit (then what could start now is the least any
+ * limit has, the whole budget is back when the longest is, and `booked` is the first limit's).
+ */
+function storeFigures (peek: BucketPeek | BucketPeek[] | undefined): BucketPeek | undefined {
+  if (!Array.isArray(peek)) return peek
+  if (peek.length === 0) return undefined
+  return {
+    remaining: Math.min(...peek.map((p) => p.remaining)),
+    booked: peek[0].booked,
+    resetMs: Math.max(...peek.map((p) => p.resetMs)),
+    pausedForMs: Math.max(...peek.map((p) => p.pausedForMs))
+  }
+}
+
+export function bucketStatus (local: LocalBucket, snapshots: InstanceSnapshot[], ownId: string, peeked: BucketPeek | BucketPeek[] | undefined, nowMs: number): BucketStatus {
+  const peek = storeFigures(peeked)
   const { route, bucket } = local
   const nowS = Math.floor(nowMs / 1000)
   let requests = 0
@@ -147,7 +212,7 @@ export function bucketStatus (local: LocalBucket, snapshots: InstanceSnapshot[],
     store: local.storeMode,
     remaining: peek === undefined ? null : peek.remaining,
     booked: peek === undefined ? null : peek.booked,
-    resetS: peek === undefined ? null : Math.ceil(peek.resetMs / 100) / 10,
+    resetS: peek === undefined ? null : resetSOf(peek),
     pausedUntil: peek === undefined || peek.pausedForMs <= 0 ? null : new Date(nowMs + peek.pausedForMs).toISOString(),
     usedInWindow,
     used: Math.min(1, usedInWindow / limit),
@@ -156,6 +221,7 @@ export function bucketStatus (local: LocalBucket, snapshots: InstanceSnapshot[],
     queueDepth: queue,
     inFlight,
     liveInstances: instances,
+    limits: local.limits === undefined ? null : limitRows(local.limits, Array.isArray(peeked) ? peeked : undefined),
     shadow: route.mode === 'shadow' ? { wouldDelayLastMinute: wouldDelay, wouldRejectLastMinute: wouldReject } : null,
     local: { queueDepth: own.q, inFlight: own.f, requestsLastMinute: local.requestsLastMinute, waitMs: local.waitMs }
   }

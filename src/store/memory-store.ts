@@ -126,6 +126,25 @@ export class MemoryStore implements BucketStore, TeamBoard, MultiLimitStore {
     return await this.pauseNamed(limitName(ref), bucket, delayMs)
   }
 
+  /**
+   * No start of limit `ref` before `delayMs` from now, in its own state (not a pause, which holds every
+   * limit of a reservation): a token bucket's arrival time moves there, a sliding window is filled
+   * with `limit` starts a window before it. A shorter hold never shortens a longer one.
+   */
+  holdLimit (ref: LimitRef, policy: BucketPolicy, delayMs: number): void {
+    const b = this.bucket(limitName(ref))
+    const until = nowUs() + Math.round(delayMs * 1000)
+    if (policy.algorithm === 'token-bucket') {
+      b.tat = Math.max(b.tat, until + tokenBucketParams(policy).tauUs)
+      b.expiresAt = Math.max(b.expiresAt, b.tat + 1_000_000)
+      return
+    }
+    const { windowUs, keep } = slidingWindowParams(policy)
+    const newest = b.starts.length > b.head ? b.starts[b.starts.length - 1] : 0
+    pushStarts(b, Math.max(until - windowUs, newest), policy.limit, keep)
+    b.expiresAt = Math.max(b.expiresAt, until + 1_000_000)
+  }
+
   async peekLimit (ref: LimitRef, pause: LimitRef, policy: BucketPolicy): Promise<BucketPeek> {
     const peek = await this.peek(limitName(ref), policy)
     const pausedForMs = Math.max(0, (this.buckets.get(limitName(pause))?.pausedUntil ?? 0) - nowUs()) / 1000
