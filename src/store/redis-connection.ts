@@ -177,9 +177,9 @@ export class RedisConnection {
     this.subscriber?.disconnect()
     try {
       await this.current.quit()
-    } catch {
-      this.current.disconnect()
-    }
+    } catch {}
+    // Also after QUIT: a Sentinel client's failover detector holds connections to the Sentinels until then.
+    this.current.disconnect()
   }
 
   private adopt (raw: Redis | Cluster): SluiceRedis {
