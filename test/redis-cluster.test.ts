@@ -2,10 +2,12 @@
 // seed list): the store finds the cluster at connect and shapes in it. A plain route and a keyed
 // route (many credentials, so buckets land on every node) keep the limit at the upstream, no MOVED or
 // CROSSSLOT reaches a log line, and readiness says every route shapes in Redis.
+import { connect, createServer } from 'node:net'
 import t, { type Test } from 'tap'
 import { request } from 'undici'
 import { maxInWindow } from '../src/emulator'
 import { RedisStore } from '../src/store/redis-store'
+import { freePort } from './helpers/redis'
 import { startRedisCluster, type TestRedisCluster } from './helpers/redis-cluster'
 import { ask, missingRedisBinaries, until } from './helpers/redis-node'
 import { startSluice, type TestSluice } from './helpers/sluice'
@@ -19,6 +21,7 @@ t.test('redis:// to one cluster node: two instances shape in the cluster', { ski
   const [cluster, up] = await Promise.all([startRedisCluster(), startUpstreamProcess()])
   t.teardown(async () => { await Promise.all([up.close(), cluster.close()]) })
   await twoInstances(t, cluster, up)
+  await unreachableAtStart(t, cluster)
   await movedAfterAll(t, cluster)
 })
 
@@ -35,11 +38,12 @@ async function twoInstances (t: Test, cluster: TestRedisCluster, up: RemoteUpstr
 
   // Open each instance's upstream connections first (within the budget), then let the window pass:
   // this test is about where the buckets live; README "Cold starts" says what a cold burst costs.
-  await Promise.all(Array.from({ length: 32 }, async (_, i) => {
-    const path = i < 16 ? `/plain/warm/${i}` : `/keyed/warm/${i}`
+  // As many at once as the measured burst starts at once: 20 plain, 5 for each of 12 credentials.
+  await Promise.all(Array.from({ length: 20 + 64 }, async (_, i) => {
+    const path = i < 20 ? `/plain/warm/${i}` : `/keyed/warm/${i}`
     await (await request(`${instances[i % 2].url}${path}`, { headers: { authorization: `Bearer warm-${i}` } })).body.text()
   }))
-  await new Promise((resolve) => setTimeout(resolve, 1200))
+  await new Promise((resolve) => setTimeout(resolve, 1400))
   const began = performance.timeOrigin + performance.now()
   const plain = Array.from({ length: 50 }, async (_, i) => {
     const res = await request(`${instances[i % 2].url}/plain/${i}`)
@@ -75,6 +79,36 @@ async function twoInstances (t: Test, cluster: TestRedisCluster, up: RemoteUpstr
     t.equal(res.statusCode, 200, 'ready')
     t.same(body.routes, { plain: 'redis', keyed: 'redis' }, 'every route shapes in Redis')
   }
+}
+
+/**
+ * The node does not answer when the store starts (here: nothing listens yet at the address it is
+ * given, a forwarder to the node comes later): the store waits unavailable, and the check runs on the
+ * first connection, so the buckets go to the cluster without a single MOVED.
+ */
+async function unreachableAtStart (t: Test, cluster: TestRedisCluster): Promise<void> {
+  const port = await freePort()
+  const logged: string[] = []
+  const store = new RedisStore({ url: `redis://127.0.0.1:${port}`, keyPrefix: 'late:', log: (_fields, message) => logged.push(message) })
+  t.teardown(() => store.close())
+  await t.rejects(store.connect(), 'no Redis at start-up')
+  t.notOk(store.available(), 'unavailable: the routes shape by onStoreError')
+  const forwarder = createServer((client) => {
+    const node = connect(cluster.nodes[2].port, '127.0.0.1')
+    for (const [from, to] of [[client, node], [node, client]]) {
+      from.on('error', () => to.destroy())
+      from.pipe(to)
+    }
+  })
+  t.teardown(async () => { await new Promise((resolve) => forwarder.close(resolve)) })
+  await new Promise<void>((resolve) => forwarder.listen(port, '127.0.0.1', resolve))
+  await until('the store connected to the cluster', 5000, async () => store.available() ? true : undefined)
+  t.equal(store.topology, 'cluster', 'the first connection found a cluster node')
+  const policy = { algorithm: 'token-bucket', limit: 5, windowMs: 1000, burst: 5, marginMs: 10 } as const
+  const buckets = Array.from({ length: 12 }, (_, i) => `late-${i}`)
+  const reserved = await Promise.all(buckets.map(async (b) => await store.reserve(b, policy, 1, 0)))
+  t.ok(reserved.every((r) => r.admitted), 'buckets on every node are reserved')
+  t.same(logged, [], 'no topology error')
 }
 
 /**

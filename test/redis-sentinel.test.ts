@@ -6,7 +6,7 @@ import t from 'tap'
 import { request } from 'undici'
 import { maxInWindow } from '../src/emulator'
 import type { RedisStore } from '../src/store/redis-store'
-import { ask, missingRedisBinaries } from './helpers/redis-node'
+import { ask, missingRedisBinaries, until } from './helpers/redis-node'
 import { startRedisSentinel } from './helpers/redis-sentinel'
 import { startSluice, type TestSluice } from './helpers/sluice'
 import { startUpstreamProcess } from './helpers/upstream-process'
@@ -56,14 +56,9 @@ t.test('the primary dies under load: no request unanswered, the limit holds, sha
   const killedAt = Date.now()
   const promoted = await sentinel.waitForPromotion(old, 15_000)
   const promotedAt = Date.now()
-  let backAfterMs = -1
-  while (Date.now() - promotedAt < 10_000) {
-    if ((await mode(a)) === 'redis' && (await mode(b)) === 'redis') {
-      backAfterMs = Date.now() - promotedAt
-      break
-    }
-    await sleep(50)
-  }
+  const backAfterMs = await until('both routes back in Redis', 10_000, async () => {
+    return (await mode(a)) === 'redis' && (await mode(b)) === 'redis' ? Date.now() - promotedAt : undefined
+  }).catch(() => -1)
   await sleep(1500)
   stop = true
   await Promise.all(loops)
