@@ -98,8 +98,11 @@ function openSubscriber (client: Redis | Cluster): Redis | Cluster {
 }
 
 export interface ConnectionHooks {
-  /** Runs on every (re)connection of the client in use, before traffic (the store samples Redis's clock). */
-  onReady: () => void
+  /**
+   * Runs on every (re)connection of the client in use (the store samples Redis's clock); the first
+   * connect() resolves after it, so the first commands do not queue behind its round trips.
+   */
+  onReady: () => Promise<void>
   log: TopologyLog
 }
 
@@ -112,9 +115,14 @@ export class RedisConnection {
   private current: SluiceRedis
   private readonly topology: RedisTopology
   private readonly hooks: ConnectionHooks
-  /** False from a one-server client's connection until `INFO cluster` said what it is. */
+  /**
+   * False for a one-server client until the first `INFO cluster` said what it is. Later connections
+   * are checked too, without holding traffic back for the round trip: a node that became a cluster
+   * node meanwhile is found by the check or by the first MOVED reply.
+   */
   private checked: boolean
-  private checking: Promise<void> | undefined
+  /** The last connection's onReady and, for redis://, its cluster check. */
+  private settling: Promise<unknown> | undefined
   private upgrading: Promise<void> | undefined
   private fault: string | undefined
   private readonly logged = new Set<string>()
@@ -152,7 +160,7 @@ export class RedisConnection {
   /** The first connection, and for redis:// the cluster check (and the hand-over to a Cluster client). */
   async connect (): Promise<void> {
     await this.current.connect()
-    await this.checking
+    await this.settling
     await this.upgrading
   }
 
@@ -188,11 +196,8 @@ export class RedisConnection {
     client.on('error', () => {})
     client.on('ready', () => {
       if (client !== this.current) return
-      this.hooks.onReady()
-      if (client instanceof Redis && this.topology.kind === 'single') {
-        this.checked = false
-        this.checking = this.check(client)
-      }
+      const checked = client instanceof Redis && this.topology.kind === 'single' ? this.check(client) : undefined
+      this.settling = Promise.all([this.hooks.onReady(), checked])
     })
     this.watchReplies(client)
     return client
@@ -221,8 +226,8 @@ export class RedisConnection {
     const cluster = this.adopt(clusterBehind(node))
     this.upgrading = new Promise<void>((resolve) => {
       cluster.once('ready', () => {
-        if (this.closed) cluster.disconnect()
-        else this.replaceWith(cluster)
+        if (!this.closed) return resolve(this.replaceWith(cluster))
+        cluster.disconnect()
         resolve()
       })
     })
@@ -230,14 +235,14 @@ export class RedisConnection {
     await this.upgrading
   }
 
-  private replaceWith (next: SluiceRedis): void {
+  private async replaceWith (next: SluiceRedis): Promise<void> {
     const old = this.current
     this.current = next
     this.checked = true
     this.fault = undefined
     old.disconnect()
     if (this.subscription !== undefined) this.subscribe(this.subscription.channels, this.subscription.listener)
-    this.hooks.onReady()
+    await this.hooks.onReady()
   }
 
   /**

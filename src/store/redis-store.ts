@@ -43,7 +43,7 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence {
     this.connection = new RedisConnection(parseRedisUrl(options.url), {
       // On every (re)connection, before traffic: how Redis's clock differs from ours (another host, or
       // after a failover or a hand-over to a cluster client another server), for the lateness check.
-      onReady: () => { void this.clock.sample(async () => await this.client.time()) },
+      onReady: async () => { await this.clock.sample(async () => await this.client.time()) },
       log: options.log ?? (() => {})
     })
     this.keys = redisKeys(options.keyPrefix)
