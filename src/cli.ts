@@ -5,13 +5,13 @@ import { join } from 'node:path'
 import { describeEgress } from './config/egress'
 import { loadConfig } from './config/load'
 import { presetNames } from './config/preset'
+import { maskRedisUrl } from './config/redis-url'
 import { type SluiceConfig } from './config/schema'
 import { formatRate } from './config/units'
 import { parseDemoArgs, runDemo } from './demo/demo'
 import { createSluice } from './http/app'
 import { exposedAdminWarning } from './http/admin-auth'
 import { createLogger } from './http/logger'
-import { isSecretParam } from './http/redact'
 import { runStatus } from './observe/status-cli'
 import { reloadOnHangup, sendReload } from './http/reload-signal'
 import { ConfigError } from './errors'
@@ -68,7 +68,8 @@ Route options (quick start; each also reads SLUICE_<NAME>, e.g. SLUICE_MAX_WAIT)
 Process options (override the config file):
   --host HOST             listen address (default 127.0.0.1)
   --port N                listen port (default 8080)
-  --redis URL             redis://HOST:PORT or rediss://…: share the budget (also REDIS_URL)
+  --redis URL             redis://HOST:PORT, rediss://…, redis+cluster://H:P[,H:P…] or
+                          redis+sentinel://H:P[,H:P…]/MASTER: share the budget (also REDIS_URL)
   --key-prefix PREFIX     Redis key prefix (default "sluice:")
   --hash-secret SECRET    HMAC secret for credential-derived bucket keys (share it within a team)
   --log-level LEVEL       fatal, error, warn, info (default), debug, trace, silent
@@ -99,7 +100,7 @@ function version (): string {
 }
 
 export function describeConfig (config: SluiceConfig): string {
-  const lines = [`store: ${config.redis === undefined ? 'memory (this process only)' : `redis (${redactRedisUrl(config.redis)}, key prefix "${config.keyPrefix}")`}`,
+  const lines = [`store: ${config.redis === undefined ? 'memory (this process only)' : `redis (${maskRedisUrl(config.redis)}, key prefix "${config.keyPrefix}")`}`,
     `listen: ${config.tls === undefined ? 'http' : 'https'}://${config.host}:${config.port}${config.tls === undefined ? '' : ` (tls cert ${config.tls.cert}, key ${config.tls.key})`}`,
     `egress: ${describeEgress(config.egress)}`,
     `admin: routes ${config.adminRoutes ?? 'all'}, ${config.adminToken === undefined ? 'no token (open to whoever reaches the port)' : 'token required (not shown)'}`]
@@ -116,25 +117,13 @@ export function describeConfig (config: SluiceConfig): string {
   return lines.join('\n')
 }
 
-export function redactRedisUrl (url: string): string {
-  try {
-    const u = new URL(url)
-    if (u.password !== '') u.password = '***'
-    // ioredis also takes ?password=…
-    for (const name of [...u.searchParams.keys()]) if (isSecretParam(name)) u.searchParams.set(name, '***')
-    return u.toString()
-  } catch {
-    return 'invalid URL'
-  }
-}
-
 async function serve (argv: string[]): Promise<void> {
   const config = loadConfig(argv, process.env)
   const logger = createLogger(config.logLevel)
   const sluice = await createSluice(config, { logger })
   const address = await sluice.listen()
   // The store's URL with its password masked, so an operator sees which Redis (and prefix) the team shares.
-  const shared = config.redis === undefined ? {} : { redis: redactRedisUrl(config.redis), keyPrefix: config.keyPrefix }
+  const shared = config.redis === undefined ? {} : { redis: maskRedisUrl(config.redis), keyPrefix: config.keyPrefix }
   logger.info({ address, store: sluice.store.kind, ...shared, egress: describeEgress(config.egress), routes: config.routes.map((r) => ({ name: r.name, prefix: r.prefix, limit: formatRate(r.limit) })) }, `sluice listening on ${address}`)
   reloadOnHangup(sluice, argv, logger)
   const exposed = exposedAdminWarning(config)

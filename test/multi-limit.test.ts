@@ -87,7 +87,7 @@ t.test('a refusal names the limit that could not be met; a cost above a limit is
 t.test('Redis Cluster: one reservation\'s keys share one slot', { skip: missingRedisBinaries() }, async (t) => {
   const cluster = await startRedisCluster()
   t.teardown(cluster.close)
-  const client = defineSluiceCommands(cluster.client() as never)
+  const client = defineSluiceCommands(cluster.client())
   const keys = redisKeys('sluice:')
   const cases = [
     { name: 'per credential', raw: { name: 'gh', upstream: 'http://x', key: 'header:authorization', limit: ['5000/h', '900/min'] }, bucket: 'gh:abc' },

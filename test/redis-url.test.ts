@@ -36,7 +36,7 @@ t.test('sentinel: hosts, master name, passwords', async (t) => {
 
 t.test('bad URLs name the field and never repeat the password', async (t) => {
   const cases: Array<[string, RegExp]> = [
-    ['http://h:1', /expected redis:\/\//],
+    ['http://h:1', /expected a redis:\/\/ or rediss:\/\/ URL/],
     ['redis://h1:1,h2:2', /several hosts need redis\+cluster/],
     ['redis+sentinel://s1:26379', /needs the master name/],
     ['redis+sentinel://s1:26379/', /needs the master name/],
@@ -44,7 +44,7 @@ t.test('bad URLs name the field and never repeat the password', async (t) => {
     ['redis://h:99999', /port from 1 to 65535/],
     ['redis://h:1/x', /database number/],
     ['redis://', /at least one HOST:PORT/],
-    ['ftp://:hunter2@h:1', /expected redis:\/\//]
+    ['ftp://:hunter2@h:1', /expected a redis:\/\/ or rediss:\/\/ URL/]
   ]
   for (const [url, message] of cases) {
     const err = t.throws(() => parseRedisUrl(url), ConfigError, url) as ConfigError

@@ -1,10 +1,15 @@
-// One contract, both stores, both algorithms: what a reservation promises.
+// One contract, every store, both algorithms: what a reservation promises. The Redis store runs it
+// against each deployment it supports: one server, a 3-primary cluster and a Sentinel-guarded primary
+// (one of each per file; the last two skip with a message where redis-server or redis-cli is absent).
 import t from 'tap'
 import { maxInWindow } from '../src/emulator'
 import { MemoryStore } from '../src/store/memory-store'
 import { RedisStore } from '../src/store/redis-store'
-import type { BucketPolicy, BucketStore, TeamBoard } from '../src/store/bucket-store'
+import { hasClientPresence, hasStartRecorder, type BucketPolicy, type BucketStore, type TeamBoard } from '../src/store/bucket-store'
 import { startRedis } from './helpers/redis'
+import { startRedisCluster } from './helpers/redis-cluster'
+import { missingRedisBinaries, until } from './helpers/redis-node'
+import { startRedisSentinel } from './helpers/redis-sentinel'
 
 const ALGOS = ['token-bucket', 'sliding-window'] as const
 
@@ -12,18 +17,31 @@ function policy (algorithm: BucketPolicy['algorithm'], limit: number, windowMs: 
   return { algorithm, limit, windowMs, burst: algorithm === 'token-bucket' ? burst : 1, marginMs: 10 }
 }
 
-t.test('contract', async (t) => {
-  const redis = await startRedis()
-  t.teardown(() => redis.close())
+type Store = BucketStore & TeamBoard
+/** A store of one kind; stores made with the same `prefix` share their state (Redis keys). */
+type Make = (prefix?: string) => Promise<Store>
 
-  const stores: Array<[string, () => Promise<BucketStore & TeamBoard>]> = [
-    ['memory', async () => new MemoryStore()],
-    ['redis', async () => {
-      const s = new RedisStore({ url: redis.url, keyPrefix: redis.prefix() })
-      await s.connect()
-      return s
-    }]
-  ]
+const missing = missingRedisBinaries()
+
+t.test('contract', async (t) => {
+  const [redis, cluster, sentinel] = await Promise.all([
+    startRedis(),
+    missing === undefined ? startRedisCluster() : undefined,
+    missing === undefined ? startRedisSentinel() : undefined
+  ])
+  t.teardown(async () => { await Promise.all([redis.close(), cluster?.close(), sentinel?.close()]) })
+  if (missing !== undefined) t.comment(`cluster and sentinel topologies skipped: ${missing}`)
+
+  const redisStore = (url: string): Make => async (prefix = redis.prefix()) => {
+    const s = new RedisStore({ url, keyPrefix: prefix })
+    await s.connect()
+    return s
+  }
+  const memory = new MemoryStore()
+  const stores: Array<[string, Make]> = [['memory', async (prefix) => prefix === undefined ? new MemoryStore() : memory], ['redis', redisStore(redis.url)]]
+  if (cluster !== undefined) stores.push(['redis cluster', redisStore(`redis+cluster://${cluster.seeds.map((s) => `${s.host}:${s.port}`).join(',')}`)])
+  if (sentinel !== undefined) stores.push(['redis sentinel', redisStore(`redis+sentinel://${sentinel.sentinels.map((s) => `${s.host}:${s.port}`).join(',')}/${sentinel.name}`)])
+  t.teardown(() => memory.close())
 
   for (const [storeName, make] of stores) {
     for (const algo of ALGOS) {
@@ -190,6 +208,28 @@ t.test('contract', async (t) => {
           })
         }
 
+        t.test('every other operation answers: releases, recorded starts, leases, heartbeats, presence', async (t) => {
+          // Each Lua script and the MULTI of leave once: on a cluster, any two keys of one call in two slots fail (CROSSSLOT).
+          const p = policy(algo, 5, 1000)
+          const r = await store.reserve('ops', p, 1, 0)
+          t.equal(await store.release('ops', p, 1, r.ticket as number), true, 'the only reservation is given back')
+          if (hasStartRecorder(store)) {
+            await store.recordStarts('ops', p, [Date.now() - 5, Date.now()])
+            t.equal((await store.peek('ops', p)).booked, 2, 'two starts recorded')
+          }
+          t.ok((await store.acquireLease('ops', 1, 'l1', 5000)).acquired, 'a lease')
+          const busy = await store.acquireLease('ops', 1, 'l2', 5000)
+          t.ok(!busy.acquired && busy.retryInMs > 4000, `the only slot is taken for ${busy.retryInMs} ms`)
+          await store.renewLeases('ops', ['l1'], 5000)
+          await store.releaseLease('ops', 'l1')
+          t.ok((await store.acquireLease('ops', 1, 'l2', 5000)).acquired, 'free again once given back')
+          t.equal(await store.heartbeat('i1', '{"n":1}', 5000), 1, 'one live instance')
+          t.same([...await store.liveInstances()], [['i1', '{"n":1}']], 'and its snapshot')
+          await store.leave('i1')
+          t.equal((await store.liveInstances()).size, 0, 'gone after leave')
+          if (hasClientPresence(store)) t.same(await store.clientPresence('ops', 'i1', ['c1', 'c2'], 5000), [1, 1], 'each client seen in one instance')
+        })
+
         t.test('buckets are independent', async (t) => {
           const p = policy(algo, 1, 1000)
           t.ok((await store.reserve('a', p, 1, 0)).admitted)
@@ -198,5 +238,30 @@ t.test('contract', async (t) => {
         })
       })
     }
+  }
+  for (const [storeName, make] of stores) {
+    t.test(`${storeName}: a pause and a freed lease reach every instance sharing the store`, async (t) => {
+      const prefix = redis.prefix()
+      const [a, b] = [await make(prefix), await make(prefix)]
+      t.teardown(async () => { await Promise.all([a.close(), b.close()]) })
+      const paused: Array<[string, number]> = []
+      const freed: string[] = []
+      b.onPause((bucket, delayMs) => paused.push([bucket, delayMs]))
+      b.onLeaseFreed((bucket) => freed.push(bucket))
+      // The subscription is made in the background: announce until it is heard (each pause a longer one).
+      let n = 0
+      await until('the pause heard by the other instance', 5000, async () => {
+        await a.pause(`bucket-${n}`, 1000 + 100 * n++)
+        return paused.length > 0 ? true : undefined
+      })
+      t.equal(paused[0][0].startsWith('bucket-'), true, `the paused bucket's name (${paused[0][0]})`)
+      t.ok(paused[0][1] > 900 && paused[0][1] <= 1000 + 100 * n, `and the pause's length (${paused[0][1]} ms)`)
+      await until('the freed lease heard by the other instance', 5000, async () => {
+        await a.acquireLease('leased', 1, 'x', 5000)
+        await a.releaseLease('leased', 'x')
+        return freed.length > 0 ? true : undefined
+      })
+      t.same(freed[0], 'leased', 'the freed bucket\'s name')
+    })
   }
 })

@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util'
 import { parse as parseYaml } from 'yaml'
 import { resolveEgress } from './egress'
 import { applyPreset } from './preset'
+import { parseRedisUrl } from './redis-url'
 import { ADMIN_ROUTE_SETS, DEFAULTS, checkRoutes, parseRoute, type AdminRoutes, type RouteConfig, type SluiceConfig } from './schema'
 import { tlsConfig } from './tls'
 import { parseDuration } from './units'
@@ -208,13 +209,8 @@ export function loadConfig (argv: string[], env: NodeJS.ProcessEnv): SluiceConfi
   let redis: string | undefined
   if (global.redis !== undefined && global.redis !== '') {
     redis = String(global.redis)
-    let url: URL
-    try {
-      url = new URL(redis)
-    } catch {
-      throw new ConfigError('redis', 'expected a redis://HOST:PORT or rediss://HOST:PORT URL')
-    }
-    if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') throw new ConfigError('redis', `expected a redis:// or rediss:// URL, got protocol ${url.protocol}`)
+    // One server, a cluster or Sentinels (redis-url.ts); the store connects to what it names.
+    parseRedisUrl(redis)
   }
   const keyPrefix = String(global.keyPrefix ?? DEFAULTS.keyPrefix)
   if (!/^[A-Za-z0-9:_.{}-]{0,64}$/.test(keyPrefix)) throw new ConfigError('keyPrefix', `expected up to 64 letters, digits or ":_.-{}", got ${JSON.stringify(keyPrefix)}`)

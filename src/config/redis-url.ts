@@ -5,6 +5,7 @@
 // `rediss…` is the same over TLS. The credentials are the data nodes' (AUTH); Sentinels that require
 // their own take `?sentinelPassword=…` (and `sentinelUsername`).
 import { ConfigError } from '../errors'
+import { isSecretName } from '../secrets'
 
 export interface HostPort {
   host: string
@@ -25,10 +26,19 @@ export type RedisTopology =
 const DEFAULT_PORT = 6379
 const DEFAULT_SENTINEL_PORT = 26379
 const FORM = /^(rediss?)(\+cluster|\+sentinel)?:\/\/(?:([^@/]*)@)?([^/?#]*)(?:\/([^?#]*))?(?:\?([^#]*))?$/
-const EXPECTED = 'expected redis://HOST:PORT, rediss://…, redis+cluster://HOST:PORT[,HOST:PORT…] or redis+sentinel://HOST:PORT[,HOST:PORT…]/MASTER_NAME'
+const EXPECTED = 'expected a redis:// or rediss:// URL: redis://HOST:PORT, redis+cluster://HOST:PORT[,HOST:PORT…] or redis+sentinel://HOST:PORT[,HOST:PORT…]/MASTER_NAME'
 
 /** Parse and check the `redis` setting; errors name the field and never repeat a password. */
-export function parseRedisUrl (raw: string): RedisTopology {
+export function parseRedisUrl (raw: string, field = 'redis'): RedisTopology {
+  try {
+    return parse(raw)
+  } catch (err) {
+    if (err instanceof ConfigError && field !== err.field) throw new ConfigError(field, err.message.slice(`config error: ${err.field}: `.length))
+    throw err
+  }
+}
+
+function parse (raw: string): RedisTopology {
   const m = FORM.exec(raw.trim())
   if (m === null) throw new ConfigError('redis', `${EXPECTED}, got ${JSON.stringify(maskRedisUrl(raw))}`)
   const [, scheme, variant = '', userinfo, hostList, path = '', query = ''] = m
@@ -60,14 +70,27 @@ export function parseRedisUrl (raw: string): RedisTopology {
   }
 }
 
-/** The URL with every password (userinfo and sentinelPassword) replaced by ***, for logs and check-config. */
+/**
+ * The one masking of a Redis URL, for logs, check-config and the demo: the userinfo's password (or a
+ * password alone) and every query parameter whose name says it is a credential (sentinelPassword,
+ * password…) become ***. Never throws, whatever the text.
+ */
 export function maskRedisUrl (raw: string): string {
   return raw
-    .replace(/^([a-z+]+:\/\/)([^@/]*)@/i, (_all, scheme: string, userinfo: string) => {
+    // Up to the last @ before the query: a password with an unescaped / or @ is masked whole.
+    .replace(/^([a-z+]+:\/\/)([^?#]*)@/i, (_all, scheme: string, userinfo: string) => {
       const colon = userinfo.indexOf(':')
       return colon === -1 ? `${scheme}***@` : `${scheme}${userinfo.slice(0, colon)}:***@`
     })
-    .replace(/([?&](?:sentinelPassword|password)=)[^&#]*/gi, '$1***')
+    .replace(/([?&])([^=&#]*)=([^&#]*)/g, (pair: string, sep: string, name: string) => isSecretName(safeDecode(name)) ? `${sep}${name}=***` : pair)
+}
+
+function safeDecode (text: string): string {
+  try {
+    return decodeURIComponent(text)
+  } catch {
+    return text
+  }
 }
 
 function credentials (userinfo: string | undefined): { username: string | undefined, password: string | undefined } {

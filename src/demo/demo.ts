@@ -4,6 +4,7 @@
 import { randomUUID } from 'node:crypto'
 import type { Writable } from 'node:stream'
 import pino, { type Logger } from 'pino'
+import { maskRedisUrl } from '../config/redis-url'
 import { DEFAULTS, checkRoutes, defaultMarginMs, parseRoute, type SluiceConfig } from '../config/schema'
 import { parseDuration, formatRate } from '../config/units'
 import { maxInWindow, startEmulator, type Emulator } from '../emulator'
@@ -13,7 +14,7 @@ import { runBurst, resultPost, type BurstResult } from './ci-burst'
 import { checkDemoOptions, minimumWindows, type DemoOptions } from './options'
 import { Progress } from './progress'
 import { formatSummary, type DemoSummary, type RunSummary } from './summary'
-import { introText, maxWaitText, redactRedisUrl, verdictText, type DemoPlan } from './narration'
+import { introText, maxWaitText, verdictText, type DemoPlan } from './narration'
 import { ConfigError } from '../errors'
 
 export { DEMO_DEFAULTS, parseDemoArgs, type DemoOptions } from './options'
@@ -54,7 +55,7 @@ async function waitReady (url: string, redis: string | undefined): Promise<void>
     } catch {}
     if (Date.now() > deadline) {
       if (redis === undefined) throw new Error(`Sluice at ${url} did not become ready within ${READY_WAIT_MS} ms`)
-      throw new ConfigError('--redis', `Sluice could not reach Redis at ${redactRedisUrl(redis)} within ${READY_WAIT_MS} ms (is redis-server running there?)`)
+      throw new ConfigError('--redis', `Sluice could not reach Redis at ${maskRedisUrl(redis)} within ${READY_WAIT_MS} ms (is redis-server running there?)`)
     }
     await new Promise((resolve) => setTimeout(resolve, 50))
   }

@@ -1,4 +1,5 @@
 // The demo's prose around the table: what is about to run, why maxWait was set as it was, and the verdict.
+import { maskRedisUrl } from '../config/redis-url'
 import { defaultMarginMs } from '../config/schema'
 import type { Rate } from '../config/units'
 import { DEMO_DEFAULTS, minimumWindows } from './options'
@@ -31,20 +32,9 @@ function refusedBeyond (maxWaitMs: number, requests: number, limit: { count: num
   return Math.max(0, requests - fittingBurst(maxWaitMs, limit, marginMs))
 }
 
-/** The Redis URL without its password, for printing. */
-export function redactRedisUrl (url: string): string {
-  try {
-    const u = new URL(url)
-    if (u.password !== '') u.password = '***'
-    return u.toString()
-  } catch {
-    return 'an invalid URL'
-  }
-}
-
 export function introText (plan: DemoPlan, emulatorUrl: string, sluiceUrls: string[]): string {
   const { limit, rate, marginMs } = plan
-  const store = plan.redis === undefined ? 'memory store' : `Redis ${redactRedisUrl(plan.redis)}, shared by both`
+  const store = plan.redis === undefined ? 'memory store' : `Redis ${maskRedisUrl(plan.redis)}, shared by both`
   const scaled = limit.count === DEMO_DEFAULTS.limit.count && limit.windowMs === DEMO_DEFAULTS.limit.windowMs
     ? '; scaled down here so the demo takes seconds, not minutes'
     : ''

@@ -1,5 +1,6 @@
 // Options of `sluice demo`, their defaults, and flag parsing whose errors name the flag.
 import { parseArgs } from 'node:util'
+import { parseRedisUrl } from '../config/redis-url'
 import { formatRate, parseRate, type Rate } from '../config/units'
 import { ConfigError } from '../errors'
 
@@ -81,11 +82,7 @@ export function parseDemoArgs (argv: string[]): DemoOptions {
     }
   }
   if (typeof values.redis === 'string') {
-    let url: URL | undefined
-    try { url = new URL(values.redis) } catch {}
-    if (url === undefined || (url.protocol !== 'redis:' && url.protocol !== 'rediss:')) {
-      throw new ConfigError('--redis', `expected a redis://HOST:PORT or rediss://HOST:PORT URL, got ${JSON.stringify(values.redis)}`)
-    }
+    parseRedisUrl(values.redis, '--redis')
     options.redis = values.redis
   }
   options.keep = values.keep === true

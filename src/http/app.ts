@@ -53,7 +53,7 @@ export interface CreateOptions {
 
 export async function createSluice (config: SluiceConfig, options: CreateOptions = {}): Promise<SluiceServer> {
   const logger = options.logger ?? createLogger(config.logLevel)
-  const store = options.store ?? await createStore(config)
+  const store = options.store ?? await createStore(config, (fields, message) => logger.error(fields, message))
   const app = createServer(config, logger, { ...serverTimeouts(config), ...options.timeouts })
   const drain = new Drain()
   const limiters = new Map<string, RouteLimiter>()

@@ -3,7 +3,7 @@
 // by lua/includes/name.lua when the script is loaded; each include is inserted once per script.
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import type Redis from 'ioredis'
+import type { Cluster, default as Redis } from 'ioredis'
 
 /** The reply of both reserve scripts: admitted, wait µs, remaining, reset µs, ticket, start µs. */
 export type ReserveReply = [number, number, number, number, number, number]
@@ -65,7 +65,7 @@ export function loadLuaScript (file: string, dir: string = LUA_DIR): string {
 }
 
 /** Defines every script on `client` as a command (EVALSHA, reloaded by ioredis on NOSCRIPT). */
-export function defineSluiceCommands (client: Redis): Redis & SluiceCommands {
+export function defineSluiceCommands<C extends Redis | Cluster> (client: C): C & SluiceCommands {
   for (const [name, file, numberOfKeys] of SCRIPTS) client.defineCommand(name, numberOfKeys === undefined ? { lua: loadLuaScript(file) } : { numberOfKeys, lua: loadLuaScript(file) })
-  return client as Redis & SluiceCommands
+  return client as C & SluiceCommands
 }

@@ -1,13 +1,14 @@
 // Buckets in Redis, shared by every Sluice instance that uses the same Redis and key prefix.
 // Each operation is one Lua script (EVALSHA through ioredis defineCommand, reloaded by ioredis on
 // NOSCRIPT), and the scripts read the time from Redis, so instances on different hosts agree.
-import Redis, { type RedisOptions } from 'ioredis'
+import { parseRedisUrl } from '../config/redis-url'
 import { nowMs } from './clock'
 import { admittedFromUs, refusalFromUs } from './memory-store'
 import { slidingWindowParams, tokenBucketParams, type BucketPeek, type BucketPolicy, type BucketStore, type Reservation, type TeamBoard, type ClientPresence, type LimitBooking, type LimitRef, type MultiLimitStore, type MultiReservation } from './bucket-store'
 import { withLagAwareTimeout } from './lag-aware-timeout'
-import { defineSluiceCommands, type ReserveReply, type SluiceCommands } from './lua-scripts'
+import type { ReserveReply } from './lua-scripts'
 import { RedisClock, type ClockOffset } from './redis-clock'
+import { RedisConnection, type SluiceRedis, type TopologyLog } from './redis-connection'
 import { redisKeys, type RedisKeys } from './redis-keys'
 
 /**
@@ -16,47 +17,55 @@ import { redisKeys, type RedisKeys } from './redis-keys'
  * already sits in the socket is read, and the route falls back to local shaping for nothing.
  */
 const COMMAND_TIMEOUT_MS = 500
-/** ioredis's own timeout stays as a backstop for commands off the admission path (ms). */
-const BACKSTOP_TIMEOUT_MS = 5000
 
 /** How long a higher live-instance count outlives a lower one (ms). */
 const INSTANCE_COUNT_HOLD_MS = 10_000
 
 export interface RedisStoreOptions {
+  /** Any form parseRedisUrl takes: redis://, rediss://, redis+cluster://, redis+sentinel://. */
   url: string
   /** Prepended to every key, so teams can share one Redis. */
   keyPrefix: string
   /** A command that takes longer fails, so no request hangs on a dead Redis (ms). */
   commandTimeoutMs?: number
+  /** Told once per topology error (a one-server client answered MOVED, CROSSSLOT). */
+  log?: TopologyLog
 }
 
 export class RedisStore implements BucketStore, TeamBoard, ClientPresence, MultiLimitStore {
   readonly kind = 'redis' as const
-  readonly client: Redis & SluiceCommands
+  private readonly connection: RedisConnection
   private readonly keys: RedisKeys
   private readonly clock = new RedisClock()
   private readonly commandTimeoutMs: number
 
   constructor (options: RedisStoreOptions) {
-    const redisOptions: RedisOptions = {
-      lazyConnect: true,
-      // Many concurrent reservations share round trips without changing their semantics.
-      enableAutoPipelining: true,
-      commandTimeout: BACKSTOP_TIMEOUT_MS,
-      // Fail at once while disconnected instead of queueing requests behind a dead Redis.
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 1,
-      // Back off from 50 ms to at most 1 s, so shaping returns to Redis within ~1 s of it coming back.
-      retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 5), 1000)
-    }
-    this.client = defineSluiceCommands(new Redis(options.url, redisOptions))
-    // Connection errors are reported through ping()/readiness; an unhandled 'error' event would crash.
-    this.client.on('error', () => {})
-    // On every (re)connection, before traffic: how Redis's clock differs from ours (another host, or
-    // after a failover another server), for the limiter's lateness check.
-    this.client.on('ready', () => { void this.clock.sample(async () => await this.client.time()) })
+    this.connection = new RedisConnection(parseRedisUrl(options.url), {
+      // On every (re)connection, before traffic: how Redis's clock differs from ours (another host, or
+      // after a failover or a hand-over to a cluster client another server), for the lateness check.
+      onReady: async () => { await this.clock.sample(async () => await this.client.time()) },
+      log: options.log ?? (() => {})
+    })
     this.keys = redisKeys(options.keyPrefix)
     this.commandTimeoutMs = options.commandTimeoutMs ?? COMMAND_TIMEOUT_MS
+  }
+
+  /** The client in use now (a redis:// URL whose node is a cluster node is served by a Cluster client). */
+  get client (): SluiceRedis {
+    return this.connection.client
+  }
+
+  /** What the store talks to: one server, a cluster, or a Sentinel-guarded primary. */
+  get topology (): 'single' | 'cluster' | 'sentinel' {
+    return this.connection.kind
+  }
+
+  /**
+   * Why the store is unusable although Redis may answer (a one-server client that got MOVED, a
+   * CROSSSLOT reply), for readiness; undefined otherwise. available() is false while it is set.
+   */
+  topologyError (): string | undefined {
+    return this.connection.topologyError()
   }
 
   private connecting: Promise<void> | undefined
@@ -65,9 +74,9 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence, Multi
     return this.clock.offset()
   }
 
-  /** The first connection; later calls share it. ioredis reconnects by itself afterwards. */
+  /** The first connection (and for redis:// the cluster check); later calls share it. ioredis reconnects by itself afterwards. */
   async connect (): Promise<void> {
-    this.connecting ??= this.client.connect()
+    this.connecting ??= this.connection.connect()
     await this.connecting
   }
 
@@ -198,7 +207,7 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence, Multi
   }
 
   available (): boolean {
-    return this.client.status === 'ready'
+    return this.connection.available()
   }
 
   async liveInstances (): Promise<Map<string, string>> {
@@ -234,17 +243,16 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence, Multi
     if (leaseIds.length > 0) await this.client.sluiceRenewLeases(this.keys.bucket(bucket, 'leases'), Math.round(ttlMs), ...leaseIds)
   }
 
-  private subscriber: Redis | undefined
+  private subscribed = false
   private readonly leaseListeners: Array<(bucket: string) => void> = []
 
   private readonly pauseListeners: Array<(bucket: string, delayMs: number) => void> = []
 
-  /** One subscriber connection per instance, for both channels; ioredis subscribes again after a reconnect. */
+  /** One subscriber connection per instance, for both channels; it follows failovers and hand-overs (redis-connection.ts). */
   private subscribe (): void {
-    if (this.subscriber !== undefined) return
-    const sub = this.client.duplicate({ lazyConnect: false, enableOfflineQueue: true, commandTimeout: undefined })
-    sub.on('error', () => {})
-    sub.on('message', (channel: string, message: string) => {
+    if (this.subscribed) return
+    this.subscribed = true
+    this.connection.subscribe([this.keys.leaseChannel, this.keys.pauseChannel], (channel, message) => {
       if (channel === this.keys.leaseChannel) {
         for (const l of this.leaseListeners) l(message)
         return
@@ -253,8 +261,6 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence, Multi
       const delayMs = Number(message.slice(bar + 1)) / 1000
       if (bar > 0 && Number.isFinite(delayMs)) for (const l of this.pauseListeners) l(message.slice(0, bar), delayMs)
     })
-    sub.subscribe(this.keys.leaseChannel, this.keys.pauseChannel).catch(() => {})
-    this.subscriber = sub
   }
 
   onLeaseFreed (listener: (bucket: string) => void): void {
@@ -268,15 +274,10 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence, Multi
   }
 
   async ping (): Promise<void> {
-    await this.client.ping()
+    await this.connection.ping()
   }
 
   async close (): Promise<void> {
-    this.subscriber?.disconnect()
-    try {
-      await this.client.quit()
-    } catch {
-      this.client.disconnect()
-    }
+    await this.connection.close()
   }
 }
