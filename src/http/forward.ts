@@ -57,6 +57,8 @@ class Exchange {
   private readonly route: RouteConfig
   private readonly bucket: string
   private readonly logger: FastifyBaseLogger
+  /** When the current attempt was sent (this process's clock, ms; learned-limit.ts). */
+  private sentAt = 0
 
   constructor (private readonly opts: ForwarderOptions, private readonly request: FastifyRequest, private readonly reply: FastifyReply,
     private readonly dest: string, private readonly options: ReplyOptions, private readonly state: Admitted) {
@@ -142,6 +144,7 @@ class Exchange {
     const { request, reply } = this
     this.state.retries = this.retries
     if (this.retries > 0 && request.sluiceBody !== undefined) request.body = replayBody(request.sluiceBody)
+    this.sentAt = this.opts.signals.sentAt()
     try {
       reply.from(this.dest, { ...this.options, onResponse: this.onResponse, onError: this.onError } as never)
     } catch (err) {
@@ -197,6 +200,7 @@ class Exchange {
   private readonly onResponse = (_request: FastifyRequest, _reply: FastifyReply, res: UpstreamResponse): void => {
     this.state.upstreamStatus = res.statusCode
     if (res.statusCode < 400) {
+      this.opts.signals.answered(this.bucket, this.sentAt, this.slept)
       this.opts.signals.follow(res.headers, this.bucket)
       this.reply.send(res.stream)
       return
@@ -225,9 +229,11 @@ class Exchange {
     let decision: RetryDecision
     if (normalized.pushback !== undefined) {
       const why = `upstream ${normalized.pushback.kind === 'maintenance' ? 'maintenance' : 'rate limit'} (HTTP ${res.statusCode})`
-      pauseMs = await this.opts.signals.pushback(this.bucket, normalized.pushback.delayMs, why)
+      const limited = normalized.pushback.kind === 'rate_limited' ? { sentAtMs: this.sentAt } : undefined
+      pauseMs = await this.opts.signals.pushback(this.bucket, normalized.pushback.delayMs, why, limited)
       decision = this.decide({ kind: 'pushback' })
     } else {
+      this.opts.signals.answered(this.bucket, this.sentAt, this.slept)
       this.opts.signals.follow(res.headers, this.bucket)
       decision = this.decide({ kind: 'status', status: res.statusCode, retryable: normalized.envelope.error.details.retryable === true })
     }

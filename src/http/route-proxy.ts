@@ -7,6 +7,7 @@ import { Pool } from 'undici'
 import type { RouteConfig } from '../config/schema'
 import type { FairScheduler } from '../limiter/fair-scheduler'
 import type { RouteLimiter } from '../limiter/route-limiter'
+import { LearnedLimit } from '../limiter/learned-limit'
 import { UpstreamSignals } from '../limiter/upstream-signals'
 import type { BucketStore } from '../store/bucket-store'
 import type { Unfinished } from './access-log'
@@ -47,7 +48,10 @@ export async function registerRoute (scope: FastifyInstance, parts: RouteParts):
   scope.addContentTypeParser('*', requestBodyParser(route, route.mode === 'shadow' ? 0 : route.retryBodyLimit))
 
   const log = scope.log
-  const signals = new UpstreamSignals({ route, limiter, store: parts.store, checkStore: parts.checkStore, log: (level, fields, message) => log[level](fields, message) })
+  const limiterLog = (level: 'info' | 'warn', fields: Record<string, unknown>, message: string): void => log[level](fields, message)
+  const learned = LearnedLimit.for({ route, sources: limiter.limits, store: parts.checkStore, log: limiterLog })
+  if (learned !== undefined) scope.addHook('onClose', async () => { learned.close() })
+  const signals = new UpstreamSignals({ route, limiter, store: parts.store, checkStore: parts.checkStore, log: limiterLog, learned })
   await scope.register(proxy, {
     upstream: route.upstream,
     proxyPayloads: false,

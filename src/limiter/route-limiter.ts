@@ -8,6 +8,7 @@ import { hasStoreClock, type BucketPolicy, type BucketStore, type Reservation } 
 import { nowMs } from '../store/clock'
 import { sleep, type CancelSignal } from './cancel'
 import { ConcurrencySlots } from './concurrency-gate'
+import { LimitSources } from './limit-sources'
 import { refusalDetails } from './refusal-details'
 import { ShadowAdmitter } from './shadow-limiter'
 import { StoreFailover, type LimiterLog, type StoreMode } from './store-failover'
@@ -30,6 +31,8 @@ export class RouteLimiter {
   readonly route: RouteConfig
   /** The budget in force: the route's, until setLimit adopts another; everything derived reads it live. */
   readonly policy: BucketPolicy
+  /** Where the limit in force comes from: configured, announced, learned (limit-sources.ts composes them and calls setLimit). */
+  readonly limits: LimitSources
   private readonly store: BucketStore
   private readonly failover: StoreFailover
   private readonly slots: ConcurrencySlots
@@ -54,6 +57,7 @@ export class RouteLimiter {
       burst: route.burst,
       marginMs: route.marginMs
     }
+    this.limits = new LimitSources(route, (limit, windowMs) => this.setLimit(limit, windowMs), log)
     this.failover = new StoreFailover(route, store, this.policy, this.lastStart, log)
     this.slots = new ConcurrencySlots(route, store, this.failover, this.policy)
     this.shadow = route.mode === 'shadow' ? new ShadowAdmitter(route, store, this.policy) : undefined
@@ -101,7 +105,7 @@ export class RouteLimiter {
 
   /** The details of a refusal of this route's budget, with the limit in force. */
   details (bucket: string, extra: Record<string, unknown>): Record<string, unknown> {
-    return refusalDetails(this.route.name, this.policy, bucket, extra)
+    return refusalDetails(this.route.name, this.policy, bucket, extra, this.limits.view())
   }
 
   /**

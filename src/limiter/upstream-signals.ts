@@ -4,8 +4,10 @@
 // written into the route's config.
 import type { RouteConfig } from '../config/schema'
 import type { BucketStore } from '../store/bucket-store'
+import { nowMs } from '../store/clock'
 import { clampDelayMs, parseRateLimitHeaders, type HeaderBag } from '../upstream/retry-after'
 import type { RouteLimiter } from './route-limiter'
+import type { LearnedLimit } from './learned-limit'
 import type { LimiterLog } from './store-failover'
 
 export interface UpstreamSignalsOptions {
@@ -16,6 +18,8 @@ export interface UpstreamSignalsOptions {
   /** The same store without instrumentation: its announcements of every instance's pauses are followed. */
   checkStore: BucketStore
   log: LimiterLog
+  /** What the route learns of the upstream's real limit from its pushback (learned-limit.ts); none for a keyed or shadow route. */
+  learned?: LearnedLimit
 }
 
 export class UpstreamSignals {
@@ -23,6 +27,7 @@ export class UpstreamSignals {
   private readonly limiter: RouteLimiter
   private readonly store: BucketStore
   private readonly log: LimiterLog
+  private readonly learned: LearnedLimit | undefined
   private readonly shadow: boolean
   /** What the config says, before any announcement: an adopted limit never goes above it. */
   private readonly configuredLimit: number
@@ -42,6 +47,7 @@ export class UpstreamSignals {
     this.limiter = opts.limiter
     this.store = opts.store
     this.log = opts.log
+    this.learned = opts.learned
     this.shadow = opts.route.mode === 'shadow'
     this.configuredLimit = opts.route.limit.count
     this.adoptsLimits = opts.route.limitAuto || opts.route.key.kind === 'instance'
@@ -63,10 +69,22 @@ export class UpstreamSignals {
    * The upstream pushed back: pause the bucket for the delay it asked for (without one: one window of
    * the route's budget), within the route's pause bounds. Resolves to that pause, ms.
    */
-  async pushback (bucket: string, delayMs: number | undefined, why: string): Promise<number> {
+  async pushback (bucket: string, delayMs: number | undefined, why: string, limited?: { sentAtMs: number }): Promise<number> {
     const pauseMs = clampDelayMs(delayMs ?? this.limiter.policy.windowMs, this.route.minPauseMs, this.route.maxPauseMs)
+    // A rate limit (not maintenance) on an attempt sent at sentAtMs: learn what the upstream accepted before it.
+    if (limited !== undefined && this.learned !== undefined && bucket === this.learned.bucket) void this.learned.pushedBack(limited.sentAtMs)
     await this.pause(bucket, pauseMs, why)
     return pauseMs
+  }
+
+  /** The send time to note for an attempt (this process's clock, ms). */
+  sentAt (): number {
+    return nowMs()
+  }
+
+  /** The upstream answered an attempt sent at `sentAtMs` without pushing back (`waited`: the request had waited for its slot). */
+  answered (bucket: string, sentAtMs: number, waited: boolean): void {
+    if (this.learned !== undefined && bucket === this.learned.bucket) this.learned.accepted(sentAtMs, waited)
   }
 
   /** Steer by the upstream's own numbers: an exhausted budget pauses, a lower limit is adopted. */
@@ -96,32 +114,29 @@ export class UpstreamSignals {
     this.log('info', { route, bucket, pauseMs: Math.round(delayMs), why }, 'bucket paused')
   }
 
+  /** An announced limit goes to the route's limit sources (limit-sources.ts), which compose the limit in force. */
   private adopt (announced: number, announcedWindowMs: number | undefined): void {
-    const policy = this.limiter.policy
+    const sources = this.limiter.limits
     const name = this.route.name
+    const windowMs = announcedWindowMs !== undefined && announcedWindowMs > 0 ? announcedWindowMs : this.limiter.policy.windowMs
+    const limit = Math.floor(announced)
+    const before = sources.announced
+    if (before !== undefined && before.limit === limit && before.windowMs === windowMs) return
+    const was = this.limiter.policy.limit
+    sources.announce({ limit, windowMs })
     if (this.route.limitAuto) {
-      const windowMs = announcedWindowMs !== undefined && announcedWindowMs > 0 ? announcedWindowMs : policy.windowMs
-      const limit = Math.floor(announced)
-      if (limit === policy.limit && windowMs === policy.windowMs) return
-      this.limiter.setLimit(limit, windowMs)
-      this.log('info', { route: name, limit, windowMs }, `route ${name}: limit auto adopts the upstream's announced ${limit} per ${windowMs} ms`)
+      if (this.limiter.policy.limit !== was || before === undefined) this.log('info', { route: name, limit, windowMs }, `route ${name}: limit auto adopts the upstream's announced ${limit} per ${windowMs} ms`)
       return
     }
     // The announcement in the route's own window, so 5000/h and 180/min compare.
-    const inRouteWindow = announcedWindowMs !== undefined && announcedWindowMs > 0 && announcedWindowMs !== policy.windowMs
-      ? Math.floor(announced * policy.windowMs / announcedWindowMs)
-      : Math.floor(announced)
-    // The limit follows the latest announcement, down and back up, never above the configured one.
+    const inRouteWindow = sources.inWindow({ limit, windowMs })
     const configured = this.configuredLimit
-    const limit = Math.min(inRouteWindow, configured)
-    if (limit < 1 || limit === policy.limit) return
-    this.limiter.setLimit(limit, policy.windowMs)
-    if (limit < configured && !this.warnedLimit) {
+    if (inRouteWindow < configured && !this.warnedLimit) {
       this.warnedLimit = true
-      this.log('warn', { route: name, configured, announced: inRouteWindow, windowMs: policy.windowMs },
-        `route ${name}: the upstream announces a limit of ${inRouteWindow} per ${policy.windowMs} ms, below the configured ${configured}; Sluice follows the upstream`)
-    } else if (limit === configured) {
-      this.log('info', { route: name, limit, windowMs: policy.windowMs }, `route ${name}: the upstream announces ${inRouteWindow} per ${policy.windowMs} ms again; back to the configured ${limit}`)
+      this.log('warn', { route: name, configured, announced: inRouteWindow, windowMs: this.limiter.policy.windowMs },
+        `route ${name}: the upstream announces a limit of ${inRouteWindow} per ${this.limiter.policy.windowMs} ms, below the configured ${configured}; Sluice follows the upstream`)
+    } else if (inRouteWindow >= configured && before !== undefined && sources.inWindow(before) < configured) {
+      this.log('info', { route: name, limit: configured, windowMs: this.limiter.policy.windowMs }, `route ${name}: the upstream announces ${inRouteWindow} per ${this.limiter.policy.windowMs} ms again; back to the configured ${configured}`)
     }
   }
 }

@@ -54,6 +54,11 @@ export interface Profile {
    * and epoch resets; it defaults to the current time.
    */
   pushback: (status: number, headers: HeaderBag, parsed: ParsedError, nowMs?: number) => Pushback | null
+  /**
+   * How carefully a learned limit probes back up (learned-limit.ts): windows without pushback before a
+   * step, and the largest step. Unset: the defaults. An upstream whose repeated 429s escalate wants more.
+   */
+  readonly probe?: { readonly quietWindows: number, readonly maxStep: number }
   /** Milliseconds to wait when the upstream pushes back without saying how long. */
   readonly defaultDelayMs: {
     readonly rateLimited: number | undefined

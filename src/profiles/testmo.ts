@@ -9,5 +9,7 @@ export const testmo: Profile = {
   name: 'testmo',
   parseError: parseAnyError,
   pushback: (status, headers, parsed, nowMs = Date.now()) => commonPushback(status, headers, parsed, nowMs, testmo.defaultDelayMs),
+  // Repeated 429s lock a client out for longer: a learned limit probes up by one, after 20 quiet windows.
+  probe: { quietWindows: 20, maxStep: 1 },
   defaultDelayMs: { rateLimited: 60_000, maintenance: MAINTENANCE_DEFAULT_DELAY_MS }
 }

@@ -2,7 +2,8 @@
 // in ./lua, step for step, so one contract suite holds for both stores.
 import { EventEmitter } from 'node:events'
 import { nowUs } from './clock'
-import { slidingWindowParams, tokenBucketParams, type BucketPeek, type BucketPolicy, type BucketStore, type Reservation, type TeamBoard } from './bucket-store'
+import { slidingWindowParams, tokenBucketParams, type BucketPeek, type BucketPolicy, type BucketStore, type LearnedChange, type LearnedRecord, type LimitMemory, type Reservation, type TeamBoard } from './bucket-store'
+import { LearnedMemory } from './learned-memory'
 
 interface Bucket {
   /** token-bucket theoretical arrival time, µs */
@@ -24,7 +25,7 @@ function emptyBucket (): Bucket {
   return { tat: 0, starts: [], head: 0, floor: 0, pausedUntil: 0, expiresAt: 0 }
 }
 
-export class MemoryStore implements BucketStore, TeamBoard {
+export class MemoryStore implements BucketStore, TeamBoard, LimitMemory {
   readonly kind = 'memory' as const
   private readonly buckets = new Map<string, Bucket>()
   /** Heartbeats: id -> snapshot and its expiry (ms since epoch); in memory only this process beats. */
@@ -217,6 +218,13 @@ export class MemoryStore implements BucketStore, TeamBoard {
     this.freed.setMaxListeners(0)
     this.freed.on('freed', listener)
   }
+
+  private readonly learned = new LearnedMemory()
+  async learnedLimit (bucket: string): Promise<LearnedRecord | undefined> { return await this.learned.learnedLimit(bucket) }
+  async changeLearned (bucket: string, change: LearnedChange, ttlMs: number): Promise<LearnedRecord | undefined> { return await this.learned.changeLearned(bucket, change, ttlMs) }
+  onLearned (listener: (bucket: string) => void): void { this.learned.onLearned(listener) }
+  async noteAnswers (bucket: string, answers: ReadonlyArray<{ atMs: number, accepted: boolean }>, keepMs: number): Promise<void> { await this.learned.noteAnswers(bucket, answers, keepMs) }
+  async countAnswers (bucket: string, fromMs: number, toMs: number): Promise<{ accepted: number, rejected: number }> { return await this.learned.countAnswers(bucket, fromMs, toMs) }
 
   async ping (): Promise<void> {}
 

@@ -2,7 +2,7 @@
 // script touches share it, so they stay in one Redis Cluster slot.
 
 export interface RedisKeys {
-  /** A bucket's key: `<prefix>{<bucket>}:<part>` (tb, sw, sw-floor, pause, leases, presence). */
+  /** A bucket's key: `<prefix>{<bucket>}:<part>` (tb, sw, sw-floor, pause, leases, presence, learned, answers). */
   bucket: (bucket: string, part: string) => string
   /** The team's heartbeat keys: `<prefix>{instances}:<part>` (live, snapshots). */
   team: (part: string) => string
@@ -10,6 +10,8 @@ export interface RedisKeys {
   leaseChannel: string
   /** Channel on which a bucket's pause is announced. */
   pauseChannel: string
+  /** Channel on which a change of a bucket's learned limit is announced (learn-limit-1.lua). */
+  learnedChannel: string
 }
 
 export function redisKeys (prefix: string): RedisKeys {
@@ -17,6 +19,7 @@ export function redisKeys (prefix: string): RedisKeys {
     bucket: (bucket, part) => `${prefix}{${bucket}}:${part}`,
     team: (part) => `${prefix}{instances}:${part}`,
     leaseChannel: `${prefix}lease-freed`,
-    pauseChannel: `${prefix}paused`
+    pauseChannel: `${prefix}paused`,
+    learnedChannel: `${prefix}learned`
   }
 }

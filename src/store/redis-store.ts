@@ -4,7 +4,8 @@
 import Redis, { type RedisOptions } from 'ioredis'
 import { nowMs } from './clock'
 import { admittedFromUs, refusalFromUs } from './memory-store'
-import { slidingWindowParams, tokenBucketParams, type BucketPeek, type BucketPolicy, type BucketStore, type Reservation, type TeamBoard, type ClientPresence } from './bucket-store'
+import { slidingWindowParams, tokenBucketParams, type BucketPeek, type BucketPolicy, type BucketStore, type Reservation, type TeamBoard, type ClientPresence, type LearnedChange, type LearnedRecord, type LimitMemory } from './bucket-store'
+import * as learned from './learned-redis'
 import { withLagAwareTimeout } from './lag-aware-timeout'
 import { defineSluiceCommands, type ReserveReply, type SluiceCommands } from './lua-scripts'
 import { RedisClock, type ClockOffset } from './redis-clock'
@@ -30,7 +31,7 @@ export interface RedisStoreOptions {
   commandTimeoutMs?: number
 }
 
-export class RedisStore implements BucketStore, TeamBoard, ClientPresence {
+export class RedisStore implements BucketStore, TeamBoard, ClientPresence, LimitMemory {
   readonly kind = 'redis' as const
   readonly client: Redis & SluiceCommands
   private readonly keys: RedisKeys
@@ -196,11 +197,15 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence {
         for (const l of this.leaseListeners) l(message)
         return
       }
+      if (channel === this.keys.learnedChannel) {
+        for (const l of this.learnedListeners) l(message)
+        return
+      }
       const bar = message.lastIndexOf('|')
       const delayMs = Number(message.slice(bar + 1)) / 1000
       if (bar > 0 && Number.isFinite(delayMs)) for (const l of this.pauseListeners) l(message.slice(0, bar), delayMs)
     })
-    sub.subscribe(this.keys.leaseChannel, this.keys.pauseChannel).catch(() => {})
+    sub.subscribe(this.keys.leaseChannel, this.keys.pauseChannel, this.keys.learnedChannel).catch(() => {})
     this.subscriber = sub
   }
 
@@ -213,6 +218,17 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence {
     this.pauseListeners.push(listener)
     this.subscribe()
   }
+
+  private readonly learnedListeners: Array<(bucket: string) => void> = []
+  onLearned (listener: (bucket: string) => void): void {
+    this.learnedListeners.push(listener)
+    this.subscribe()
+  }
+
+  async learnedLimit (bucket: string): Promise<LearnedRecord | undefined> { return await learned.learnedLimit(this.client, this.keys, bucket) }
+  async changeLearned (bucket: string, change: LearnedChange, ttlMs: number): Promise<LearnedRecord | undefined> { return await learned.changeLearned(this.client, this.keys, bucket, change, ttlMs) }
+  async noteAnswers (bucket: string, answers: ReadonlyArray<{ atMs: number, accepted: boolean }>, keepMs: number): Promise<void> { await learned.noteAnswers(this.client, this.keys, bucket, answers, keepMs) }
+  async countAnswers (bucket: string, fromMs: number, toMs: number): Promise<{ accepted: number, rejected: number }> { return await learned.countAnswers(this.client, this.keys, bucket, fromMs, toMs) }
 
   async ping (): Promise<void> {
     await this.client.ping()
