@@ -8,6 +8,7 @@ import { nginxReference } from './nginx'
 import { overhead } from './overhead'
 import { precision } from './precision'
 import { scale } from './scale'
+import { unknownLimit } from './unknown-limit'
 import { writeResult } from './table'
 
 const SCENARIOS: Record<string, () => Promise<Record<string, unknown> | undefined>> = {
@@ -16,7 +17,8 @@ const SCENARIOS: Record<string, () => Promise<Record<string, unknown> | undefine
   scale: async () => await scale(),
   fairness: async () => await fairness(),
   nginx: async () => await nginxReference(),
-  'distant-store': async () => await distantStore()
+  'distant-store': async () => await distantStore(),
+  'unknown-limit': async () => await unknownLimit()
 }
 
 async function main (): Promise<void> {

@@ -86,7 +86,8 @@ export class Observer {
       inFlight: () => this.tracker.inFlightByRoute(),
       liveInstances: () => this.liveCount,
       storeModes: () => config.routes.map((r) => ({ route: r.name, mode: this.storeModeOf(r.name) })),
-      admissionEvents: () => admissionEvents(this.routes.keys(), this.limiters, this.schedulers)
+      admissionEvents: () => admissionEvents(this.routes.keys(), this.limiters, this.schedulers),
+      limits: () => [...this.limiters.entries()].map(([route, l]) => ({ route, ...l.limits.view(), windowS: l.policy.windowMs / 1000, limit: l.policy.limit }))
     })
     for (const r of config.routes) {
       // A budget per route is known from the start; per-credential buckets appear when first used.
@@ -202,12 +203,14 @@ export class Observer {
       const route = this.tracker.routeOf(bucket, snapshots)
       if (route === undefined) continue
       const act = this.tracker.get(bucket)
-      const policy = this.limiters.get(route.name)?.policy
+      const limiter = this.limiters.get(route.name)
+      const policy = limiter?.policy
       rows.push(bucketStatus({
         route,
         bucket,
         limit: policy?.limit ?? route.limit.count,
         windowMs: policy?.windowMs ?? route.limit.windowMs,
+        ...(limiter === undefined ? {} : { sources: limiter.limits.view() }),
         storeMode: this.storeModeOf(route.name),
         waitMs: act?.waitPercentiles(now) ?? { p50: 0, p90: 0, p99: 0, count: 0 },
         requestsLastMinute: act === undefined ? 0 : act.series(now).reduce((n, s) => n + s[1], 0)
