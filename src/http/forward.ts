@@ -200,8 +200,8 @@ class Exchange {
   private readonly onResponse = (_request: FastifyRequest, _reply: FastifyReply, res: UpstreamResponse): void => {
     this.state.upstreamStatus = res.statusCode
     if (res.statusCode < 400) {
-      this.opts.signals.answered(this.bucket, this.sentAt, this.slept)
       this.opts.signals.follow(res.headers, this.bucket)
+      this.opts.signals.answered(this.bucket, this.sentAt, this.slept)
       this.reply.send(res.stream)
       return
     }
@@ -233,8 +233,8 @@ class Exchange {
       pauseMs = await this.opts.signals.pushback(this.bucket, normalized.pushback.delayMs, why, limited)
       decision = this.decide({ kind: 'pushback' })
     } else {
-      this.opts.signals.answered(this.bucket, this.sentAt, this.slept)
       this.opts.signals.follow(res.headers, this.bucket)
+      this.opts.signals.answered(this.bucket, this.sentAt, this.slept)
       decision = this.decide({ kind: 'status', status: res.statusCode, retryable: normalized.envelope.error.details.retryable === true })
     }
     let skipped = decision.retry === false ? decision.skipped : undefined

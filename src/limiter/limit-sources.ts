@@ -4,7 +4,9 @@
 // accept before it pushed back (learned-limit.ts). Each source is set here, and only here is the
 // limiter told (RouteLimiter.setLimit), with one log line per change of the limit in force.
 import type { RouteConfig } from '../config/schema'
-import type { LimiterLog } from './store-failover'
+
+/** Where a change of the limit in force is logged (the shape of store-failover.ts's LimiterLog, not imported: no cycle). */
+type LimiterLog = (level: 'info' | 'warn', fields: Record<string, unknown>, message: string) => void
 
 /** A limit in requests per window. */
 export interface SourceLimit {
@@ -93,7 +95,8 @@ export class LimitSources {
   compose (): SourceLimit {
     const route = this.route
     const announced = this.announcedLimit
-    const learned = this.learnedLimit
+    // A climb (`limit: auto` exploring upwards without announcements) is no ceiling once the upstream announces.
+    const learned = this.learnedKind === 'climb' && announced !== undefined ? undefined : this.learnedLimit
     let base: SourceLimit
     if (route.limitAuto) base = announced ?? learned ?? { limit: route.limit.count, windowMs: route.limit.windowMs }
     else base = { limit: route.limit.count, windowMs: route.limit.windowMs }
