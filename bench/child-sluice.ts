@@ -123,6 +123,8 @@ async function main (): Promise<void> {
       waited
     }),
     starts: () => starts,
+    // The limit in force per route and its sources (configured, announced, learned: unknown-limit).
+    limits: () => [...sluice.limiters.values()].map((l) => l.limits.view()),
     cpu: () => process.cpuUsage()
   })
   process.on('SIGTERM', () => { sluice.close().finally(() => process.exit(0)) })

@@ -39,6 +39,7 @@ export async function unknownLimit (options: UnknownLimitOptions = UNKNOWN_LIMIT
         }
         const result = await burst(instances.map((c) => c.url), options.requests, `u${v}-`, 0, 'POST')
         const arrivals = await upstream.call<Arrival[]>('arrivals')
+        const limits = await instances[0].call<Array<{ limit: number, learned?: number, learnedKind?: string }>>('limits')
         const times = arrivals.map((a) => a.t)
         const first = Math.min(...times)
         const limitedTimes = arrivals.filter((a) => a.outcome !== 'ok').map((a) => a.t).sort((a, b) => a - b)
@@ -57,7 +58,11 @@ export async function unknownLimit (options: UnknownLimitOptions = UNKNOWN_LIMIT
           limitedAfterFirst: limitedTimes.length - inFlight,
           drainMs: round(drainMs, 1),
           minimumMs,
-          ofMinimum: round(drainMs / minimumMs, 3)
+          ofMinimum: round(drainMs / minimumMs, 3),
+          limitAtEnd: limits[0]?.limit,
+          learnedAtEnd: limits[0]?.learned ?? null,
+          // When the upstream answered 429, s after the first arrival.
+          limitedAtS: limitedTimes.map((t) => round((t - first) / 1000, 2))
         })
       } finally {
         for (const c of children.reverse()) await c.stop()
@@ -67,8 +72,8 @@ export async function unknownLimit (options: UnknownLimitOptions = UNKNOWN_LIMIT
     await redis.stop()
   }
   printTable(`Unknown limit: upstream ${options.realLimit}/${options.windowMs / 1000}s (429, Retry-After: 1), ${options.instances} instances, one Redis, ${options.requests} POSTs at once`,
-    ['configured', 'real', 'client statuses', '429s upstream', 'first in flight', '429s after', 'drain s', 'minimum s', 'drain / minimum'],
+    ['configured', 'real', 'client statuses', '429s upstream', 'first in flight', '429s after', 'drain s', 'minimum s', 'drain / minimum', 'limit at end', '429s at s'],
     runs.map((r) => [r.configured as number, r.realLimit as number, JSON.stringify(r.statuses), r.upstreamLimited as number, r.firstInFlight as number, r.limitedAfterFirst as number,
-      round(Number(r.drainMs) / 1000, 2), Number(r.minimumMs) / 1000, r.ofMinimum as number]))
+      round(Number(r.drainMs) / 1000, 2), Number(r.minimumMs) / 1000, r.ofMinimum as number, r.limitAtEnd as number, (r.limitedAtS as number[]).join(' ')]))
   return { scenario: 'unknown-limit', options, targets: { limitedAfterFirstAtMost: 5, ofMinimumAtMost: 1.2, allClientsSucceed: true }, runs }
 }

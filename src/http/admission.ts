@@ -1,6 +1,7 @@
 // A route's preHandler: what the request asks for (its bucket, client, priority, cost and wait
 // bound), then its wait for a slot in the budget (fair queue and limiter). Only an admitted request
 // reaches forward.ts; the others leave with an envelope, or, when the client left, without an answer.
+import { Readable } from 'node:stream'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { RouteConfig } from '../config/schema'
 import { SluiceError, ClientGoneError } from '../errors'
@@ -56,8 +57,8 @@ export function createAdmission (opts: AdmissionOptions): (request: FastifyReque
       const admission = route.mode === 'shadow'
         ? await limiter.admit(bucket, maxWaitMs, controller.signal, cost)
         : await scheduler.admit({ bucket, client, priority, cost, maxWaitMs, signal: controller.signal })
-      // A body without Content-Length is counted as it streams upstream (413 past bodyLimit).
-      if (request.body === request.raw && request.headers['content-length'] === undefined) request.body = limitBody(request.raw, route)
+      // A body without Content-Length that was not kept (request-body.ts) is counted as it streams upstream (413 past bodyLimit).
+      if (request.body instanceof Readable && request.sluiceBody === undefined && request.headers['content-length'] === undefined) request.body = limitBody(request.body, route)
       state.waitedMs = admission.waitedMs
       state.view = { remaining: admission.reservation.remaining, resetMs: Math.max(0, admission.reservation.resetMs - admission.waitedMs) }
       // A concurrency slot (route `concurrency`) is held until the exchange with the client is over.

@@ -91,7 +91,7 @@ class Exchange {
   /** What stops this request from being sent again; undefined when it can be. */
   private bodyBlocker (): string | undefined {
     if (this.request.body !== undefined && this.request.sluiceBody === undefined) {
-      return `the request body was streamed (larger than retryBodyLimit ${this.route.retryBodyLimit} bytes, or without Content-Length) and cannot be sent again`
+      return `the request body was streamed (larger than retryBodyLimit ${this.route.retryBodyLimit} bytes) and cannot be sent again`
     }
     return undefined
   }
