@@ -13,7 +13,7 @@ import type { FairScheduler } from '../limiter/fair-scheduler'
 import type { RouteLimiter } from '../limiter/route-limiter'
 import type { Unfinished } from './access-log'
 import { limitBody } from './body-limit'
-import { rateLimitHeaders } from './rate-limit-headers'
+import { rateLimitHeaders, refusalView } from './rate-limit-headers'
 import { redactUrl } from './redact'
 import type { RequestState } from './request-state'
 import { SHUTDOWN, shuttingDownError } from './shutdown'
@@ -114,8 +114,9 @@ function refused (err: unknown, limiter: RouteLimiter, request: FastifyRequest, 
     reply.hijack()
     return
   }
-  if (err instanceof SluiceError && err.code === 'RATE_LIMITED') {
-    reply.headers(rateLimitHeaders(limiter, { remaining: 0, resetMs: Number(err.details.retry_after_ms ?? 0) }, 0))
+  // Sluice's own refusal: nothing left until its Retry-After, in every rate-limit field.
+  if (err instanceof SluiceError && (err.code === 'RATE_LIMITED' || err.code === 'QUEUE_FULL') && err.retryAfterS !== undefined) {
+    reply.headers(rateLimitHeaders(limiter, refusalView(err.retryAfterS), 0))
   }
   throw err
 }

@@ -15,7 +15,7 @@ import { createAdmission } from './admission'
 import { endBodilessResponses } from './bodiless-responses'
 import { createForwarder } from './forward'
 import { forwardedRequestHeaders, withoutHopByHop } from './hop-by-hop'
-import { rateLimitHeaders } from './rate-limit-headers'
+import { hasOwnRateLimitFields, rateLimitHeaders } from './rate-limit-headers'
 import { requestBodyParser } from './request-body'
 
 export interface RouteParts {
@@ -76,7 +76,9 @@ export async function registerRoute (scope: FastifyInstance, parts: RouteParts):
         const out = withoutHopByHop(headers)
         const state = request?.sluice
         if (request === undefined || state?.view === undefined) return out
-        rateLimitHeaders(limiter, state.view, state.waitedMs, out)
+        // The upstream's own X-RateLimit-* pass untouched; Sluice's trio only stands in where it sent none.
+        state.upstreamRateLimit = hasOwnRateLimitFields(headers)
+        rateLimitHeaders(limiter, state.view, state.waitedMs, out, !state.upstreamRateLimit)
         out['x-request-id'] = request.id
         return out
       }
