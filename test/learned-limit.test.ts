@@ -4,7 +4,14 @@ import t from 'tap'
 import { request } from 'undici'
 import { startEmulator } from '../src/emulator'
 import { nextProbe } from '../src/limiter/learned-limit'
+import pino from 'pino'
+import { DEFAULTS, parseRoute, type SluiceConfig } from '../src/config/schema'
+import { createSluice } from '../src/http/app'
+import type { SluiceStatus } from '../src/observe/status'
+import { formatStatus } from '../src/observe/status-cli'
+import { scrapeMetrics } from './helpers/prometheus'
 import { startSluice, type TestSluice } from './helpers/sluice'
+import { startUpstream } from './helpers/upstream'
 
 async function post (url: string): Promise<number> {
   const res = await request(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"content":"x"}' })
@@ -43,4 +50,68 @@ t.test('nextProbe: one step after quiet windows, doubled waits after failed prob
   t.equal((nextProbe({ ...rec, limit: 100 }, { ...ctx, cap: 200, maxStep: 1 }) as { to: number }).to, 101, 'a careful profile steps by one')
   t.equal((nextProbe({ ...rec, limit: 100 }, { ...ctx, cap: 200 }) as { to: number }).to, 105, 'else by a twentieth')
   t.equal((nextProbe({ ...rec, kind: 'shared', sinceChangeMs: 1000, sincePushbackMs: 1000 }, ctx) as { to: number }).to, 12, 'shared: back after one window, by a tenth of the cap')
+})
+
+t.test('the learned limit is seen everywhere: metrics, status, sluice status, refusal details', async (t) => {
+  const emulator = await startEmulator({ profile: 'zulip', limit: 4, windowMs: 1000 })
+  const s = await startSluice([{ name: 'api', upstream: emulator.url, limit: '8/s', profile: 'zulip', maxWait: '30s' }])
+  t.teardown(async () => { await s.close(); await emulator.close() })
+  t.same(await burst([s], '/api/x', 12), Array(12).fill(200))
+  const learned = s.limiters.get('api')!.limits.view().learned
+  t.ok(learned !== undefined && learned <= 4, `learned ${learned}`)
+  const metrics = await scrapeMetrics(s.url)
+  t.equal(metrics.value('sluice_budget_limit', { route: 'api' }), learned, 'sluice_budget_limit is the limit in force, not the configured one')
+  t.equal(metrics.value('sluice_budget_limit_source', { route: 'api', source: 'configured' }), 8)
+  t.equal(metrics.value('sluice_budget_limit_source', { route: 'api', source: 'learned' }), learned)
+  t.equal(metrics.find('sluice_budget_limit_source', { route: 'api', source: 'announced' }).length, 0, 'a source that says nothing is absent')
+  const res = await request(`${s.url}/_sluice/status`)
+  const status = await res.body.json() as SluiceStatus
+  const bucket = status.buckets.find((b) => b.route === 'api')!
+  t.same(bucket.limitSources, { configured: 8, announced: null, learned }, 'status names the three sources')
+  t.equal(bucket.limit, learned)
+  t.match(formatStatus(status, s.url), new RegExp(`${learned}/s \\(learned; configured 8\\)`), 'sluice status says where the limit comes from')
+  const refused = await request(`${s.url}/api/x`, { method: 'POST', headers: { prefer: 'wait=0' }, body: '' })
+  const envelope = await refused.body.json() as { error: { code: string, details: Record<string, unknown> } }
+  if (envelope.error.code === 'RATE_LIMITED') t.same(envelope.error.details.limit_sources, { configured: 8, learned }, 'a refusal\'s details name them')
+  else t.equal(refused.statusCode, 200, 'room right away: nothing refused')
+})
+
+t.test('limit: auto without headers climbs from its start until the first pushback, then settles below it', async (t) => {
+  // The upstream allows 8 per 500 ms and says nothing about it; the route starts at 3 per 500 ms.
+  const accepted: number[] = []
+  let limited = 0
+  const up = await startUpstream((_req, res) => {
+    const now = Date.now()
+    while (accepted.length > 0 && accepted[0] <= now - 500) accepted.shift()
+    if (accepted.length >= 8) {
+      limited++
+      res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '1' }).end('{"result":"error","msg":"API usage exceeded rate limit","code":"RATE_LIMIT_HIT"}')
+      return
+    }
+    accepted.push(now)
+    res.setHeader('content-type', 'application/json')
+    res.end('{"result":"success"}')
+  })
+  const route = parseRoute({ name: 'auto', upstream: up.url, limit: 'auto', profile: 'zulip', maxWait: '30s', minPause: '500ms' }, 'route')
+  route.limit = { count: 3, windowMs: 500 }
+  route.marginMs = 50
+  const s = await createSluice({ host: '127.0.0.1', port: 0, redis: undefined, keyPrefix: DEFAULTS.keyPrefix, hashSecret: 'x', logLevel: 'warn', routes: [route] } as SluiceConfig, { logger: pino({ level: 'silent' }) })
+  const url = await s.listen()
+  t.teardown(async () => { await s.close(); await up.close() })
+  const seen: number[] = []
+  const until = Date.now() + 9000
+  await Promise.all(Array.from({ length: 6 }, async () => {
+    while (Date.now() < until) {
+      t.equal(await post(`${url}/x`), 200)
+      seen.push(s.limiters.get('auto')!.policy.limit)
+    }
+  }))
+  t.comment(seen.filter((v, i) => i === 0 || v !== seen[i - 1]).join(' > '))
+  // A pushback near the end is learned LEARN_DELAY_MS after it.
+  await new Promise((resolve) => setTimeout(resolve, 500))
+  const top = Math.max(...seen)
+  t.ok(top > 3, `climbed from 3 to ${top}`)
+  t.ok(limited >= 1 && limited <= 4, `until the upstream pushed back (${limited} times)`)
+  const end = s.limiters.get('auto')!.policy.limit
+  t.ok(end >= 5 && end <= 8, `and settled at ${end}, at or below the upstream's 8`)
 })
