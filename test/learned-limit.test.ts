@@ -41,11 +41,13 @@ for (const profile of ['zulip', 'testrail', 'github', 'testmo'] as const) {
 }
 
 t.test('nextProbe: one step after quiet windows, doubled waits after failed probes, never above the cap', async (t) => {
-  const ctx = { cap: 20, windowMs: 1000, quietWindows: 5, maxStep: Infinity }
+  const ctx = { cap: 20, windowMs: 1000, quietWindows: 5, maxStep: Infinity, minQuietMs: 0 }
   const rec = { limit: 10, windowMs: 1000, kind: 'learned' as const, sinceChangeMs: 6000, sincePushbackMs: 6000, failedProbes: 0 }
   t.same(nextProbe(rec, ctx), { op: 'raise', from: 10, to: 11, windowMs: 1000, kind: 'learned', quietMs: 5000 })
   t.equal(nextProbe({ ...rec, sincePushbackMs: 4000 }, ctx), undefined, 'not within 5 windows of a pushback')
   t.equal(nextProbe({ ...rec, failedProbes: 1 }, ctx), undefined, 'a failed probe doubles the quiet time')
+  t.equal(nextProbe(rec, { ...ctx, minQuietMs: 60_000 }), undefined, 'and never sooner than the least quiet time')
+  t.equal((nextProbe({ ...rec, sinceChangeMs: 61_000, sincePushbackMs: 61_000 }, { ...ctx, minQuietMs: 60_000 }) as { quietMs: number }).quietMs, 60_000)
   t.equal(nextProbe({ ...rec, limit: 19 }, ctx)?.op === 'raise' && (nextProbe({ ...rec, limit: 19 }, ctx) as { to?: number }).to, undefined, 'reaching the configured limit forgets the learned one')
   t.equal((nextProbe({ ...rec, limit: 100 }, { ...ctx, cap: 200, maxStep: 1 }) as { to: number }).to, 101, 'a careful profile steps by one')
   t.equal((nextProbe({ ...rec, limit: 100 }, { ...ctx, cap: 200 }) as { to: number }).to, 105, 'else by a twentieth')

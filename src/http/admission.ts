@@ -60,6 +60,7 @@ export function createAdmission (opts: AdmissionOptions): (request: FastifyReque
       // A body without Content-Length that was not kept (request-body.ts) is counted as it streams upstream (413 past bodyLimit).
       if (request.body instanceof Readable && request.sluiceBody === undefined && request.headers['content-length'] === undefined) request.body = limitBody(request.body, route)
       state.waitedMs = admission.waitedMs
+      state.bookedUnder = admission.bookedUnder
       state.view = { remaining: admission.reservation.remaining, resetMs: Math.max(0, admission.reservation.resetMs - admission.waitedMs) }
       // A concurrency slot (route `concurrency`) is held until the exchange with the client is over.
       if (admission.release !== undefined) reply.raw.once('close', admission.release)

@@ -44,6 +44,8 @@ export interface CreateOptions {
   store?: BucketStore
   /** Server timeouts in ms instead of those derived from the config (tests use short ones). */
   timeouts?: Partial<ServerTimeouts>
+  /** The least time between probes of a learned limit, ms, instead of learned-limit.ts's (tests use short ones). */
+  probeMinQuietMs?: number
 }
 
 export async function createSluice (config: SluiceConfig, options: CreateOptions = {}): Promise<SluiceServer> {
@@ -71,7 +73,7 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
     const scheduler = new FairScheduler(route, limiter, hashedWeights(route, config.hashSecret), store)
     schedulers.set(route.name, scheduler)
     app.addHook('onClose', async () => { scheduler.close() })
-    await app.register(async (scope) => registerRoute(scope, { route, limiter, scheduler, store: limiterStore, checkStore: store, hashSecret: config.hashSecret, unfinished }))
+    await app.register(async (scope) => registerRoute(scope, { route, limiter, scheduler, store: limiterStore, checkStore: store, hashSecret: config.hashSecret, unfinished, probeMinQuietMs: options.probeMinQuietMs }))
   }
 
   return { app, store, limiters, schedulers, config, observer, ...lifecycle(app, store, config, logger, drain) }

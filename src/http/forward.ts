@@ -113,16 +113,27 @@ class Exchange {
   private async readmit (): Promise<void> {
     const admission = await this.opts.limiter.admit(this.bucket, Math.max(0, this.remainingWaitMs()), this.controller.signal)
     this.state.waitedMs += admission.waitedMs
+    this.state.bookedUnder = admission.bookedUnder
     this.state.view = { remaining: admission.reservation.remaining, resetMs: Math.max(0, admission.reservation.resetMs - admission.waitedMs) }
     this.slept = admission.waitedMs > 0
   }
 
   /**
-   * A request that slept for its slot may have slept into a pause set meanwhile (by any instance):
-   * it queues again, behind the pause. Known pauses only: no store round trip after the slot.
+   * A request that slept for its slot may have slept into a pause set meanwhile (by any instance), or
+   * past a lowering of the limit: it queues again. Known pauses only: no store round trip after the slot.
    */
   private mayHaveSleptIntoPause (): boolean {
-    return this.slept && this.opts.signals.pausedHere(this.bucket)
+    return this.slept && (this.opts.signals.pausedHere(this.bucket) || this.bookedAboveLimit())
+  }
+
+  /**
+   * The start was booked under a higher limit than the one in force now (the upstream's limit was
+   * learned or announced while it slept): spaced for the old limit, it could overrun the new one, so
+   * it queues again (the old slot is left unused).
+   */
+  private bookedAboveLimit (): boolean {
+    const under = this.state.bookedUnder
+    return under !== undefined && this.opts.limiter.policy.limit < under
   }
 
   private async clearOfPauses (): Promise<void> {

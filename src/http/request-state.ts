@@ -19,6 +19,8 @@ export interface RequestState {
   maxWaitMs?: number
   /** Attempts sent upstream after the first (forward.ts). */
   retries?: number
+  /** The limit in force when the current attempt's start was booked (route-limiter.ts Admission.bookedUnder). */
+  bookedUnder?: number
   /** The upstream's last answer carried X-RateLimit-* of its own: they pass untouched (rate-limit-headers.ts). */
   upstreamRateLimit?: boolean
   /** The admission's abort controller: retries are admitted under the same one (forward.ts). */

@@ -28,6 +28,8 @@ export interface RouteParts {
   checkStore: BucketStore
   hashSecret: string
   unfinished: Unfinished
+  /** The least time between probes of a learned limit, ms (learned-limit.ts's default when undefined). */
+  probeMinQuietMs?: number
 }
 
 export async function registerRoute (scope: FastifyInstance, parts: RouteParts): Promise<void> {
@@ -49,7 +51,7 @@ export async function registerRoute (scope: FastifyInstance, parts: RouteParts):
 
   const log = scope.log
   const limiterLog = (level: 'info' | 'warn', fields: Record<string, unknown>, message: string): void => log[level](fields, message)
-  const learned = LearnedLimit.for({ route, sources: limiter.limits, store: parts.checkStore, log: limiterLog })
+  const learned = LearnedLimit.for({ route, sources: limiter.limits, store: parts.checkStore, log: limiterLog, minQuietMs: parts.probeMinQuietMs })
   if (learned !== undefined) scope.addHook('onClose', async () => { learned.close() })
   const signals = new UpstreamSignals({ route, limiter, store: parts.store, checkStore: parts.checkStore, log: limiterLog, learned })
   await scope.register(proxy, {

@@ -8,9 +8,9 @@
 // instance's answers are in), kept in the store beside the bucket with a TTL: every instance, and
 // one that restarts, shapes to it (limit-sources.ts composes it with the configured and announced
 // limits). A lower count later lowers it again (the store keeps the minimum).
-// Probing back up: after `quietWindows` windows without pushback (never during a pause), one step up
-// (max(1, limit / 20); Testmo: 1); a probe pushed back within its quiet time makes the next one wait
-// twice as long (up to 16×). Reaching the configured limit forgets the learned one. Pushback while
+// Probing back up: after `quietWindows` windows without pushback, and at least a minute (never during
+// a pause), one step up (max(1, limit / 20); Testmo: 1); a probe pushed back within its quiet time
+// makes the next one wait twice as long (up to 16×). Reaching the configured limit forgets the learned one. Pushback while
 // Sluice had already sent its whole limit in that window (the upstream's budget is shared with
 // clients Sluice does not see) is learned as `shared`: it probes back after one quiet window, in
 // steps of a tenth of the configured limit. `limit: auto` without announcements climbs from its
@@ -28,8 +28,13 @@ export const FLUSH_MS = 100
 export const LEARN_DELAY_MS = 150
 /** A learned limit is kept this long after its last change (ms), at least (a `shared` one, 20 windows). */
 export const LEARNED_TTL_MS = 3_600_000
-/** Windows without pushback before a probe up, by default. */
-export const QUIET_WINDOWS = 5
+/** Windows without pushback before a probe up, by default... */
+export const QUIET_WINDOWS = 10
+/**
+ * ...and at least this long (ms): at an upstream that did not raise its limit, a probe costs one 429
+ * and its pause, so probes come once a minute at most (then 2, 4, 8, 16 minutes apart).
+ */
+export const PROBE_MIN_QUIET_MS = 60_000
 /** A failed probe doubles the next quiet time, at most this many times. */
 const MAX_BACKOFF_DOUBLINGS = 4
 
@@ -40,6 +45,8 @@ export interface ProbeContext {
   quietWindows: number
   /** Largest step up (1 for a profile whose repeated 429s escalate). */
   maxStep: number
+  /** The least quiet time before a probe of a limit learned below Sluice's (ms). */
+  minQuietMs: number
 }
 
 /** The next probe up from `record` (a pure function of it and the route's context), or undefined when none is due. */
@@ -54,7 +61,7 @@ export function nextProbe (record: LearnedRecord, ctx: ProbeContext): LearnedCha
     quietMs = windowMs
     step = Math.max(1, Math.ceil((Number.isFinite(cap) ? cap : record.limit) / 10))
   } else {
-    quietMs = ctx.quietWindows * windowMs * 2 ** Math.min(record.failedProbes, MAX_BACKOFF_DOUBLINGS)
+    quietMs = Math.max(ctx.quietWindows * windowMs, ctx.minQuietMs) * 2 ** Math.min(record.failedProbes, MAX_BACKOFF_DOUBLINGS)
     step = Math.min(ctx.maxStep, Math.max(1, Math.floor(record.limit / 20)))
   }
   if (Math.min(record.sinceChangeMs, record.sincePushbackMs) < quietMs) return undefined
@@ -68,6 +75,8 @@ export interface LearnedLimitOptions {
   /** The store without instrumentation (learning is off the admission path). */
   store: BucketStore
   log: LimiterLog
+  /** The least quiet time before a probe (ms); PROBE_MIN_QUIET_MS when undefined. */
+  minQuietMs?: number
 }
 
 interface Answer { atMs: number, accepted: boolean }
@@ -88,6 +97,7 @@ export class LearnedLimit {
   /** Until then (ms, this process's clock) requests had to wait for their slot: there is demand to probe with. */
   private busyUntil = 0
   private closed = false
+  private readonly minQuietMs: number
 
   /** A learner for `route`, or undefined where none applies (shadow mode, a keyed route, a store that keeps nothing). */
   static for (opts: LearnedLimitOptions): LearnedLimit | undefined {
@@ -102,6 +112,7 @@ export class LearnedLimit {
     this.store = store
     this.log = opts.log
     this.bucket = opts.route.name
+    this.minQuietMs = opts.minQuietMs ?? PROBE_MIN_QUIET_MS
     store.onLearned((bucket) => { if (bucket === this.bucket) void this.refresh() })
     // Any instance's pause: write this instance's answers now, for the instance that counts them.
     store.onPause((bucket) => { if (bucket === this.bucket) void this.flush() })
@@ -142,7 +153,7 @@ export class LearnedLimit {
       // limit is lower than Sluice's. Otherwise the upstream's budget is shared with others.
       const kind = accepted + rejected < limitInForce ? 'learned' : 'shared'
       const ttlMs = kind === 'shared' ? Math.max(60_000, 20 * windowMs) : Math.max(LEARNED_TTL_MS, 20 * windowMs)
-      this.take(await this.store.changeLearned(this.bucket, { op: 'lower', limit: Math.min(candidate, limitInForce), windowMs, kind, probeMs: this.probeQuietWindows() * windowMs }, ttlMs))
+      this.take(await this.store.changeLearned(this.bucket, { op: 'lower', limit: Math.min(candidate, limitInForce), windowMs, kind, probeMs: Math.max(this.probeQuietWindows() * windowMs, this.minQuietMs) }, ttlMs))
     } catch (err) {
       this.log('warn', { route: this.route.name, bucket: this.bucket, err: (err as Error).message }, 'could not learn from pushback; the pause still holds')
     }
@@ -186,7 +197,7 @@ export class LearnedLimit {
       change = { op: 'lower', limit: from + Math.max(1, Math.ceil(from / 4)), windowMs, kind: 'climb', probeMs: 0 }
     } else {
       const aged = { ...this.record, sinceChangeMs: this.record.sinceChangeMs + now - this.readAt, sincePushbackMs: this.record.sincePushbackMs + now - this.readAt }
-      change = nextProbe(aged, { cap, windowMs, quietWindows: this.probeQuietWindows(), maxStep: getProfile(route.profile).probe?.maxStep ?? Infinity })
+      change = nextProbe(aged, { cap, windowMs, quietWindows: this.probeQuietWindows(), maxStep: getProfile(route.profile).probe?.maxStep ?? Infinity, minQuietMs: this.minQuietMs })
     }
     // One try per window at most from this instance; the store refuses a probe another instance made first.
     this.nextProbeAt = now + windowMs

@@ -18,6 +18,8 @@ export interface Admission {
   reservation: Reservation
   /** ms actually spent waiting locally */
   waitedMs: number
+  /** The limit in force when the start was booked: a start booked under a higher one than now is queued again (forward.ts). */
+  bookedUnder?: number
   /** Give the concurrency slot back (route `concurrency`); call once the upstream exchange is over. */
   release?: () => void
 }
@@ -147,6 +149,7 @@ export class RouteLimiter {
     const toleranceMs = this.policy.marginMs > 0 ? this.policy.marginMs / 2 : Infinity
     for (let attempt = 0; ; attempt++) {
       this.failover.resumeIfBack()
+      const bookedUnder = this.policy.limit
       if (this.failover.handingOver()) await this.waitForLocalShare(bucket, cost, maxWaitMs, deadline, signal)
       const sentAt = performance.now()
       let reservation: Reservation
@@ -180,7 +183,7 @@ export class RouteLimiter {
       // land in the next window at the upstream: give the slot up and reserve again, within the bound.
       if (lateMs <= toleranceMs || attempt >= MAX_LATE_RETRIES) {
         if (lateMs > toleranceMs) this.lateStarts.lateForwarded++
-        return { bucket, reservation, waitedMs: performance.now() - arrived }
+        return { bucket, reservation, waitedMs: performance.now() - arrived, bookedUnder }
       }
       this.lateStarts.lateRetries++
       await this.failover.giveBack(bucket, reservation, cost)
