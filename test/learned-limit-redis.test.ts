@@ -1,21 +1,10 @@
 // Issue 20 with a shared Redis: instances learn the upstream's real limit together, a restarted
 // instance keeps it, and it is probed back up once the upstream allows more. Windows of 1 s or less.
 import t from 'tap'
-import { request } from 'undici'
 import { startEmulator } from '../src/emulator'
 import { startRedis } from './helpers/redis'
-import { startSluice, type TestSluice } from './helpers/sluice'
-import { startUpstream } from './helpers/upstream'
-
-async function post (url: string): Promise<number> {
-  const res = await request(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"content":"x"}' })
-  await res.body.text()
-  return res.statusCode
-}
-
-async function spread (sluices: TestSluice[], path: string, n: number): Promise<number[]> {
-  return await Promise.all(Array.from({ length: n }, async (_, i) => await post(`${sluices[i % sluices.length].url}${path}`)))
-}
+import { startSluice } from './helpers/sluice'
+import { post, spread, startLimitedUpstream } from './helpers/limited-upstream'
 
 async function until (what: string, ms: number, check: () => boolean): Promise<void> {
   const deadline = Date.now() + ms
@@ -56,33 +45,19 @@ t.test('two instances learn together; a restarted one starts from the learned li
 
 t.test('the learned limit is probed back up once the upstream allows more', async (t) => {
   const redis = await startRedis()
-  let allowed = 3
-  const accepted: number[] = []
-  let limited = 0
-  const up = await startUpstream((_req, res) => {
-    const now = Date.now()
-    while (accepted.length > 0 && accepted[0] <= now - 500) accepted.shift()
-    if (accepted.length >= allowed) {
-      limited++
-      res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '1' }).end('{"result":"error","msg":"API usage exceeded rate limit","code":"RATE_LIMIT_HIT","retry-after":0.5}')
-      return
-    }
-    accepted.push(now)
-    res.setHeader('content-type', 'application/json')
-    res.end('{"result":"success"}')
-  })
+  const up = await startLimitedUpstream(3, 500)
   // Probes come after 10 quiet windows (5 s here): the least quiet time of a minute is shortened for the test.
   const s = await startSluice([{ name: 'z', upstream: up.url, limit: '6/0.5s', profile: 'zulip', maxWait: '30s', minPause: '500ms' }], { redis: redis.url, keyPrefix: redis.prefix() }, { probeMinQuietMs: 0 })
   t.teardown(async () => { await s.close(); await up.close(); await redis.close() })
   await spread([s], '/x', 12)
   const learned = s.limiters.get('z')!.limits.view().learned
   t.ok(learned !== undefined && learned <= 3, `learned ${learned} of the upstream's 3`)
-  allowed = 6
-  const limitedBefore = limited
+  up.allowed = 6
+  const limitedBefore = up.limited
   // Steady demand for a while: every quiet 5 s (10 windows) the learned limit goes one up.
   const until = Date.now() + 7000
   await Promise.all(Array.from({ length: 4 }, async () => { while (Date.now() < until) await post(`${s.url}/x`) }))
   const now = s.limiters.get('z')!.limits.view()
   t.ok(now.learned === undefined || now.learned >= (learned ?? 0) + 1, `probed up to ${now.learned ?? 'the configured 6'} (from ${learned})`)
-  t.equal(limited - limitedBefore, 0, 'without a 429 while the upstream allows it')
+  t.equal(up.limited - limitedBefore, 0, 'without a 429 while the upstream allows it')
 })

@@ -10,18 +10,8 @@ import { createSluice } from '../src/http/app'
 import type { SluiceStatus } from '../src/observe/status'
 import { formatStatus } from '../src/observe/status-cli'
 import { scrapeMetrics } from './helpers/prometheus'
-import { startSluice, type TestSluice } from './helpers/sluice'
-import { startUpstream } from './helpers/upstream'
-
-async function post (url: string): Promise<number> {
-  const res = await request(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"content":"x"}' })
-  await res.body.text()
-  return res.statusCode
-}
-
-async function burst (sluices: TestSluice[], path: string, n: number): Promise<number[]> {
-  return await Promise.all(Array.from({ length: n }, async (_, i) => await post(`${sluices[i % sluices.length].url}${path}`)))
-}
+import { startSluice } from './helpers/sluice'
+import { post, spread, startLimitedUpstream } from './helpers/limited-upstream'
 
 for (const profile of ['zulip', 'testrail', 'github', 'testmo'] as const) {
   t.test(`${profile}: configured at twice the upstream's limit, Sluice learns it from the first pushback`, async (t) => {
@@ -29,7 +19,7 @@ for (const profile of ['zulip', 'testrail', 'github', 'testmo'] as const) {
     // Testmo's 429 has no Retry-After (60 s in real life): a short minPause stands in for it here.
     const s = await startSluice([{ name: 'api', upstream: emulator.url, limit: '10/s', profile, maxWait: '30s', minPause: '1s', maxPause: '2s' }])
     t.teardown(async () => { await s.close(); await emulator.close() })
-    const statuses = await burst([s], '/api/x', 20)
+    const statuses = await spread([s], '/api/x', 20)
     t.same(statuses, Array(20).fill(200), 'every client request succeeds')
     const limited = emulator.stats().limited
     t.ok(limited <= 3, `the upstream answered ${limited} 429s (before learning: one per second of the run)`)
@@ -58,7 +48,7 @@ t.test('the learned limit is seen everywhere: metrics, status, sluice status, re
   const emulator = await startEmulator({ profile: 'zulip', limit: 4, windowMs: 1000 })
   const s = await startSluice([{ name: 'api', upstream: emulator.url, limit: '8/s', profile: 'zulip', maxWait: '30s' }])
   t.teardown(async () => { await s.close(); await emulator.close() })
-  t.same(await burst([s], '/api/x', 12), Array(12).fill(200))
+  t.same(await spread([s], '/api/x', 12), Array(12).fill(200))
   const learned = s.limiters.get('api')!.limits.view().learned
   t.ok(learned !== undefined && learned <= 4, `learned ${learned}`)
   const metrics = await scrapeMetrics(s.url)
@@ -80,20 +70,7 @@ t.test('the learned limit is seen everywhere: metrics, status, sluice status, re
 
 t.test('limit: auto without headers climbs from its start until the first pushback, then settles below it', async (t) => {
   // The upstream allows 8 per 500 ms and says nothing about it; the route starts at 3 per 500 ms.
-  const accepted: number[] = []
-  let limited = 0
-  const up = await startUpstream((_req, res) => {
-    const now = Date.now()
-    while (accepted.length > 0 && accepted[0] <= now - 500) accepted.shift()
-    if (accepted.length >= 8) {
-      limited++
-      res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '1' }).end('{"result":"error","msg":"API usage exceeded rate limit","code":"RATE_LIMIT_HIT"}')
-      return
-    }
-    accepted.push(now)
-    res.setHeader('content-type', 'application/json')
-    res.end('{"result":"success"}')
-  })
+  const up = await startLimitedUpstream(8, 500)
   const route = parseRoute({ name: 'auto', upstream: up.url, limit: 'auto', profile: 'zulip', maxWait: '30s', minPause: '500ms' }, 'route')
   route.limit = { count: 3, windowMs: 500 }
   route.marginMs = 50
@@ -113,7 +90,7 @@ t.test('limit: auto without headers climbs from its start until the first pushba
   await new Promise((resolve) => setTimeout(resolve, 500))
   const top = Math.max(...seen)
   t.ok(top > 3, `climbed from 3 to ${top}`)
-  t.ok(limited >= 1 && limited <= 4, `until the upstream pushed back (${limited} times)`)
+  t.ok(up.limited >= 1 && up.limited <= 4, `until the upstream pushed back (${up.limited} times)`)
   const end = s.limiters.get('auto')!.policy.limit
   t.ok(end >= 5 && end <= 8, `and settled at ${end}, at or below the upstream's 8`)
 })
