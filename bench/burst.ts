@@ -13,7 +13,7 @@ export interface BurstResult {
  * `spreadMs` > 0 opens the connections over that many ms instead of in one go: ten thousand connects in
  * one tick overflow the server's listen backlog (511), which a client sees as ECONNRESET.
  */
-export async function burst (urls: string[], n: number, idPrefix: string, spreadMs = 0): Promise<BurstResult> {
+export async function burst (urls: string[], n: number, idPrefix: string, spreadMs = 0, method: 'GET' | 'POST' = 'GET'): Promise<BurstResult> {
   const agent = new Agent({ connections: null, pipelining: 1, headersTimeout: 180_000, bodyTimeout: 180_000, keepAliveTimeout: 10_000 })
   const statuses: Record<string, number> = {}
   const began = performance.now()
@@ -21,7 +21,9 @@ export async function burst (urls: string[], n: number, idPrefix: string, spread
     if (spreadMs > 0) await new Promise((resolve) => setTimeout(resolve, (i / n) * spreadMs))
     let key: string
     try {
-      const res = await request(`${urls[i % urls.length]}/items/${i}`, { dispatcher: agent, headers: { 'x-request-id': `${idPrefix}${i}` } })
+      const post = method === 'POST' ? { method, body: `{"n":${i}}` } : {}
+      const headers = { 'x-request-id': `${idPrefix}${i}`, ...(method === 'POST' ? { 'content-type': 'application/json' } : {}) }
+      const res = await request(`${urls[i % urls.length]}/items/${i}`, { dispatcher: agent, headers, ...post })
       await res.body.dump()
       key = String(res.statusCode)
     } catch (err) {

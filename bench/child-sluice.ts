@@ -138,6 +138,8 @@ async function main (): Promise<void> {
       marginsMs: [...sluice.limiters.values()].map((l) => l.policy.marginMs)
     }),
     starts: () => starts,
+    // The limit in force per route and its sources (configured, announced, learned: unknown-limit).
+    limits: () => [...sluice.limiters.values()].map((l) => l.sources.view()),
     cpu: () => process.cpuUsage()
   })
   process.on('SIGTERM', () => { sluice.close().finally(() => process.exit(0)) })

@@ -9,6 +9,8 @@ interface Options {
   mode: 'plain' | 'emulator'
   limit?: number
   windowMs?: number
+  /** emulator: which API's 429s to answer with (default generic). */
+  profile?: 'generic' | 'zulip' | 'testrail' | 'testmo' | 'github'
   /** plain: answer the first request 429 with this Retry-After (s), so Sluice holds the bucket that long. */
   firstRetryAfterS?: number
 }
@@ -37,7 +39,7 @@ async function main (): Promise<void> {
     serveCalls(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, { cpu: () => process.cpuUsage() })
     return
   }
-  const emulator = await startEmulator({ profile: 'generic', limit: options.limit, windowMs: options.windowMs })
+  const emulator = await startEmulator({ profile: options.profile ?? 'generic', limit: options.limit, windowMs: options.windowMs })
   serveCalls(emulator.url, {
     // Only what the analyses need: arrival time (epoch ms), outcome, the request id Sluice forwarded,
     // and the path and x-sluice-client header as received (fairness tells clients apart by them).

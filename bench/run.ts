@@ -10,6 +10,7 @@ import { overhead } from './overhead'
 import { precisionTwoLimits } from './precision-limits'
 import { precisionFromFlags } from './precision-flags'
 import { scale } from './scale'
+import { unknownLimit } from './unknown-limit'
 import { writeResult } from './table'
 
 /** `--name value` pairs after the scenario names (e.g. precision --rates 20,50 --windows 1s,10s --runs 10). */
@@ -23,7 +24,8 @@ const SCENARIOS: Record<string, (flags: Flags) => Promise<Record<string, unknown
   fairness: async () => await fairness(),
   nginx: async () => await nginxReference(),
   'distant-store': async () => await distantStore(),
-  idle: async () => await idle()
+  idle: async () => await idle(),
+  'unknown-limit': async () => await unknownLimit()
 }
 
 async function main (): Promise<void> {

@@ -143,7 +143,19 @@ t.test('every upstream error sample becomes the envelope through a running Sluic
     const retryAfterS = r.json?.error?.details?.retry_after_s
     if (retryAfterS !== undefined) t.equal(r.headers['retry-after'], String(retryAfterS), `${fixture.name}: Retry-After is retry_after_s`)
     else t.equal(r.headers['retry-after'], undefined, `${fixture.name}: no Retry-After when the delay is unknown`)
-    t.equal(r.headers['x-ratelimit-limit'], '1000', `${fixture.name}: Sluice's rate-limit headers stay`)
+    // The upstream's own X-RateLimit-* (GitHub sends them on every answer) pass untouched; else Sluice's
+    // stand in. A refusal (Sluice's RATE_LIMITED, MAINTENANCE) says remaining 0 until its Retry-After.
+    const own = Object.entries(fixture.headers ?? {}).filter(([h]) => h.toLowerCase().startsWith('x-ratelimit-'))
+    const refusal = ['RATE_LIMITED', 'MAINTENANCE'].includes(String(r.json?.error?.code)) && r.headers['retry-after'] !== undefined
+    if (refusal) {
+      t.equal(r.headers['x-ratelimit-remaining'], '0', `${fixture.name}: a refusal says remaining 0`)
+      t.ok(Math.abs(Number(r.headers['x-ratelimit-reset']) - Math.ceil(Date.now() / 1000) - Number(r.headers['retry-after'])) <= 1, `${fixture.name}: and a reset at its Retry-After`)
+    }
+    if (own.length > 0 && !refusal) {
+      for (const [h, v] of own) t.equal(r.headers[h.toLowerCase()], v, `${fixture.name}: the upstream's ${h} passes untouched`)
+    } else {
+      t.equal(r.headers['x-ratelimit-limit'], '1000', `${fixture.name}: Sluice's rate-limit headers stay`)
+    }
     t.equal(r.headers['ratelimit-policy'], `"${fixture.profile}";q=1000;w=1`, `${fixture.name}: RateLimit-Policy is Sluice's`)
   }
   t.same([...seenProfiles].sort(), [...PROFILES].sort(), 'every profile was exercised')

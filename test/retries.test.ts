@@ -136,7 +136,8 @@ t.test('header adoption: an upstream announcing a lower limit than configured sl
   const first = await call(`${s.url}/repos/x`)
   t.equal(first.status, 200)
   t.equal(s.limiters.get('gh')!.policy.limit, 8, 'the announced 8 replaces the configured 40')
-  t.equal(first.headers['x-ratelimit-limit'], '40', 'the first answer was admitted under the configured limit')
+  t.equal(first.headers['ratelimit-policy'], '"gh";q=40;w=1', 'the first answer was admitted under the configured limit (Sluice\'s view is in RateLimit-Policy)')
+  t.equal(first.headers['x-ratelimit-limit'], '8', 'the upstream\'s own X-RateLimit-* pass untouched')
   const began = Date.now()
   const statuses = await Promise.all(Array.from({ length: 24 }, (_, i) => call(`${s.url}/repos/${i}`).then((a) => a.status)))
   const tookMs = Date.now() - began
@@ -149,7 +150,8 @@ t.test('header adoption: an upstream announcing a lower limit than configured sl
   const warnings = s.logs.filter((l) => typeof l.msg === 'string' && l.msg.includes('announces a limit of 8'))
   t.equal(warnings.length, 1, 'the lower limit is warned about once')
   const again = await call(`${s.url}/repos/y`)
-  t.equal(again.headers['x-ratelimit-limit'], '8', 'Sluice\'s own headers show the adopted limit')
+  t.equal(again.headers['ratelimit-policy'], '"gh";q=8;w=1', 'Sluice\'s own headers show the adopted limit')
+  t.equal(again.headers['x-ratelimit-limit'], '8')
 })
 
 t.test('header adoption follows the announcement back up, and only for the route\'s one budget', async (t) => {

@@ -1,6 +1,7 @@
 // A route's preHandler: what the request asks for (its bucket, client, priority, cost and wait
 // bound), then its wait for a slot in the budget (fair queue and limiter). Only an admitted request
 // reaches forward.ts; the others leave with an envelope, or, when the client left, without an answer.
+import { Readable } from 'node:stream'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { RouteConfig } from '../config/schema'
 import { SluiceError, ClientGoneError } from '../errors'
@@ -13,7 +14,7 @@ import type { RouteLimiter } from '../limiter/route-limiter'
 import type { UpstreamSignals } from '../limiter/upstream-signals'
 import type { Unfinished } from './access-log'
 import { limitBody } from './body-limit'
-import { rateLimitHeaders } from './rate-limit-headers'
+import { rateLimitHeaders, refusalView } from './rate-limit-headers'
 import { redactUrl } from './redact'
 import type { RequestState } from './request-state'
 import { SHUTDOWN, shuttingDownError } from './shutdown'
@@ -63,10 +64,11 @@ export function createAdmission (opts: AdmissionOptions): (request: FastifyReque
       const admission = route.mode === 'shadow'
         ? await limiter.admit(bucket, maxWaitMs, controller.signal, cost, costs)
         : await scheduler.admit({ bucket, client, priority, cost, maxWaitMs, signal: controller.signal, ...(costs === undefined ? {} : { costs }) })
-      // A body without Content-Length is counted as it streams upstream (413 past bodyLimit).
-      if (request.body === request.raw && request.headers['content-length'] === undefined) request.body = limitBody(request.raw, route)
+      // A body without Content-Length that was not kept (request-body.ts) is counted as it streams upstream (413 past bodyLimit).
+      if (request.body instanceof Readable && request.sluiceBody === undefined && request.headers['content-length'] === undefined) request.body = limitBody(request.body, route)
       state.waitedMs = admission.waitedMs
       state.startAt = admission.startAt
+      state.bookedUnder = admission.bookedUnder
       state.view = { remaining: admission.reservation.remaining, resetMs: Math.max(0, admission.reservation.resetMs - admission.waitedMs), ...bindingOf(admission.reservation) }
       // A concurrency slot (route `concurrency`) is held until the exchange with the client is over.
       if (admission.release !== undefined) reply.raw.once('close', admission.release)
@@ -149,9 +151,11 @@ function refused (err: unknown, limiter: RouteLimiter, request: FastifyRequest, 
     reply.hijack()
     return
   }
-  if (err instanceof SluiceError && err.code === 'RATE_LIMITED') {
+  // Sluice's own refusal: nothing left until its Retry-After, in every rate-limit field (for several
+  // limits, those of the one that could not be met).
+  if (err instanceof SluiceError && (err.code === 'RATE_LIMITED' || err.code === 'QUEUE_FULL') && err.retryAfterS !== undefined) {
     const named = limiter.limits?.names.indexOf(String(err.details.limit_name)) ?? -1
-    reply.headers(rateLimitHeaders(limiter, { remaining: 0, resetMs: Number(err.details.retry_after_ms ?? 0), ...(named >= 0 ? { binding: named } : {}) }, 0))
+    reply.headers(rateLimitHeaders(limiter, { ...refusalView(err.retryAfterS), ...(named >= 0 ? { binding: named } : {}) }, 0))
   }
   throw err
 }

@@ -49,6 +49,8 @@ export interface CreateOptions {
   timeouts?: Partial<ServerTimeouts>
   /** How long per-client and per-bucket figures stay once idle, ms (idle-sweep.ts; tests use a short one). */
   idleMs?: number
+  /** The least time between probes of a learned limit, ms, instead of learned-limit.ts's (tests use short ones). */
+  probeMinQuietMs?: number
 }
 
 export async function createSluice (config: SluiceConfig, options: CreateOptions = {}): Promise<SluiceServer> {
@@ -60,7 +62,7 @@ export async function createSluice (config: SluiceConfig, options: CreateOptions
   const schedulers = new Map<string, FairScheduler>()
   const idleMs = options.idleMs ?? IDLE_MS
   const observer = new Observer(config, store, limiters, logger, { schedulers, idleMs })
-  const shared: Shared = { logger, store, observer, limiters, schedulers }
+  const shared: Shared = { logger, store, observer, limiters, schedulers, probeMinQuietMs: options.probeMinQuietMs }
   const own = await wireApp(app, config, shared, drain)
   for (const [name, limiter] of own.limiters) limiters.set(name, limiter)
   for (const [name, scheduler] of own.schedulers) schedulers.set(name, scheduler)
@@ -76,6 +78,8 @@ export interface Shared {
   observer: Observer
   limiters: Map<string, RouteLimiter>
   schedulers: Map<string, FairScheduler>
+  /** The least time between probes of a learned limit, ms (tests use short ones). */
+  probeMinQuietMs?: number
 }
 
 /** A route's budget state a reload keeps: its limiter and fair scheduler (queues, pauses, learned limits). */
@@ -108,7 +112,7 @@ export async function wireApp (app: FastifyInstance, config: SluiceConfig, share
     const scheduler = reuse?.scheduler ?? new FairScheduler(route, limiter, hashedWeights(route, config.hashSecret), store)
     schedulers.set(route.name, scheduler)
     if (first) app.addHook('onClose', async () => { scheduler.close() })
-    await app.register(async (scope) => registerRoute(scope, { route, limiter, scheduler, store: limiterStore, checkStore: store, hashSecret: config.hashSecret, unfinished, egress: config.egress }))
+    await app.register(async (scope) => registerRoute(scope, { route, limiter, scheduler, store: limiterStore, checkStore: store, hashSecret: config.hashSecret, unfinished, egress: config.egress, probeMinQuietMs: shared.probeMinQuietMs }))
   }
   return { limiters, schedulers }
 }

@@ -57,6 +57,8 @@ class Exchange {
   private readonly route: RouteConfig
   private readonly bucket: string
   private readonly logger: FastifyBaseLogger
+  /** When the current attempt was sent (this process's clock, ms; learned-limit.ts). */
+  private sentAt = 0
 
   constructor (private readonly opts: ForwarderOptions, private readonly request: FastifyRequest, private readonly reply: FastifyReply,
     private readonly dest: string, private readonly options: ReplyOptions, private readonly state: Admitted) {
@@ -89,7 +91,7 @@ class Exchange {
   /** What stops this request from being sent again; undefined when it can be. */
   private bodyBlocker (): string | undefined {
     if (this.request.body !== undefined && this.request.sluiceBody === undefined) {
-      return `the request body was streamed (larger than retryBodyLimit ${this.route.retryBodyLimit} bytes, or without Content-Length) and cannot be sent again`
+      return `the request body was streamed (larger than retryBodyLimit ${this.route.retryBodyLimit} bytes) and cannot be sent again`
     }
     return undefined
   }
@@ -112,16 +114,27 @@ class Exchange {
     const admission = await this.opts.limiter.admit(this.bucket, Math.max(0, this.remainingWaitMs()), this.controller.signal, this.state.cost, this.state.costs)
     this.state.waitedMs += admission.waitedMs
     this.state.startAt = admission.startAt
+    this.state.bookedUnder = admission.bookedUnder
     this.state.view = { remaining: admission.reservation.remaining, resetMs: Math.max(0, admission.reservation.resetMs - admission.waitedMs) }
     this.slept = admission.waitedMs > 0
   }
 
   /**
-   * A request that slept for its slot may have slept into a pause set meanwhile (by any instance):
-   * it queues again, behind the pause. Known pauses only: no store round trip after the slot.
+   * A request that slept for its slot may have slept into a pause set meanwhile (by any instance), or
+   * past a lowering of the limit: it queues again. Known pauses only: no store round trip after the slot.
    */
   private mayHaveSleptIntoPause (): boolean {
-    return this.slept && this.opts.signals.pausedHere(this.bucket)
+    return this.slept && (this.opts.signals.pausedHere(this.bucket) || this.bookedAboveLimit())
+  }
+
+  /**
+   * The start was booked under a higher limit than the one in force now (the upstream's limit was
+   * learned or announced while it slept): spaced for the old limit, it could overrun the new one, so
+   * it queues again (the old slot is left unused).
+   */
+  private bookedAboveLimit (): boolean {
+    const under = this.state.bookedUnder
+    return under !== undefined && this.opts.limiter.policy.limit < under
   }
 
   private async clearOfPauses (): Promise<void> {
@@ -143,6 +156,7 @@ class Exchange {
     const { request, reply } = this
     this.state.retries = this.retries
     if (this.retries > 0 && request.sluiceBody !== undefined) request.body = replayBody(request.sluiceBody)
+    this.sentAt = this.opts.signals.sentAt()
     try {
       reply.from(this.dest, { ...this.options, onResponse: this.onResponse, onError: this.onError } as never)
     } catch (err) {
@@ -200,6 +214,7 @@ class Exchange {
     if (res.statusCode < 400) {
       this.opts.signals.follow(res.headers, this.bucket)
       this.watchBody(res)
+      this.opts.signals.answered(this.bucket, this.sentAt, this.slept)
       this.reply.send(res.stream)
       return
     }
@@ -239,10 +254,12 @@ class Exchange {
     let decision: RetryDecision
     if (normalized.pushback !== undefined) {
       const why = `upstream ${normalized.pushback.kind === 'maintenance' ? 'maintenance' : 'rate limit'} (HTTP ${res.statusCode})`
-      pauseMs = await this.opts.signals.pushback(this.bucket, normalized.pushback.delayMs, why)
+      const limited = normalized.pushback.kind === 'rate_limited' ? { sentAtMs: this.sentAt } : undefined
+      pauseMs = await this.opts.signals.pushback(this.bucket, normalized.pushback.delayMs, why, limited)
       decision = this.decide({ kind: 'pushback' })
     } else {
       this.opts.signals.follow(res.headers, this.bucket)
+      this.opts.signals.answered(this.bucket, this.sentAt, this.slept)
       decision = this.decide({ kind: 'status', status: res.statusCode, retryable: normalized.envelope.error.details.retryable === true })
     }
     let skipped = decision.retry === false ? decision.skipped : undefined

@@ -2,12 +2,15 @@
 // into memory first, before admission:
 // - JSON bodies (application/json, +json), up to the route's bodyLimit, so that a body that is not
 //   JSON is refused with 400 MALFORMED_JSON without taking a token or reaching the upstream;
-// - bodies with a Content-Length of at most retryBodyLimit, so a pushed-back request can be sent again.
+// - bodies with a Content-Length of at most retryBodyLimit, so a pushed-back request can be sent again;
+// - bodies without one (Transfer-Encoding: chunked), up to retryBodyLimit: one that ends within it is
+//   kept like the others; a longer one streams on, the part already read first, nothing lost.
 // A read body is forwarded as a stream of the very same bytes, with the client's own headers.
 import { Readable } from 'node:stream'
 import type { FastifyRequest } from 'fastify'
 import type { RouteConfig } from '../config/schema'
 import { SluiceError } from '../errors'
+import { concatRest } from './upstream-response'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -37,12 +40,17 @@ export function requestBodyParser (route: RouteConfig, retryBodyLimit: number) {
       done(tooLarge(route, declared))
       return
     }
-    const keep = json || (declared !== undefined && declared <= retryBodyLimit)
+    // Without Content-Length, a body read whole must also fit bodyLimit: past it, 413 as for JSON.
+    const keep = json || (declared !== undefined && declared <= retryBodyLimit) || (declared === undefined && retryBodyLimit > 0 && route.bodyLimit <= retryBodyLimit)
+    if (!keep && declared === undefined && retryBodyLimit > 0) {
+      keepOrStreamOn(route, request, payload, retryBodyLimit, done)
+      return
+    }
     if (!keep) {
       done(null, payload)
       return
     }
-    readAll(payload, json ? route.bodyLimit : retryBodyLimit).then((body) => {
+    readAll(payload, json || declared === undefined ? route.bodyLimit : retryBodyLimit).then((body) => {
       if (body === 'too-large') return done(tooLarge(route, undefined))
       if (declared !== undefined && body.length !== declared) {
         return done(new SluiceError('BAD_REQUEST', 400, `the request body has ${body.length} bytes, but Content-Length said ${declared}`, { upstream: route.name }))
@@ -59,6 +67,51 @@ export function requestBodyParser (route: RouteConfig, retryBodyLimit: number) {
       done(null, replayBody(body))
     }, (err: Error) => done(new SluiceError('BAD_REQUEST', 400, 'the request body could not be read', { upstream: route.name }, undefined, { cause: err })))
   }
+}
+
+/**
+ * A body of unknown length: read up to `limit` bytes. One that ends within them is kept (it can be sent
+ * again); a longer one streams on from where reading stopped.
+ */
+function keepOrStreamOn (route: RouteConfig, request: FastifyRequest, payload: Readable, limit: number, done: Done): void {
+  readUpTo(payload, limit).then(({ bytes, ended }) => {
+    if (ended) {
+      request.sluiceBody = bytes
+      done(null, replayBody(bytes))
+      return
+    }
+    // Counted against bodyLimit once admitted (admission.ts), as a body streamed from the start is.
+    done(null, Readable.from(concatRest(bytes, payload), { objectMode: false }))
+  }, (err: Error) => done(new SluiceError('BAD_REQUEST', 400, 'the request body could not be read', { upstream: route.name }, undefined, { cause: err })))
+}
+
+/** The first bytes of a stream, past `limit` at most by one chunk: `ended` when that is all of it (the stream is then paused, listeners off). */
+function readUpTo (stream: Readable, limit: number): Promise<{ bytes: Buffer, ended: boolean }> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    let bytes = 0
+    const finish = (ended: boolean, err?: Error): void => {
+      stream.off('data', onData)
+      stream.off('end', onEnd)
+      stream.off('error', onError)
+      stream.off('aborted', onAborted)
+      if (err !== undefined) return reject(err)
+      if (!ended) stream.pause()
+      resolve({ bytes: Buffer.concat(chunks, bytes), ended })
+    }
+    const onData = (chunk: Buffer): void => {
+      chunks.push(chunk)
+      bytes += chunk.length
+      if (bytes > limit) finish(false)
+    }
+    const onEnd = (): void => finish(true)
+    const onError = (err: Error): void => finish(false, err)
+    const onAborted = (): void => finish(false, new Error('the client aborted the request body'))
+    stream.on('data', onData)
+    stream.on('end', onEnd)
+    stream.on('error', onError)
+    stream.on('aborted', onAborted)
+  })
 }
 
 /** A fresh stream of a kept body, for one attempt upstream (a stream keeps the client's headers as sent). */

@@ -25,6 +25,10 @@ export interface RequestState {
   retries?: number
   /** The start the store recorded for the current attempt, performance.now (margin-probe.ts measures from it). */
   startAt?: number
+  /** The limit in force when the current attempt's start was booked (route-limiter.ts Admission.bookedUnder). */
+  bookedUnder?: number
+  /** The upstream's last answer carried X-RateLimit-* of its own: they pass untouched (rate-limit-headers.ts). */
+  upstreamRateLimit?: boolean
   /** The admission's abort controller: retries are admitted under the same one (forward.ts). */
   controller?: Cancel
 }

@@ -6,6 +6,7 @@ import proxy from '@fastify/http-proxy'
 import type { RouteConfig } from '../config/schema'
 import type { FairScheduler } from '../limiter/fair-scheduler'
 import type { RouteLimiter } from '../limiter/route-limiter'
+import { LearnedLimit } from '../limiter/learned-limit'
 import { UpstreamSignals } from '../limiter/upstream-signals'
 import type { BucketStore } from '../store/bucket-store'
 import type { Unfinished } from './access-log'
@@ -13,7 +14,7 @@ import { createAdmission } from './admission'
 import { createForwarder } from './forward'
 import { forwardedRequestHeaders, withoutHopByHop } from './hop-by-hop'
 import type { EgressConfig } from '../config/egress'
-import { rateLimitHeaders } from './rate-limit-headers'
+import { hasOwnRateLimitFields, rateLimitHeaders } from './rate-limit-headers'
 import { marginProbe } from './margin-probe'
 import { requestBodyParser } from './request-body'
 import { upstreamDispatcher } from './upstream-dispatcher'
@@ -30,6 +31,8 @@ export interface RouteParts {
   unfinished: Unfinished
   /** The egress proxy upstream connections go through; undefined: direct. */
   egress?: EgressConfig
+  /** The least time between probes of a learned limit, ms (learned-limit.ts's default when undefined). */
+  probeMinQuietMs?: number
 }
 
 export async function registerRoute (scope: FastifyInstance, parts: RouteParts): Promise<void> {
@@ -44,7 +47,10 @@ export async function registerRoute (scope: FastifyInstance, parts: RouteParts):
   scope.addContentTypeParser('*', requestBodyParser(route, route.mode === 'shadow' ? 0 : route.retryBodyLimit))
 
   const log = scope.log
-  const signals = new UpstreamSignals({ route, limiter, store: parts.store, checkStore: parts.checkStore, log: (level, fields, message) => log[level](fields, message) })
+  const limiterLog = (level: 'info' | 'warn', fields: Record<string, unknown>, message: string): void => log[level](fields, message)
+  const learned = LearnedLimit.for({ route, sources: limiter.sources, store: parts.checkStore, log: limiterLog, minQuietMs: parts.probeMinQuietMs })
+  if (learned !== undefined) scope.addHook('onClose', async () => { learned.close() })
+  const signals = new UpstreamSignals({ route, limiter, store: parts.store, checkStore: parts.checkStore, log: limiterLog, learned })
   await scope.register(proxy, {
     upstream: route.upstream,
     proxyPayloads: false,
@@ -71,7 +77,9 @@ export async function registerRoute (scope: FastifyInstance, parts: RouteParts):
         const out = withoutHopByHop(headers)
         const state = request?.sluice
         if (request === undefined || state?.view === undefined) return out
-        rateLimitHeaders(limiter, state.view, state.waitedMs, out)
+        // The upstream's own X-RateLimit-* pass untouched; Sluice's trio only stands in where it sent none.
+        state.upstreamRateLimit = hasOwnRateLimitFields(headers)
+        rateLimitHeaders(limiter, state.view, state.waitedMs, out, !state.upstreamRateLimit)
         out['x-request-id'] = request.id
         return out
       }

@@ -6,7 +6,10 @@ import type { FastifyReply } from 'fastify'
 import { errorBody } from '../profiles/native'
 import { MAX_ERROR_BODY_BYTES, type NormalizedError } from '../upstream/normalize'
 import { routeProfile } from './error-reply'
-import { rateLimitHeaders, type RouteBudget } from './rate-limit-headers'
+import { hasOwnRateLimitFields, rateLimitHeaders, refusalView, type RouteBudget } from './rate-limit-headers'
+
+/** Refusals whose rate-limit fields say remaining 0 until Retry-After. */
+const REFUSALS: ReadonlySet<string> = new Set(['RATE_LIMITED', 'QUEUE_FULL', 'MAINTENANCE'])
 
 export interface UpstreamResponse {
   statusCode: number
@@ -35,7 +38,12 @@ export function sendEnvelope (reply: FastifyReply, budget: RouteBudget, normaliz
   })
   if (state !== undefined) state.code = envelope.error.code
   for (const name of BODY_HEADERS) reply.removeHeader(name)
-  if (state?.view !== undefined) reply.headers(rateLimitHeaders(budget, state.view, state.waitedMs))
+  // The upstream's own X-RateLimit-* still on the reply (not cleared for a retry) pass untouched; a
+  // refusal (rate limit, maintenance) tells remaining 0 until its Retry-After.
+  const upstreamFields = state?.upstreamRateLimit === true && hasOwnRateLimitFields(reply.getHeaders())
+  const refusal = REFUSALS.has(body.error.code) && normalized.retryAfterS !== undefined
+  const view = refusal ? refusalView(normalized.retryAfterS as number) : state?.view
+  if (view !== undefined) reply.headers(rateLimitHeaders(budget, view, state?.waitedMs ?? 0, {}, !upstreamFields))
   if (normalized.retryAfterS !== undefined) reply.header('retry-after', String(normalized.retryAfterS))
   reply.code(normalized.status).type('application/json').send(body)
 }

@@ -11,6 +11,7 @@ import { nowMs } from '../store/clock'
 import { sleep, type CancelSignal } from './cancel'
 import { ConcurrencySlots } from './concurrency-gate'
 import { LimitSet } from './limit-set'
+import { LimitSources } from './limit-sources'
 import { refusalDetails } from './refusal-details'
 import { ShadowAdmitter } from './shadow-limiter'
 import { StoreFailover, type LimiterLog, type StoreMode } from './store-failover'
@@ -20,6 +21,8 @@ export interface Admission {
   reservation: Reservation
   /** ms actually spent waiting locally */
   waitedMs: number
+  /** The limit in force when the start was booked: a start booked under a higher one than now is queued again (forward.ts). */
+  bookedUnder?: number
   /** Give the concurrency slot back (route `concurrency`); call once the upstream exchange is over. */
   release?: () => void
   /** The start the store recorded, in this process's clock (performance.now): how late the request leaves is counted from it. */
@@ -35,6 +38,8 @@ export class RouteLimiter {
   readonly route: RouteConfig
   /** The budget in force: the route's, until setLimit adopts another; everything derived reads it live. */
   readonly policy: BucketPolicy
+  /** Where the limit in force comes from: configured, announced, learned (limit-sources.ts composes them and calls setLimit). */
+  readonly sources: LimitSources
   private readonly store: BucketStore
   private readonly failover: StoreFailover
   private readonly slots: ConcurrencySlots
@@ -61,6 +66,7 @@ export class RouteLimiter {
       burst: route.burst,
       marginMs: route.marginMs
     }
+    this.sources = new LimitSources(route, (limit, windowMs) => this.setLimit(limit, windowMs), log)
     this.failover = new StoreFailover(route, store, this.policy, this.lastStart, log)
     this.slots = new ConcurrencySlots(route, store, this.failover, this.policy)
     this.limits = route.limits === undefined ? undefined : new LimitSet(route, this.policy, store, this.failover)
@@ -105,7 +111,7 @@ export class RouteLimiter {
 
   /** The details of a refusal of this route's budget, with the limit in force. */
   details (bucket: string, extra: Record<string, unknown>): Record<string, unknown> {
-    return refusalDetails(this.route.name, this.policy, bucket, extra)
+    return refusalDetails(this.route.name, this.policy, bucket, extra, this.sources.view())
   }
 
   /**
@@ -164,6 +170,7 @@ export class RouteLimiter {
     const toleranceMs = this.policy.marginMs > 0 ? this.policy.marginMs / 2 : Infinity
     for (let attempt = 0; ; attempt++) {
       this.failover.resumeIfBack()
+      const bookedUnder = this.policy.limit
       if (this.failover.handingOver()) await this.waitForLocalShare(bucket, cost, maxWaitMs, deadline, signal)
       const sentAt = performance.now()
       let reservation: Reservation
@@ -199,7 +206,7 @@ export class RouteLimiter {
       if (lateMs <= toleranceMs || attempt >= MAX_LATE_RETRIES) {
         if (lateMs > toleranceMs) this.lateStarts.lateForwarded++
         const now = performance.now()
-        return { bucket, reservation, waitedMs: now - arrived, startAt: now - Math.max(0, lateMs) }
+        return { bucket, reservation, waitedMs: now - arrived, startAt: now - Math.max(0, lateMs), bookedUnder }
       }
       this.lateStarts.lateRetries++
       await this.giveBackCost(bucket, reservation, cost)

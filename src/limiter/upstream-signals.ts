@@ -5,9 +5,11 @@
 import type { LimitSpec } from '../config/limits'
 import type { RouteConfig } from '../config/schema'
 import type { BucketStore } from '../store/bucket-store'
+import { nowMs } from '../store/clock'
 import { clampDelayMs, parseRateLimitHeaders, type HeaderBag } from '../upstream/retry-after'
 import type { LimitSet } from './limit-set'
 import type { RouteLimiter } from './route-limiter'
+import type { LearnedLimit } from './learned-limit'
 import type { LimiterLog } from './store-failover'
 
 export interface UpstreamSignalsOptions {
@@ -18,6 +20,8 @@ export interface UpstreamSignalsOptions {
   /** The same store without instrumentation: its announcements of every instance's pauses are followed. */
   checkStore: BucketStore
   log: LimiterLog
+  /** What the route learns of the upstream's real limit from its pushback (learned-limit.ts); none for a keyed or shadow route. */
+  learned?: LearnedLimit
 }
 
 /** Pauses remembered before the first sweep of ended ones (every distinct credential may be paused). */
@@ -28,6 +32,7 @@ export class UpstreamSignals {
   private readonly limiter: RouteLimiter
   private readonly store: BucketStore
   private readonly log: LimiterLog
+  private readonly learned: LearnedLimit | undefined
   private readonly shadow: boolean
   /** What the config says, before any announcement: an adopted limit never goes above it. */
   private readonly configuredLimit: number
@@ -38,8 +43,10 @@ export class UpstreamSignals {
    * other than GitHub's primary one (X-RateLimit-Resource: search, graphql, …) are another budget.
    */
   private readonly adoptsLimits: boolean
-  /** Limits (index; -1: the route's one) below their configured figure warned of once. */
+  /** Several limits: those (by index) below their configured figure, warned of once each. */
   private readonly warned = new Set<number>()
+  /** One limit: an announcement below the configured figure was warned of. */
+  private warnedLimit = false
   /** Pauses known to this instance, epoch ms per bucket: its own, and others' announced by the store. */
   private readonly knownPause = new Map<string, number>()
   /** Why this instance paused a bucket (its latest pause), for the refusals during it. */
@@ -52,6 +59,7 @@ export class UpstreamSignals {
     this.limiter = opts.limiter
     this.store = opts.store
     this.log = opts.log
+    this.learned = opts.learned
     this.shadow = opts.route.mode === 'shadow'
     this.configuredLimit = opts.route.limit.count
     this.adoptsLimits = opts.route.limitAuto || opts.route.key.kind === 'instance'
@@ -85,10 +93,22 @@ export class UpstreamSignals {
    * The upstream pushed back: pause the bucket for the delay it asked for (without one: one window of
    * the route's budget), within the route's pause bounds. Resolves to that pause, ms.
    */
-  async pushback (bucket: string, delayMs: number | undefined, why: string): Promise<number> {
+  async pushback (bucket: string, delayMs: number | undefined, why: string, limited?: { sentAtMs: number }): Promise<number> {
     const pauseMs = clampDelayMs(delayMs ?? this.limiter.policy.windowMs, this.route.minPauseMs, this.route.maxPauseMs)
+    // A rate limit (not maintenance) on an attempt sent at sentAtMs: learn what the upstream accepted before it.
+    if (limited !== undefined && this.learned !== undefined && bucket === this.learned.bucket) void this.learned.pushedBack(limited.sentAtMs)
     await this.pause(bucket, pauseMs, why)
     return pauseMs
+  }
+
+  /** The send time to note for an attempt (this process's clock, ms). */
+  sentAt (): number {
+    return nowMs()
+  }
+
+  /** The upstream answered an attempt sent at `sentAtMs` without pushing back (`waited`: the request had waited for its slot). */
+  answered (bucket: string, sentAtMs: number, waited: boolean): void {
+    if (this.learned !== undefined && bucket === this.learned.bucket) this.learned.accepted(sentAtMs, waited)
   }
 
   /** Steer by the upstream's own numbers: an exhausted budget pauses, a lower limit is adopted. */
@@ -129,38 +149,62 @@ export class UpstreamSignals {
     this.log('info', { route, bucket, pauseMs: Math.round(delayMs), why }, 'bucket paused')
   }
 
+  /**
+   * An announced limit. A route with one limit hands it to its limit sources (limit-sources.ts), which
+   * compose the limit in force with the configured and learned ones; a route with several applies it
+   * to the limit of its window (adoptInLimitSet).
+   */
   private adopt (announced: number, announcedWindowMs: number | undefined): void {
-    const policy = this.limiter.policy
-    const name = this.route.name
-    if (this.route.limitAuto) {
-      const windowMs = announcedWindowMs !== undefined && announcedWindowMs > 0 ? announcedWindowMs : policy.windowMs
-      const limit = Math.floor(announced)
-      if (limit === policy.limit && windowMs === policy.windowMs) return
-      this.limiter.setLimit(limit, windowMs)
-      this.log('info', { route: name, limit, windowMs }, `route ${name}: limit auto adopts the upstream's announced ${limit} per ${windowMs} ms`)
+    if (this.limiter.limits !== undefined) {
+      this.adoptInLimitSet(this.limiter.limits, announced, announcedWindowMs)
       return
     }
-    // A route with several limits: the announcement is of the limit of its window, else of the first.
+    const sources = this.limiter.sources
+    const name = this.route.name
+    const windowMs = announcedWindowMs !== undefined && announcedWindowMs > 0 ? announcedWindowMs : this.limiter.policy.windowMs
+    const limit = Math.floor(announced)
+    const before = sources.announced
+    if (before !== undefined && before.limit === limit && before.windowMs === windowMs) return
+    const was = this.limiter.policy.limit
+    sources.announce({ limit, windowMs })
+    if (this.route.limitAuto) {
+      if (this.limiter.policy.limit !== was || before === undefined) this.log('info', { route: name, limit, windowMs }, `route ${name}: limit auto adopts the upstream's announced ${limit} per ${windowMs} ms`)
+      return
+    }
+    // The announcement in the route's own window, so 5000/h and 180/min compare.
+    const inRouteWindow = sources.inWindow({ limit, windowMs })
+    const configured = this.configuredLimit
+    if (inRouteWindow < configured && !this.warnedLimit) {
+      this.warnedLimit = true
+      this.log('warn', { route: name, configured, announced: inRouteWindow, windowMs: this.limiter.policy.windowMs },
+        `route ${name}: the upstream announces a limit of ${inRouteWindow} per ${this.limiter.policy.windowMs} ms, below the configured ${configured}; Sluice follows the upstream`)
+    } else if (inRouteWindow >= configured && before !== undefined && sources.inWindow(before) < configured) {
+      this.log('info', { route: name, limit: configured, windowMs: this.limiter.policy.windowMs }, `route ${name}: the upstream announces ${inRouteWindow} per ${this.limiter.policy.windowMs} ms again; back to the configured ${configured}`)
+    }
+  }
+
+  /** A route with several limits: the announcement is of the limit of its window, else of the first. */
+  private adoptInLimitSet (limits: LimitSet, announced: number, announcedWindowMs: number | undefined): void {
+    const name = this.route.name
     const at = this.announcedLimitOf(announcedWindowMs)
-    const target = at < 0 ? policy : (this.limiter.limits as LimitSet).policies[at]
-    const label = at < 0 ? `route ${name}` : `route ${name} limit ${(this.limiter.limits as LimitSet).names[at]}`
+    const target = limits.policies[at]
+    const label = `route ${name} limit ${limits.names[at]}`
     // The announcement in the limit's own window, so 5000/h and 180/min compare.
-    const inRouteWindow = announcedWindowMs !== undefined && announcedWindowMs > 0 && announcedWindowMs !== target.windowMs
+    const inLimitWindow = announcedWindowMs !== undefined && announcedWindowMs > 0 && announcedWindowMs !== target.windowMs
       ? Math.floor(announced * target.windowMs / announcedWindowMs)
       : Math.floor(announced)
     // The limit follows the latest announcement, down and back up, never above the configured one.
-    const configured = at < 0 ? this.configuredLimit : (this.route.limits as LimitSpec[])[at].rate.count
-    const limit = Math.min(inRouteWindow, configured)
+    const configured = (this.route.limits as LimitSpec[])[at].rate.count
+    const limit = Math.min(inLimitWindow, configured)
     if (limit < 1 || limit === target.limit) return
-    if (at < 0) this.limiter.setLimit(limit, policy.windowMs)
-    else (this.limiter.limits as LimitSet).setLimit(at, limit)
+    limits.setLimit(at, limit)
     const windowMs = target.windowMs
     if (limit < configured && !this.warned.has(at)) {
       this.warned.add(at)
-      this.log('warn', { route: name, configured, announced: inRouteWindow, windowMs, ...(at < 0 ? {} : { limitName: (this.limiter.limits as LimitSet).names[at] }) },
-        `${label}: the upstream announces a limit of ${inRouteWindow} per ${windowMs} ms, below the configured ${configured}; Sluice follows the upstream`)
+      this.log('warn', { route: name, configured, announced: inLimitWindow, windowMs, limitName: limits.names[at] },
+        `${label}: the upstream announces a limit of ${inLimitWindow} per ${windowMs} ms, below the configured ${configured}; Sluice follows the upstream`)
     } else if (limit === configured) {
-      this.log('info', { route: name, limit, windowMs }, `${label}: the upstream announces ${inRouteWindow} per ${windowMs} ms again; back to the configured ${limit}`)
+      this.log('info', { route: name, limit, windowMs }, `${label}: the upstream announces ${inLimitWindow} per ${windowMs} ms again; back to the configured ${limit}`)
     }
   }
 

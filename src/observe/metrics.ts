@@ -21,7 +21,12 @@ export interface Collectors {
   limits?: () => Iterable<{ route: string, name: string, limit: number, windowMs: number }>
   /** Read at scrape time: the limiters' and fair schedulers' running counts of admission events, per route. */
   admissionEvents: () => Iterable<{ route: string, event: AdmissionEvent, count: number }>
+  /** Read at scrape time: the limit in force per route, and its sources (limit-sources.ts); a source that says nothing is undefined. */
+  limitsInForce?: () => Iterable<{ route: string, limit: number, windowS: number, configured: number | undefined, announced: number | undefined, learned: number | undefined }>
 }
+
+/** Where a limit comes from (sluice_budget_limit_source). */
+export const LIMIT_SOURCES = ['configured', 'announced', 'learned'] as const
 
 /**
  * What admission did besides a plain reservation: a late start booked again or forwarded late anyway
@@ -138,9 +143,44 @@ export class SluiceMetrics {
       labelNames: ['store', 'command'],
       registers
     })
-    this.limit = new Gauge({ name: 'sluice_budget_limit', help: 'Requests allowed per window', labelNames: ['route'], registers })
-    this.window = new Gauge({ name: 'sluice_budget_window_seconds', help: 'The budget window, seconds', labelNames: ['route'], registers })
+    const live = collectors.limitsInForce
+    // The limit in force, read at scrape time (it follows announced and learned limits); without a
+    // live source, what setBudgets set (the configured one).
+    this.limit = new Gauge({
+      name: 'sluice_budget_limit',
+      help: 'Requests allowed per window: the limit in force (min of configured, announced, learned)',
+      labelNames: ['route'],
+      registers,
+      collect () {
+        if (live === undefined) return
+        this.reset()
+        for (const r of live()) this.set({ route: r.route }, r.limit)
+      }
+    })
+    this.window = new Gauge({
+      name: 'sluice_budget_window_seconds',
+      help: 'The budget window, seconds',
+      labelNames: ['route'],
+      registers,
+      collect () {
+        if (live === undefined) return
+        this.reset()
+        for (const r of live()) this.set({ route: r.route }, r.windowS)
+      }
+    })
     this.setBudgets(routes)
+    // eslint-disable-next-line no-new -- registered through `registers`; its collect() reads live state
+    new Gauge({
+      name: 'sluice_budget_limit_source',
+      help: 'Requests per window each source allows: configured, announced (the upstream\'s headers), learned (from its pushback); absent when the source says nothing',
+      labelNames: ['route', 'source'],
+      registers,
+      collect () {
+        this.reset()
+        if (live === undefined) return
+        for (const r of live()) for (const source of LIMIT_SOURCES) if (r[source] !== undefined) this.set({ route: r.route, source }, r[source])
+      }
+    })
     // eslint-disable-next-line no-new -- registered through `registers`; its collect() reads live state
     new Gauge({
       name: 'sluice_queue_depth',

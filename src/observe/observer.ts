@@ -92,7 +92,8 @@ export class Observer {
       liveInstances: () => this.liveCount,
       storeModes: () => [...this.routes.values()].map((r) => ({ route: r.name, mode: this.storeModeOf(r.name) })),
       admissionEvents: () => admissionEvents(this.routes.keys(), this.limiters, this.schedulers),
-      limits: () => [...this.limiters].flatMap(([route, l]) => l.limits === undefined || !this.routes.has(route) ? [] : l.limits.describe().map((d) => ({ route, ...d })))
+      limits: () => [...this.limiters].flatMap(([route, l]) => l.limits === undefined || !this.routes.has(route) ? [] : l.limits.describe().map((d) => ({ route, ...d }))),
+      limitsInForce: () => [...this.limiters.entries()].filter(([route]) => this.routes.has(route)).map(([route, l]) => ({ route, ...l.sources.view(), windowS: l.policy.windowMs / 1000, limit: l.policy.limit }))
     })
     this.clientSeries = new ClientSeries(this.metrics.clientRequests, this.metrics.clientWait, idleMs)
     for (const r of config.routes) {
@@ -243,6 +244,7 @@ export class Observer {
         bucket,
         limit: policy?.limit ?? route.limit.count,
         windowMs: policy?.windowMs ?? route.limit.windowMs,
+        ...(limiter === undefined ? {} : { sources: limiter.sources.view() }),
         storeMode: this.storeModeOf(route.name),
         waitMs: act?.waitPercentiles(now) ?? { p50: 0, p90: 0, p99: 0, count: 0 },
         requestsLastMinute: act === undefined ? 0 : act.series(now).reduce((n, s) => n + s[1], 0),

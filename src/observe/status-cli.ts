@@ -80,13 +80,22 @@ function ms (n: number): string {
   return n >= 10_000 ? `${Math.round(n / 1000)}s` : n >= 1000 ? `${(n / 1000).toFixed(1)}s` : `${Math.round(n)}ms`
 }
 
+/** Where a limit in force comes from, when not (only) from the config: " (learned; configured 20)". */
+export function limitSource (b: BucketStatus): string {
+  const src = b.limitSources as BucketStatus['limitSources'] | undefined
+  if (src === undefined) return ''
+  const from = src.learned === b.limit ? 'learned' : src.announced === b.limit ? 'announced' : undefined
+  if (from === undefined || src.configured === b.limit) return ''
+  return src.configured === null ? ` (${from}; auto)` : ` (${from}; configured ${src.configured})`
+}
+
 function row (b: BucketStatus, now: number): string[] {
   const paused = b.pausedUntil === null ? '-' : `${Math.max(0, Math.ceil((Date.parse(b.pausedUntil) - now) / 1000))}s`
   const shadow = b.shadow === null ? '' : ` (would delay ${b.shadow.wouldDelayLastMinute}, refuse ${b.shadow.wouldRejectLastMinute})`
   return [
     b.bucket,
     b.mode,
-    formatRate({ count: b.limit, windowMs: b.windowS * 1000 }),
+    formatRate({ count: b.limit, windowMs: b.windowS * 1000 }) + limitSource(b),
     `${Math.round(b.used * 100)}%`,
     b.remaining === null ? '?' : String(b.remaining),
     String(b.requestsLastMinute),

@@ -33,9 +33,11 @@ export interface BucketStatus {
   route: string
   mode: 'enforce' | 'shadow'
   algorithm: string
-  /** requests per window */
+  /** requests per window: the limit in force */
   limit: number
   windowS: number
+  /** where it comes from: the route's config (null for limit: auto), the upstream's headers, its pushback (null: says nothing) */
+  limitSources: { configured: number | null, announced: number | null, learned: number | null }
   /** where the route reserves now: redis, memory; local, open or closed while Redis is unreachable */
   store: string
   /** requests that could start now (from the store; null when the store could not be read) */
@@ -112,6 +114,8 @@ export interface LocalBucket {
   /** The route's budget now (its limiter's: the limit may follow the upstream's announcements). */
   limit: number
   windowMs: number
+  /** The limit's sources (limit-sources.ts); undefined: only the configured limit is known. */
+  sources?: { configured: number | undefined, announced: number | undefined, learned: number | undefined }
   storeMode: string
   waitMs: WaitPercentiles
   requestsLastMinute: number
@@ -209,6 +213,11 @@ export function bucketStatus (local: LocalBucket, snapshots: InstanceSnapshot[],
     algorithm: route.algorithm,
     limit,
     windowS: local.windowMs / 1000,
+    limitSources: {
+      configured: local.sources === undefined ? (route.limitAuto ? null : route.limit.count) : local.sources.configured ?? null,
+      announced: local.sources?.announced ?? null,
+      learned: local.sources?.learned ?? null
+    },
     store: local.storeMode,
     remaining: peek === undefined ? null : peek.remaining,
     booked: peek === undefined ? null : peek.booked,

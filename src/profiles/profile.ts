@@ -86,6 +86,11 @@ export interface Profile {
    * throw; never returns `success` or an `error` object (testrail's `error` is its message string).
    */
   nativeFields: (error: NativeError) => Record<string, unknown>
+  /**
+   * How carefully a learned limit probes back up (learned-limit.ts): windows without pushback before a
+   * step, and the largest step. Unset: the defaults. An upstream whose repeated 429s escalate wants more.
+   */
+  readonly probe?: { readonly quietWindows: number, readonly maxStep: number }
   /** Milliseconds to wait when the upstream pushes back without saying how long. */
   readonly defaultDelayMs: {
     readonly rateLimited: number | undefined

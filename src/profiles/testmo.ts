@@ -11,5 +11,7 @@ export const testmo: Profile = {
   // Its clients print the top-level `message` (the Testmo CLI: "Server response (403): …"; Octokit's RequestError).
   nativeFields: messageFields,
   pushback: (status, headers, parsed, nowMs = Date.now()) => commonPushback(status, headers, parsed, nowMs, testmo.defaultDelayMs),
+  // Repeated 429s lock a client out for longer: a learned limit probes up by one, after 20 quiet windows.
+  probe: { quietWindows: 20, maxStep: 1 },
   defaultDelayMs: { rateLimited: 60_000, maintenance: MAINTENANCE_DEFAULT_DELAY_MS }
 }

@@ -189,3 +189,44 @@ export function isTeamBoard (store: BucketStore): store is BucketStore & TeamBoa
   const s = store as Partial<TeamBoard>
   return typeof s.peek === 'function' && typeof s.heartbeat === 'function' && typeof s.liveInstances === 'function'
 }
+
+/** A bucket's learned limit as the store keeps it (learned-limit.ts decides what to keep). */
+export interface LearnedRecord {
+  /** Requests per window the upstream was seen to accept (or, kind climb, climbed to). */
+  limit: number
+  windowMs: number
+  /** learned: pushed back with room left in Sluice's budget; shared: with the budget spent; climb: limit: auto going up. */
+  kind: 'learned' | 'shared' | 'climb'
+  /** ms since the limit last changed, and since the last pushback (store clock). */
+  sinceChangeMs: number
+  sincePushbackMs: number
+  /** Probes up that were pushed back soon after (each one makes the next wait longer). */
+  failedProbes: number
+}
+
+/** A change of a learned limit, made atomically in the store against what every instance did. */
+export type LearnedChange =
+  /** Pushback: keep the lower of the kept limit and `limit`; a raise `probeMs` or less ago counts as a failed probe. */
+  | { op: 'lower', limit: number, windowMs: number, kind: LearnedRecord['kind'], probeMs: number }
+  /** A probe up from `from` to `to` (undefined: forget, back to the others), if the limit is still `from` and nothing changed or pushed back for `quietMs`. */
+  | { op: 'raise', from: number, to: number | undefined, windowMs: number, kind: LearnedRecord['kind'], quietMs: number }
+
+/**
+ * What a store keeps of the upstream's real limit, shared by every instance (and across restarts,
+ * for `ttlMs` after the last change): the learned limit per bucket, and a short log of the times
+ * (store clock, epoch ms) at which attempts were sent, accepted or pushed back.
+ */
+export interface LimitMemory {
+  learnedLimit (bucket: string): Promise<LearnedRecord | undefined>
+  changeLearned (bucket: string, change: LearnedChange, ttlMs: number): Promise<LearnedRecord | undefined>
+  /** `listener(bucket)` runs whenever any instance changes a bucket's learned limit. */
+  onLearned (listener: (bucket: string) => void): void
+  /** Record attempts' send times (store clock ms), and forget those older than `keepMs`. */
+  noteAnswers (bucket: string, answers: ReadonlyArray<{ atMs: number, accepted: boolean }>, keepMs: number): Promise<void>
+  /** Attempts sent in [fromMs, toMs) (store clock) that were accepted, and that were pushed back. */
+  countAnswers (bucket: string, fromMs: number, toMs: number): Promise<{ accepted: number, rejected: number }>
+}
+
+export function hasLimitMemory (store: BucketStore): store is BucketStore & LimitMemory {
+  return typeof (store as Partial<LimitMemory>).changeLearned === 'function'
+}

@@ -26,7 +26,11 @@ export interface SluiceCommands {
   sluiceHeartbeat (live: string, snapshots: string, id: string, snapshot: string, ttlMs: number): Promise<number>
   sluiceLiveInstances (live: string, snapshots: string): Promise<Array<string | null>>
   sluiceClientPresence (presence: string, instance: string, ttlMs: number, ...clients: string[]): Promise<number[]>
+  sluiceLearnLimit (learned: string, op: string, ...args: Array<string | number>): Promise<LearnReply>
 }
+
+/** learn-limit-1.lua: limit, window ms, kind, ms since change, ms since pushback, failed probes; [] when none. */
+export type LearnReply = [number, number, string, number, number, number] | []
 
 /** Command name, script file (`verb-<numberOfKeys>.lua`, or `verb.lua` when passed per call) and its number of keys. */
 export const SCRIPTS: ReadonlyArray<[keyof SluiceCommands, string, number | undefined]> = [
@@ -45,7 +49,8 @@ export const SCRIPTS: ReadonlyArray<[keyof SluiceCommands, string, number | unde
   ['sluicePeekSlidingWindow', 'peek-sliding-window-3.lua', 3],
   ['sluiceHeartbeat', 'heartbeat-2.lua', 2],
   ['sluiceLiveInstances', 'live-instances-2.lua', 2],
-  ['sluiceClientPresence', 'client-presence-1.lua', 1]
+  ['sluiceClientPresence', 'client-presence-1.lua', 1],
+  ['sluiceLearnLimit', 'learn-limit-1.lua', 1]
 ]
 
 /** src/store/lua (dist/src/store/lua once built: scripts/copy-assets.js copies the .lua files). */

@@ -2,7 +2,8 @@
 // in ./lua, step for step, so one contract suite holds for both stores.
 import { EventEmitter } from 'node:events'
 import { nowUs } from './clock'
-import { slidingWindowParams, tokenBucketParams, type BucketPeek, type BucketPolicy, type BucketStore, type LimitBooking, type LimitRef, type MultiLimitStore, type MultiReservation, type Reservation, type TeamBoard } from './bucket-store'
+import { slidingWindowParams, tokenBucketParams, type BucketPeek, type BucketPolicy, type BucketStore, type LearnedChange, type LearnedRecord, type LimitBooking, type LimitMemory, type LimitRef, type MultiLimitStore, type MultiReservation, type Reservation, type TeamBoard } from './bucket-store'
+import { LearnedMemory } from './learned-memory'
 import { pushStarts, reserveLimitsIn } from './memory-limits'
 
 interface Bucket {
@@ -31,7 +32,7 @@ function limitName (ref: LimitRef): string {
   return ref.state === '' ? ref.tag : `${ref.tag}|${ref.state}`
 }
 
-export class MemoryStore implements BucketStore, TeamBoard, MultiLimitStore {
+export class MemoryStore implements BucketStore, TeamBoard, MultiLimitStore, LimitMemory {
   readonly kind = 'memory' as const
   private readonly buckets = new Map<string, Bucket>()
   /** Heartbeats: id -> snapshot and its expiry (ms since epoch); in memory only this process beats. */
@@ -265,6 +266,13 @@ export class MemoryStore implements BucketStore, TeamBoard, MultiLimitStore {
     this.freed.setMaxListeners(0)
     this.freed.on('freed', listener)
   }
+
+  private readonly learned = new LearnedMemory()
+  async learnedLimit (bucket: string): Promise<LearnedRecord | undefined> { return await this.learned.learnedLimit(bucket) }
+  async changeLearned (bucket: string, change: LearnedChange, ttlMs: number): Promise<LearnedRecord | undefined> { return await this.learned.changeLearned(bucket, change, ttlMs) }
+  onLearned (listener: (bucket: string) => void): void { this.learned.onLearned(listener) }
+  async noteAnswers (bucket: string, answers: ReadonlyArray<{ atMs: number, accepted: boolean }>, keepMs: number): Promise<void> { await this.learned.noteAnswers(bucket, answers, keepMs) }
+  async countAnswers (bucket: string, fromMs: number, toMs: number): Promise<{ accepted: number, rejected: number }> { return await this.learned.countAnswers(bucket, fromMs, toMs) }
 
   async ping (): Promise<void> {}
 

@@ -2,7 +2,7 @@
 // script touches share it, so they stay in one Redis Cluster slot.
 
 export interface RedisKeys {
-  /** A bucket's key: `<prefix>{<bucket>}:<part>` (tb, sw, sw-floor, pause, leases, presence). */
+  /** A bucket's key: `<prefix>{<bucket>}:<part>` (tb, sw, sw-floor, pause, leases, presence, learned, answers). */
   bucket: (bucket: string, part: string) => string
   /** A limit of a route with several: `<prefix>{<tag>}:<state>:<part>`, or `<prefix>{<tag>}:<part>` for state ''. */
   limit: (ref: { tag: string, state: string }, part: string) => string
@@ -12,6 +12,8 @@ export interface RedisKeys {
   leaseChannel: string
   /** Channel on which a bucket's pause is announced. */
   pauseChannel: string
+  /** Channel on which a change of a bucket's learned limit is announced (learn-limit-1.lua). */
+  learnedChannel: string
 }
 
 export function redisKeys (prefix: string): RedisKeys {
@@ -20,6 +22,7 @@ export function redisKeys (prefix: string): RedisKeys {
     limit: (ref, part) => ref.state === '' ? `${prefix}{${ref.tag}}:${part}` : `${prefix}{${ref.tag}}:${ref.state}:${part}`,
     team: (part) => `${prefix}{instances}:${part}`,
     leaseChannel: `${prefix}lease-freed`,
-    pauseChannel: `${prefix}paused`
+    pauseChannel: `${prefix}paused`,
+    learnedChannel: `${prefix}learned`
   }
 }

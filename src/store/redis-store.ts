@@ -4,7 +4,8 @@
 import { parseRedisUrl } from '../config/redis-url'
 import { nowMs } from './clock'
 import { admittedFromUs, refusalFromUs } from './memory-store'
-import { slidingWindowParams, tokenBucketParams, type BucketPeek, type BucketPolicy, type BucketStore, type Reservation, type TeamBoard, type ClientPresence, type LimitBooking, type LimitRef, type MultiLimitStore, type MultiReservation } from './bucket-store'
+import { slidingWindowParams, tokenBucketParams, type BucketPeek, type BucketPolicy, type BucketStore, type Reservation, type TeamBoard, type ClientPresence, type LearnedChange, type LearnedRecord, type LimitBooking, type LimitMemory, type LimitRef, type MultiLimitStore, type MultiReservation } from './bucket-store'
+import * as learned from './learned-redis'
 import { withLagAwareTimeout } from './lag-aware-timeout'
 import type { ReserveReply } from './lua-scripts'
 import { RedisClock, type ClockOffset } from './redis-clock'
@@ -32,7 +33,7 @@ export interface RedisStoreOptions {
   log?: TopologyLog
 }
 
-export class RedisStore implements BucketStore, TeamBoard, ClientPresence, MultiLimitStore {
+export class RedisStore implements BucketStore, TeamBoard, ClientPresence, MultiLimitStore, LimitMemory {
   readonly kind = 'redis' as const
   private readonly connection: RedisConnection
   private readonly keys: RedisKeys
@@ -248,13 +249,17 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence, Multi
 
   private readonly pauseListeners: Array<(bucket: string, delayMs: number) => void> = []
 
-  /** One subscriber connection per instance, for both channels; it follows failovers and hand-overs (redis-connection.ts). */
+  /** One subscriber connection per instance, for the three channels; it follows failovers and hand-overs (redis-connection.ts). */
   private subscribe (): void {
     if (this.subscribed) return
     this.subscribed = true
-    this.connection.subscribe([this.keys.leaseChannel, this.keys.pauseChannel], (channel, message) => {
+    this.connection.subscribe([this.keys.leaseChannel, this.keys.pauseChannel, this.keys.learnedChannel], (channel, message) => {
       if (channel === this.keys.leaseChannel) {
         for (const l of this.leaseListeners) l(message)
+        return
+      }
+      if (channel === this.keys.learnedChannel) {
+        for (const l of this.learnedListeners) l(message)
         return
       }
       const bar = message.lastIndexOf('|')
@@ -272,6 +277,17 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence, Multi
     this.pauseListeners.push(listener)
     this.subscribe()
   }
+
+  private readonly learnedListeners: Array<(bucket: string) => void> = []
+  onLearned (listener: (bucket: string) => void): void {
+    this.learnedListeners.push(listener)
+    this.subscribe()
+  }
+
+  async learnedLimit (bucket: string): Promise<LearnedRecord | undefined> { return await learned.learnedLimit(this.client, this.keys, bucket) }
+  async changeLearned (bucket: string, change: LearnedChange, ttlMs: number): Promise<LearnedRecord | undefined> { return await learned.changeLearned(this.client, this.keys, bucket, change, ttlMs) }
+  async noteAnswers (bucket: string, answers: ReadonlyArray<{ atMs: number, accepted: boolean }>, keepMs: number): Promise<void> { await learned.noteAnswers(this.client, this.keys, bucket, answers, keepMs) }
+  async countAnswers (bucket: string, fromMs: number, toMs: number): Promise<{ accepted: number, rejected: number }> { return await learned.countAnswers(this.client, this.keys, bucket, fromMs, toMs) }
 
   async ping (): Promise<void> {
     await this.connection.ping()

@@ -103,6 +103,8 @@ function normalize (input: UpstreamErrorInput): NormalizedError {
   details.request_id = String(input.requestId)
   if (parsed.fieldErrors !== undefined) details.field_errors = boundedJson(parsed.fieldErrors)
   if (parsed.varName !== undefined) details.var_name = redactText(parsed.varName)
+  const field = fieldNamed(parsed)
+  if (field !== undefined) details.field = redactText(field)
   Object.assign(details, upstreamBodyDetails(body))
 
   const upstreamMessage = parsed.message !== undefined ? redactText(collapse(parsed.message)) : ''
@@ -123,6 +125,19 @@ function upstreamNative (parsed: ParsedError, fieldErrors: unknown): UpstreamNat
   if (fieldErrors !== undefined) native.errors = fieldErrors
   if (parsed.varName !== undefined) native.varName = redactText(parsed.varName)
   return native
+}
+
+/**
+ * The one request field an error names, if it names one: TestRail's "Field :run_id …", Zulip's
+ * var_name, or a per-field error object (Testmo, Laravel-style) with a single field. Several fields
+ * are in field_errors; a field name longer than 100 characters is not a field name.
+ */
+function fieldNamed (parsed: ParsedError): string | undefined {
+  if (parsed.varName !== undefined && parsed.varName !== '') return parsed.varName.slice(0, 100)
+  const errors = parsed.fieldErrors
+  if (errors === null || typeof errors !== 'object' || Array.isArray(errors)) return undefined
+  const names = Object.keys(errors)
+  return names.length === 1 && names[0].length <= 100 ? names[0] : undefined
 }
 
 function finite (value: unknown): number | undefined {
