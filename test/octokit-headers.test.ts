@@ -32,7 +32,7 @@ t.test('Octokit\'s throttling plugin sees GitHub\'s headers, and onRateLimit fir
     t.equal(res.headers['x-ratelimit-limit'], '3', 'GitHub\'s own limit, untouched')
     t.equal(res.headers['x-ratelimit-remaining'], String(2 - i), 'GitHub\'s own remaining, untouched')
     t.equal(res.headers['x-ratelimit-used'], String(i + 1), 'with its x-ratelimit-used: one consistent set')
-    t.match(res.headers['ratelimit-policy'], /^"github";q=\d+;w=\d+$/, 'Sluice\'s view is in RateLimit-Policy')
+    t.match(res.headers['ratelimit-policy'], /^"github(:[a-z-]+)?";q=\d+;w=\d+(, "github:[a-z-]+";q=\d+;w=\d+)*$/, 'Sluice\'s view is in RateLimit-Policy')
   }
   for (let i = 0; i < 2; i++) {
     const err = await octokit.request('GET /repos/{owner}/{repo}', { owner: 'o', repo: 'over' }).then(() => undefined, (e: { status: number, response?: { headers: Record<string, string> } }) => e)

@@ -102,7 +102,10 @@ export class LearnedLimit {
   /** A learner for `route`, or undefined where none applies (shadow mode, a keyed route, a store that keeps nothing). */
   static for (opts: LearnedLimitOptions): LearnedLimit | undefined {
     const { route, store } = opts
-    if (route.mode === 'shadow' || route.key.kind !== 'instance' || !hasLimitMemory(store)) return undefined
+    // Learning is per route budget: not for a shadow route, a route keyed per credential (one key's
+    // lesson must not shrink the others), or a route with several limits (which limit a 429 was of is
+    // not known; its announced limits still apply, per limit).
+    if (route.mode === 'shadow' || route.key.kind !== 'instance' || route.limits !== undefined || !hasLimitMemory(store)) return undefined
     return new LearnedLimit(opts, store)
   }
 
