@@ -131,6 +131,16 @@ export function hasStoreClock (store: BucketStore): store is BucketStore & Store
   return typeof (store as Partial<StoreClock>).clockOffset === 'function'
 }
 
+/** A store reached over a network tells how long its reservations take (round-trips.ts). */
+export interface StoreDistance {
+  /** A high percentile of this instance's recent reservation round trips (ms); undefined before any. */
+  reserveRoundTripMs (): number | undefined
+}
+
+export function hasStoreDistance (store: BucketStore): store is BucketStore & StoreDistance {
+  return typeof (store as Partial<StoreDistance>).reserveRoundTripMs === 'function'
+}
+
 /** A shared store that can be told of starts made without it (an instance's local share during an outage). */
 export interface StartRecorder {
   /** `startsMs`: epoch ms in this process's clock, oldest first. */

@@ -4,11 +4,12 @@
 import Redis, { type RedisOptions } from 'ioredis'
 import { nowMs } from './clock'
 import { admittedFromUs, refusalFromUs } from './memory-store'
-import { slidingWindowParams, tokenBucketParams, type BucketPeek, type BucketPolicy, type BucketStore, type Reservation, type TeamBoard, type ClientPresence } from './bucket-store'
+import { slidingWindowParams, tokenBucketParams, type BucketPeek, type BucketPolicy, type BucketStore, type Reservation, type TeamBoard, type ClientPresence, type StoreDistance } from './bucket-store'
 import { withLagAwareTimeout } from './lag-aware-timeout'
 import { defineSluiceCommands, type ReserveReply, type SluiceCommands } from './lua-scripts'
 import { RedisClock, type ClockOffset } from './redis-clock'
 import { redisKeys, type RedisKeys } from './redis-keys'
+import { RoundTrips } from './round-trips'
 
 /**
  * The command timeout on the admission path (ms). ioredis's own commandTimeout is a plain timer: on
@@ -16,6 +17,12 @@ import { redisKeys, type RedisKeys } from './redis-keys'
  * already sits in the socket is read, and the route falls back to local shaping for nothing.
  */
 const COMMAND_TIMEOUT_MS = 500
+/**
+ * A distant Redis answers no faster than its round trip: the admission timeout is at least this many
+ * of the slowest round trip known (TIME on connection, recent reservations), so a Redis 300 ms away is
+ * not taken for a dead one.
+ */
+const TIMEOUT_ROUND_TRIPS = 3
 /** ioredis's own timeout stays as a backstop for commands off the admission path (ms). */
 const BACKSTOP_TIMEOUT_MS = 5000
 
@@ -30,11 +37,12 @@ export interface RedisStoreOptions {
   commandTimeoutMs?: number
 }
 
-export class RedisStore implements BucketStore, TeamBoard, ClientPresence {
+export class RedisStore implements BucketStore, TeamBoard, ClientPresence, StoreDistance {
   readonly kind = 'redis' as const
   readonly client: Redis & SluiceCommands
   private readonly keys: RedisKeys
   private readonly clock = new RedisClock()
+  private readonly roundTrips = new RoundTrips()
   private readonly commandTimeoutMs: number
 
   constructor (options: RedisStoreOptions) {
@@ -65,6 +73,17 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence {
     return this.clock.offset()
   }
 
+  /** Recent reservations' round trip, or before any the fastest TIME on connection. */
+  reserveRoundTripMs (): number | undefined {
+    return this.roundTrips.high(nowMs()) ?? this.clock.offset()?.rttMs
+  }
+
+  /** The admission-path timeout: the configured one, or more for a Redis known to be far away. */
+  private admissionTimeoutMs (): number {
+    const rtt = Math.max(this.clock.offset()?.rttMs ?? 0, this.roundTrips.high(nowMs()) ?? 0)
+    return Math.max(this.commandTimeoutMs, TIMEOUT_ROUND_TRIPS * rtt)
+  }
+
   /** The first connection; later calls share it. ioredis reconnects by itself afterwards. */
   async connect (): Promise<void> {
     this.connecting ??= this.client.connect()
@@ -77,14 +96,16 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence {
     let reply: ReserveReply
     if (policy.algorithm === 'token-bucket') {
       const { intervalUs, tauUs } = tokenBucketParams(policy)
-      reply = await withLagAwareTimeout(this.client.sluiceReserveTokenBucket(this.keys.bucket(bucket, 'tb'), this.keys.bucket(bucket, 'pause'), intervalUs, tauUs, cost, maxWaitUs), this.commandTimeoutMs)
+      reply = await withLagAwareTimeout(this.client.sluiceReserveTokenBucket(this.keys.bucket(bucket, 'tb'), this.keys.bucket(bucket, 'pause'), intervalUs, tauUs, cost, maxWaitUs), this.admissionTimeoutMs())
     } else {
       const { windowUs, keep, padUs } = slidingWindowParams(policy)
-      reply = await withLagAwareTimeout(this.client.sluiceReserveSlidingWindow(this.keys.bucket(bucket, 'sw'), this.keys.bucket(bucket, 'pause'), this.keys.bucket(bucket, 'sw-floor'), policy.limit, windowUs, cost, maxWaitUs, keep, padUs), this.commandTimeoutMs)
+      reply = await withLagAwareTimeout(this.client.sluiceReserveSlidingWindow(this.keys.bucket(bucket, 'sw'), this.keys.bucket(bucket, 'pause'), this.keys.bucket(bucket, 'sw-floor'), policy.limit, windowUs, cost, maxWaitUs, keep, padUs), this.admissionTimeoutMs())
     }
     const [ok, waitUs, remaining, resetUs, ticket, startUs] = reply
     // The script read Redis's clock at the start less the wait.
-    this.clock.note((startUs - waitUs) / 1000, sentAt, nowMs())
+    const receivedAt = nowMs()
+    this.clock.note((startUs - waitUs) / 1000, sentAt, receivedAt)
+    this.roundTrips.note(sentAt, receivedAt)
     return ok === 1 ? admittedFromUs(waitUs, remaining, resetUs, ticket, startUs) : refusalFromUs(waitUs, resetUs, startUs)
   }
 
@@ -169,7 +190,7 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence {
   }
 
   async acquireLease (bucket: string, limit: number, leaseId: string, ttlMs: number): Promise<{ acquired: boolean, retryInMs: number }> {
-    const [ok, retryInMs] = await withLagAwareTimeout(this.client.sluiceAcquireLease(this.keys.bucket(bucket, 'leases'), limit, leaseId, Math.round(ttlMs)), this.commandTimeoutMs)
+    const [ok, retryInMs] = await withLagAwareTimeout(this.client.sluiceAcquireLease(this.keys.bucket(bucket, 'leases'), limit, leaseId, Math.round(ttlMs)), this.admissionTimeoutMs())
     return { acquired: ok === 1, retryInMs }
   }
 
