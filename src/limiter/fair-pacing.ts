@@ -41,7 +41,7 @@ export class FairPacing {
 
   /**
    * `costs`: of the route's cost rules (a look-ahead holds the costliest request); `roundTripMs`: the
-   * store's recent reservation round trip (a high percentile, measured by the store), read on each use.
+   * store's recent reservation round trip (its median, measured by the store), read on each use.
    */
   constructor (policy: BucketPolicy, costs: readonly number[], roundTripMs: () => number = () => 0) {
     this.policy = policy

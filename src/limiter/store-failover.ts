@@ -2,12 +2,17 @@
 // unreachable as the route's onStoreError says. The hand-overs keep both schedules within one budget:
 // the local share starts a window after this instance's last start, and once Redis is back the
 // starts made without it are recorded there, while for a window Redis bookings also take the local share.
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { RouteConfig } from '../config/schema'
 import { SluiceError } from '../errors'
 import { hasStartRecorder, type BucketPolicy, type BucketStore, type Reservation } from '../store/bucket-store'
 import { nowMs } from '../store/clock'
 import { MemoryStore } from '../store/memory-store'
 import { refusalDetails } from './refusal-details'
+import { StateRepair } from './state-repair'
+
+/** Gathers after a lost state a reservation waits out before the loss counts as a store fault. */
+const MAX_GATHERS = 3
 
 /**
  * Where a route's reservations are made right now: the shared store ("redis"), the embedded one
@@ -42,6 +47,8 @@ export class StoreFailover {
    * a burst's late starts would otherwise cost a second, useless round trip each.
    */
   private readonly newest = new Map<string, Reservation>()
+  /** Notices a bucket's state lost in Redis and records this instance's starts there again (Redis only). */
+  private readonly repair: StateRepair | undefined
 
   constructor (route: RouteConfig, store: BucketStore, policy: BucketPolicy, lastStart: ReadonlyMap<string, number>, log: LimiterLog) {
     this.route = route
@@ -50,6 +57,12 @@ export class StoreFailover {
     this.lastStart = lastStart
     this.log = log
     this.mode = store.kind === 'memory' ? 'memory' : 'redis'
+    this.repair = store.kind === 'redis' && hasStartRecorder(store) ? new StateRepair(route, store, policy, log) : undefined
+  }
+
+  /** Losses of a bucket's state in Redis repaired by this instance (state-repair.ts). */
+  get stateRepairs (): Readonly<{ repairs: number, startsRecorded: number }> {
+    return this.repair?.stats ?? { repairs: 0, startsRecorded: 0 }
   }
 
   /**
@@ -113,7 +126,7 @@ export class StoreFailover {
       let reservation: Reservation | undefined
       let fault: unknown
       try {
-        reservation = await this.store.reserve(bucket, this.policy, cost, maxWaitMs)
+        reservation = await this.reserveWatched(bucket, cost, maxWaitMs)
       } catch (err) {
         fault = err
       }
@@ -128,6 +141,26 @@ export class StoreFailover {
       return await this.fallback(bucket, cost, maxWaitMs, fault)
     }
     return await this.fallback(bucket, cost, maxWaitMs, undefined)
+  }
+
+  /**
+   * A reservation in the route's store. After a loss of the bucket's state there (state-repair.ts),
+   * only once this instance's starts are recorded again and the gather for the others' is over.
+   */
+  private async reserveWatched (bucket: string, cost: number, maxWaitMs: number): Promise<Reservation> {
+    const repair = this.repair
+    if (repair === undefined) return await this.store.reserve(bucket, this.policy, cost, maxWaitMs)
+    const began = performance.now()
+    for (let gathers = 0; ; gathers++) {
+      const r = await this.store.reserve(bucket, this.policy, cost, Math.max(0, maxWaitMs - (performance.now() - began)), repair.watch(bucket))
+      if (r.stateLost !== true) {
+        repair.note(bucket, r, cost)
+        return r
+      }
+      if (gathers >= MAX_GATHERS) throw new Error(`the state of bucket ${bucket} keeps being lost in Redis`)
+      if (r.generation !== undefined) await repair.repair(bucket, r.generation)
+      await sleep(r.waitMs)
+    }
   }
 
   /** A start `inMs` from now: remembered when it was made without Redis, for Redis once it is back (see recordAway). */
@@ -163,6 +196,7 @@ export class StoreFailover {
   /** Forget the newest reservations of buckets admission no longer remembers (its sweep of idle buckets). */
   forgetBeyond (remembered: ReadonlyMap<string, unknown>): void {
     for (const name of this.newest.keys()) if (!remembered.has(name)) this.newest.delete(name)
+    this.repair?.forgetBeyond(remembered)
   }
 
   private setMode (mode: StoreMode, err?: unknown): void {

@@ -4,9 +4,9 @@
 import Redis, { type RedisOptions } from 'ioredis'
 import { nowMs } from './clock'
 import { admittedFromUs, refusalFromUs } from './memory-store'
-import { slidingWindowParams, tokenBucketParams, type BucketPeek, type BucketPolicy, type BucketStore, type Reservation, type TeamBoard, type ClientPresence, type StoreDistance } from './bucket-store'
+import { slidingWindowParams, tokenBucketParams, type BucketPeek, type BucketPolicy, type BucketStore, type Reservation, type TeamBoard, type ClientPresence, type StoreDistance, type GenerationWatch, type StateLossNotice } from './bucket-store'
 import { withLagAwareTimeout } from './lag-aware-timeout'
-import { defineSluiceCommands, type ReserveReply, type SluiceCommands } from './lua-scripts'
+import { defineSluiceCommands, type GenerationArgs, type ReserveReply, type SluiceCommands } from './lua-scripts'
 import { RedisClock, type ClockOffset } from './redis-clock'
 import { redisKeys, type RedisKeys } from './redis-keys'
 import { RoundTrips } from './round-trips'
@@ -26,6 +26,9 @@ const TIMEOUT_ROUND_TRIPS = 3
 /** ioredis's own timeout stays as a backstop for commands off the admission path (ms). */
 const BACKSTOP_TIMEOUT_MS = 5000
 
+/** Ends a loss announcement on the pause channel ("bucket|generation|lost"; older instances ignore it). */
+const LOST_SUFFIX = '|lost'
+
 /** How long a higher live-instance count outlives a lower one (ms). */
 const INSTANCE_COUNT_HOLD_MS = 10_000
 
@@ -37,7 +40,7 @@ export interface RedisStoreOptions {
   commandTimeoutMs?: number
 }
 
-export class RedisStore implements BucketStore, TeamBoard, ClientPresence, StoreDistance {
+export class RedisStore implements BucketStore, TeamBoard, ClientPresence, StoreDistance, StateLossNotice {
   readonly kind = 'redis' as const
   readonly client: Redis & SluiceCommands
   private readonly keys: RedisKeys
@@ -73,14 +76,18 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence, Store
     return this.clock.offset()
   }
 
-  /** Recent reservations' round trip, or before any the fastest TIME on connection. */
+  /**
+   * Recent reservations' median round trip, or before any the fastest TIME on connection. The median:
+   * on a loaded machine the slowest round trips on loopback are event-loop stalls, and the look-ahead
+   * built on this figure (fair-pacing.ts) already has LOOKAHEAD_MIN_MS on top for jitter.
+   */
   reserveRoundTripMs (): number | undefined {
-    return this.roundTrips.high(nowMs()) ?? this.clock.offset()?.rttMs
+    return this.roundTrips.quantile(nowMs(), 0.5) ?? this.clock.offset()?.rttMs
   }
 
   /** The admission-path timeout: the configured one, or more for a Redis known to be far away. */
   private admissionTimeoutMs (): number {
-    const rtt = Math.max(this.clock.offset()?.rttMs ?? 0, this.roundTrips.high(nowMs()) ?? 0)
+    const rtt = Math.max(this.clock.offset()?.rttMs ?? 0, this.roundTrips.quantile(nowMs(), 0.9) ?? 0)
     return Math.max(this.commandTimeoutMs, TIMEOUT_ROUND_TRIPS * rtt)
   }
 
@@ -90,23 +97,29 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence, Store
     await this.connecting
   }
 
-  async reserve (bucket: string, policy: BucketPolicy, cost: number, maxWaitMs: number): Promise<Reservation> {
+  async reserve (bucket: string, policy: BucketPolicy, cost: number, maxWaitMs: number, watch?: GenerationWatch): Promise<Reservation> {
     const maxWaitUs = Math.round(maxWaitMs * 1000)
+    const key = (part: string): string => this.keys.bucket(bucket, part)
+    const generation: GenerationArgs = [watch?.expect === undefined ? '0' : String(watch.expect), Math.round((watch?.gatherMs ?? 0) * 1000), this.keys.pauseChannel, bucket]
     const sentAt = nowMs()
     let reply: ReserveReply
     if (policy.algorithm === 'token-bucket') {
       const { intervalUs, tauUs } = tokenBucketParams(policy)
-      reply = await withLagAwareTimeout(this.client.sluiceReserveTokenBucket(this.keys.bucket(bucket, 'tb'), this.keys.bucket(bucket, 'pause'), intervalUs, tauUs, cost, maxWaitUs), this.admissionTimeoutMs())
+      const windowUs = (policy.windowMs + policy.marginMs) * 1000
+      reply = await withLagAwareTimeout(this.client.sluiceReserveTokenBucket(key('tb'), key('pause'), key('gen'), intervalUs, tauUs, cost, maxWaitUs, windowUs, ...generation), this.admissionTimeoutMs())
     } else {
       const { windowUs, keep, padUs } = slidingWindowParams(policy)
-      reply = await withLagAwareTimeout(this.client.sluiceReserveSlidingWindow(this.keys.bucket(bucket, 'sw'), this.keys.bucket(bucket, 'pause'), this.keys.bucket(bucket, 'sw-floor'), policy.limit, windowUs, cost, maxWaitUs, keep, padUs), this.admissionTimeoutMs())
+      reply = await withLagAwareTimeout(this.client.sluiceReserveSlidingWindow(key('sw'), key('pause'), key('sw-floor'), key('gen'), policy.limit, windowUs, cost, maxWaitUs, keep, padUs, ...generation), this.admissionTimeoutMs())
     }
-    const [ok, waitUs, remaining, resetUs, ticket, startUs] = reply
-    // The script read Redis's clock at the start less the wait.
+    const [ok, waitUs, remaining, resetUs, ticket, startUs, gen] = reply
+    // The script read Redis's clock at the start less the wait (a lost state's reply: at `startUs`).
     const receivedAt = nowMs()
-    this.clock.note((startUs - waitUs) / 1000, sentAt, receivedAt)
+    this.clock.note((ok === 2 ? startUs : startUs - waitUs) / 1000, sentAt, receivedAt)
     this.roundTrips.note(sentAt, receivedAt)
-    return ok === 1 ? admittedFromUs(waitUs, remaining, resetUs, ticket, startUs) : refusalFromUs(waitUs, resetUs, startUs)
+    if (ok === 2) return { ...refusalFromUs(waitUs, 0, startUs + waitUs), generation: gen, stateLost: true }
+    const reservation = ok === 1 ? admittedFromUs(waitUs, remaining, resetUs, ticket, startUs) : refusalFromUs(waitUs, resetUs, startUs)
+    reservation.generation = gen
+    return reservation
   }
 
   async release (bucket: string, policy: BucketPolicy, cost: number, ticket: number): Promise<boolean> {
@@ -124,8 +137,9 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence, Store
   async recordStarts (bucket: string, policy: BucketPolicy, startsMs: number[]): Promise<void> {
     const skewMs = this.clock.offset()?.skewMs ?? 0
     const us = startsMs.map((ms) => String(Math.round((ms + skewMs) * 1000)))
-    if (policy.algorithm === 'token-bucket') await this.client.sluiceRecordTokenBucket(this.keys.bucket(bucket, 'tb'), tokenBucketParams(policy).intervalUs, ...us)
-    else await this.client.sluiceRecordSlidingWindow(this.keys.bucket(bucket, 'sw'), slidingWindowParams(policy).windowUs, ...us)
+    const gen = this.keys.bucket(bucket, 'gen')
+    if (policy.algorithm === 'token-bucket') await this.client.sluiceRecordTokenBucket(this.keys.bucket(bucket, 'tb'), gen, tokenBucketParams(policy).intervalUs, (policy.windowMs + policy.marginMs) * 1000, ...us)
+    else await this.client.sluiceRecordSlidingWindow(this.keys.bucket(bucket, 'sw'), gen, slidingWindowParams(policy).windowUs, ...us)
   }
 
   async pause (bucket: string, delayMs: number): Promise<number> {
@@ -217,6 +231,7 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence, Store
         for (const l of this.leaseListeners) l(message)
         return
       }
+      if (message.endsWith(LOST_SUFFIX)) return this.heardLoss(message.slice(0, -LOST_SUFFIX.length))
       const bar = message.lastIndexOf('|')
       const delayMs = Number(message.slice(bar + 1)) / 1000
       if (bar > 0 && Number.isFinite(delayMs)) for (const l of this.pauseListeners) l(message.slice(0, bar), delayMs)
@@ -227,6 +242,20 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence, Store
 
   onLeaseFreed (listener: (bucket: string) => void): void {
     this.leaseListeners.push(listener)
+    this.subscribe()
+  }
+
+  private readonly lossListeners: Array<(bucket: string, generation: number) => void> = []
+
+  /** "bucket|generation" from a reserve script that found the bucket's state lost (includes/generation.lua). */
+  private heardLoss (message: string): void {
+    const bar = message.lastIndexOf('|')
+    const generation = Number(message.slice(bar + 1))
+    if (bar > 0 && Number.isFinite(generation)) for (const l of this.lossListeners) l(message.slice(0, bar), generation)
+  }
+
+  onStateLost (listener: (bucket: string, generation: number) => void): void {
+    this.lossListeners.push(listener)
     this.subscribe()
   }
 

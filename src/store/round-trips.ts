@@ -1,13 +1,11 @@
 // How long this instance's reservations take from send to reply, kept from the reservations
-// themselves (no probe of its own): what a fair queue must book ahead to keep the budget busy
-// when the store is far away (fair-pacing.ts).
+// themselves (no probe of its own): what a fair queue must book ahead to keep the budget busy when
+// the store is far away (the median; fair-pacing.ts), and how long an answer may take (a high quantile).
 
-/** Round trips kept; the figure is a high percentile of them. */
+/** Round trips kept. */
 const KEEP = 32
 /** A round trip older than this no longer counts (ms): the route to the store changes. */
 const MAX_AGE_MS = 10_000
-/** Which of the kept round trips is reported: the 90th percentile, so one stall does not double the look-ahead. */
-const PERCENTILE = 0.9
 
 export class RoundTrips {
   private readonly ms: number[] = []
@@ -21,12 +19,12 @@ export class RoundTrips {
     this.next = (this.next + 1) % KEEP
   }
 
-  /** The 90th percentile of the recent round trips (ms), or undefined when none is recent. */
-  high (now: number): number | undefined {
+  /** The `p` quantile (0..1) of the recent round trips (ms), or undefined when none is recent. */
+  quantile (now: number, p: number): number | undefined {
     const recent: number[] = []
     for (let i = 0; i < this.ms.length; i++) if (now - this.at[i] <= MAX_AGE_MS) recent.push(this.ms[i])
     if (recent.length === 0) return undefined
     recent.sort((a, b) => a - b)
-    return recent[Math.min(recent.length - 1, Math.floor(recent.length * PERCENTILE))]
+    return recent[Math.min(recent.length - 1, Math.floor(recent.length * p))]
   }
 }
