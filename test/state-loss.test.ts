@@ -45,3 +45,18 @@ t.test('FLUSHALL under load: never above the limit at the upstream, and said onc
     })
   }
 })
+
+t.test('a Redis that may evict Sluice\'s keys is named at start-up, with what to set', async (t) => {
+  for (const [policy, warned] of [['allkeys-lru', true], ['volatile-ttl', true], ['noeviction', false]] as const) {
+    const redis = await startRedis(['--maxmemory-policy', policy])
+    const sluice = await startSluice([{ name: 'r', upstream: 'http://127.0.0.1:9', limit: '5/s' }], { redis: redis.url, keyPrefix: redis.prefix() })
+    // CONFIG GET runs once the connection is ready: a few round trips on loopback.
+    const said = (): Array<Record<string, unknown>> => sluice.logs.filter((l) => String(l.msg).includes('maxmemory-policy'))
+    if (warned) for (let i = 0; i < 50 && said().length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 20))
+    else await new Promise((resolve) => setTimeout(resolve, 200))
+    t.equal(said().length, warned ? 1 : 0, `${policy}: ${warned ? 'warned once' : 'nothing said'}`)
+    if (warned) t.match(String(said()[0].msg), /noeviction/, 'the warning says what to set')
+    await sluice.close()
+    await redis.close()
+  }
+})
