@@ -10,16 +10,12 @@ import { nowMs } from '../store/clock'
 import { MemoryStore } from '../store/memory-store'
 import { refusalDetails } from './refusal-details'
 import { StateRepair } from './state-repair'
+import { StoreModeLog, type StoreMode } from './store-mode-log'
 
 /** Gathers after a lost state a reservation waits out before the loss counts as a store fault. */
 const MAX_GATHERS = 3
 
-/**
- * Where a route's reservations are made right now: the shared store ("redis"), the embedded one
- * ("memory"), or, while Redis is unreachable, the route's onStoreError choice: this instance's share
- * in process memory ("local"), unshaped ("open"), or refused ("closed").
- */
-export type StoreMode = 'redis' | 'memory' | 'local' | 'open' | 'closed'
+export type { StoreMode } from './store-mode-log'
 
 export type LimiterLog = (level: 'info' | 'warn', fields: Record<string, unknown>, message: string) => void
 
@@ -30,7 +26,6 @@ export class StoreFailover {
   private readonly policy: BucketPolicy
   /** Newest local start per bucket, epoch ms (admission keeps it). */
   private readonly lastStart: ReadonlyMap<string, number>
-  private readonly log: LimiterLog
   private mode: StoreMode
   /** Until then (performance.now ms), reservations in Redis also take this instance's local share. */
   private transitionUntil = 0
@@ -47,6 +42,8 @@ export class StoreFailover {
    * a burst's late starts would otherwise cost a second, useless round trip each.
    */
   private readonly newest = new Map<string, Reservation>()
+  /** Why the route last left Redis, and the lines that say so. */
+  private readonly modeLog: StoreModeLog
   /** Notices a bucket's state lost in Redis and records this instance's starts there again (Redis only). */
   private readonly repair: StateRepair | undefined
 
@@ -55,7 +52,7 @@ export class StoreFailover {
     this.store = store
     this.policy = policy
     this.lastStart = lastStart
-    this.log = log
+    this.modeLog = new StoreModeLog(route.name, log)
     this.mode = store.kind === 'memory' ? 'memory' : 'redis'
     this.repair = store.kind === 'redis' && hasStartRecorder(store) ? new StateRepair(route, store, policy, log) : undefined
   }
@@ -73,6 +70,16 @@ export class StoreFailover {
   get storeMode (): StoreMode {
     if (this.mode === 'redis' && !this.store.available()) return this.route.onStoreError
     return this.mode
+  }
+
+  /**
+   * Where reservations are made and, when not where the route is configured to (Redis or the embedded
+   * store), why: the store error that sent the route to its onStoreError mode (READONLY, MOVED, a timeout).
+   */
+  status (): { mode: StoreMode, reason?: string } {
+    const mode = this.storeMode
+    if (mode === 'redis' || mode === 'memory') return { mode }
+    return { mode, reason: this.store.available() ? this.modeLog.reason ?? 'the shared store refused the last reservation' : 'the shared store is not connected' }
   }
 
   /** The route's store takes requests now (the embedded one always does). */
@@ -200,6 +207,7 @@ export class StoreFailover {
   }
 
   private setMode (mode: StoreMode, err?: unknown): void {
+    if (mode !== 'redis') this.modeLog.fault(err, this.store.available())
     if (mode === this.mode) return
     const from = this.mode
     this.mode = mode
@@ -211,11 +219,9 @@ export class StoreFailover {
       const lastLocalStartMs = Math.max(Date.now(), ...this.lastStart.values())
       this.transitionUntil = performance.now() + (lastLocalStartMs - Date.now()) + this.policy.windowMs + this.policy.marginMs
       this.recordAway()
-      this.log('info', { route: this.route.name, storeMode: mode, from }, `route ${this.route.name}: the shared store is back, shaping in Redis again`)
+      this.modeLog.back(from)
     } else {
-      const reason = err instanceof Error ? err.message : undefined
-      const share = mode === 'local' ? ` with 1/${this.store.instanceCount()} of the budget` : ''
-      this.log('warn', { route: this.route.name, storeMode: mode, from, reason }, `route ${this.route.name}: the shared store is unreachable, mode ${mode}${share}`)
+      this.modeLog.left(mode, from, this.store.available(), mode === 'local' ? ` with 1/${this.store.instanceCount()} of the budget` : '')
     }
   }
 

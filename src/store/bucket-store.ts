@@ -171,6 +171,16 @@ export function hasStartRecorder (store: BucketStore): store is BucketStore & St
   return typeof (store as Partial<StartRecorder>).recordStarts === 'function'
 }
 
+/** A shared store that can be asked, without touching any budget, whether it takes writes (readiness). */
+export interface WriteProbe {
+  /** Resolves when a write succeeds; rejects with the store's error (READONLY from a replica, OOM, MOVED …). */
+  probeWrite (): Promise<void>
+}
+
+export function hasWriteProbe (store: BucketStore): store is BucketStore & WriteProbe {
+  return typeof (store as Partial<WriteProbe>).probeWrite === 'function'
+}
+
 /** A shared store announces a bucket's lost state to every instance (GenerationWatch). */
 export interface StateLossNotice {
   /** `listener(bucket, generation)` runs when any instance finds `bucket`'s state lost; `generation` is the new one. */

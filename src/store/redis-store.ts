@@ -4,7 +4,7 @@
 import Redis, { type RedisOptions } from 'ioredis'
 import { nowMs } from './clock'
 import { admittedFromUs, refusalFromUs } from './memory-store'
-import { slidingWindowParams, tokenBucketParams, type BucketPeek, type BucketPolicy, type BucketStore, type Reservation, type TeamBoard, type ClientPresence, type StoreDistance, type GenerationWatch, type StateLossNotice } from './bucket-store'
+import { slidingWindowParams, tokenBucketParams, type BucketPeek, type BucketPolicy, type BucketStore, type Reservation, type TeamBoard, type ClientPresence, type StoreDistance, type GenerationWatch, type StateLossNotice, type WriteProbe } from './bucket-store'
 import { withLagAwareTimeout } from './lag-aware-timeout'
 import { defineSluiceCommands, type GenerationArgs, type ReserveReply, type SluiceCommands } from './lua-scripts'
 import { RedisClock, type ClockOffset } from './redis-clock'
@@ -40,7 +40,7 @@ export interface RedisStoreOptions {
   commandTimeoutMs?: number
 }
 
-export class RedisStore implements BucketStore, TeamBoard, ClientPresence, StoreDistance, StateLossNotice {
+export class RedisStore implements BucketStore, TeamBoard, ClientPresence, StoreDistance, StateLossNotice, WriteProbe {
   readonly kind = 'redis' as const
   readonly client: Redis & SluiceCommands
   private readonly keys: RedisKeys
@@ -266,6 +266,11 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence, Store
 
   async ping (): Promise<void> {
     await this.client.ping()
+  }
+
+  /** One short-lived key of the team's: a replica answers READONLY, a full noeviction Redis OOM. */
+  async probeWrite (): Promise<void> {
+    await this.client.set(this.keys.team('ready'), '1', 'PX', 10_000)
   }
 
   async close (): Promise<void> {
