@@ -37,12 +37,8 @@
 --- @include "includes/generation"
 
 local now = nowUs()
-local gen = generation(KEYS[4], now)
-if ARGV[7] ~= '0' and ARGV[7] ~= gen and gathering(KEYS[4], now) == 0 then
-  return lostState(KEYS[4], now, tonumber(ARGV[8]), ARGV[9], ARGV[10], gen)
-end
-local gather = gathering(KEYS[4], now)
-if gather > 0 then return { 2, gather, 0, 0, 0, now, tonumber(gen) } end
+local gen, unbooked = watchGeneration(KEYS[4], now, ARGV[7], ARGV[8], ARGV[9], ARGV[10])
+if unbooked then return unbooked end
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])

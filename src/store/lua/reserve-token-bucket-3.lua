@@ -20,12 +20,8 @@
 --- @include "includes/generation"
 
 local now = nowUs()
-local gen = generation(KEYS[3], now)
-if ARGV[6] ~= '0' and ARGV[6] ~= gen and gathering(KEYS[3], now) == 0 then
-  return lostState(KEYS[3], now, tonumber(ARGV[7]), ARGV[8], ARGV[9], gen)
-end
-local gather = gathering(KEYS[3], now)
-if gather > 0 then return { 2, gather, 0, 0, 0, now, tonumber(gen) } end
+local gen, unbooked = watchGeneration(KEYS[3], now, ARGV[6], ARGV[7], ARGV[8], ARGV[9])
+if unbooked then return unbooked end
 local interval = tonumber(ARGV[1])
 local tau = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])

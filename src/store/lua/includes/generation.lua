@@ -41,3 +41,13 @@ local function lostState (key, now, gatherUs, channel, bucket, gen)
   redis.call('PUBLISH', channel, bucket .. '|' .. gen .. '|lost')
   return { 2, untilUs - now, 0, 0, 0, now, tonumber(gen) }
 end
+
+local function watchGeneration (key, now, expect, gatherUs, channel, bucket)
+  local gen = generation(key, now)
+  if expect ~= '0' and expect ~= gen and gathering(key, now) == 0 then
+    return gen, lostState(key, now, tonumber(gatherUs), channel, bucket, gen)
+  end
+  local gather = gathering(key, now)
+  if gather > 0 then return gen, { 2, gather, 0, 0, 0, now, tonumber(gen) } end
+  return gen, nil
+end
