@@ -16,7 +16,7 @@ import { SluiceError, retryAfterSeconds, ClientGoneError } from '../errors'
 import { hasClientPresence, hasStoreDistance, type BucketStore } from '../store/bucket-store'
 import { ClientStatsTable, recordAdmitted, recordFailure, type ClientStats } from './client-stats'
 import { FairBucket, type ClientQueue } from './fair-bucket'
-import { FairPacing } from './fair-pacing'
+import { FairPacing, distanceMs } from './fair-pacing'
 import type { FairAdmission, FairRequest, Held } from './held-queue'
 import { PresenceGossip } from './presence-gossip'
 import type { Admission, RouteLimiter } from './route-limiter'
@@ -43,7 +43,7 @@ export class FairScheduler {
     this.weights = weights
     // A distant store's round trip widens the look-ahead (fair-pacing.ts); the embedded one has none.
     const distance = store !== undefined && hasStoreDistance(store) ? store : undefined
-    this.pacing = new FairPacing(limiter.policy, route.cost.map((r) => r.cost), () => distance?.reserveRoundTripMs() ?? 0)
+    this.pacing = new FairPacing(limiter.policy, route.cost.map((r) => r.cost), () => distanceMs(distance?.reserveRoundTrips()))
     this.gossip = store !== undefined && store.kind === 'redis' && hasClientPresence(store)
       ? new PresenceGossip(store, () => this.buckets.values(), (b) => this.pump(b))
       : undefined

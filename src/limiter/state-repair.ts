@@ -56,7 +56,7 @@ export class StateRepair {
 
   /** What a reservation in `bucket` sends: the generation expected when this instance has starts there. */
   watch (bucket: string): GenerationWatch {
-    const distance = hasStoreDistance(this.store) ? this.store.reserveRoundTripMs() ?? 0 : 0
+    const distance = hasStoreDistance(this.store) ? this.store.reserveRoundTrips()?.medianMs ?? 0 : 0
     const gatherMs = 2 * distance + GATHER_SLACK_MS
     const k = this.known.get(bucket)
     return k !== undefined && this.recent(k).length > 0 ? { expect: k.generation, gatherMs } : { gatherMs }

@@ -153,12 +153,16 @@ export function hasStoreClock (store: BucketStore): store is BucketStore & Store
 
 /** A store reached over a network tells how long its reservations take (round-trips.ts). */
 export interface StoreDistance {
-  /** The median of this instance's recent reservation round trips (ms); undefined before any. */
-  reserveRoundTripMs (): number | undefined
+  /**
+   * This instance's recent reservation round trips (ms): the fastest (how far the store is) and the
+   * median (what a reservation takes, this machine's stalls included); before any, the fastest TIME
+   * on connection for both; undefined when nothing is known.
+   */
+  reserveRoundTrips (): { fastestMs: number, medianMs: number } | undefined
 }
 
 export function hasStoreDistance (store: BucketStore): store is BucketStore & StoreDistance {
-  return typeof (store as Partial<StoreDistance>).reserveRoundTripMs === 'function'
+  return typeof (store as Partial<StoreDistance>).reserveRoundTrips === 'function'
 }
 
 /** A shared store that can be told of starts made without it (an instance's local share during an outage). */

@@ -76,13 +76,11 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence, Store
     return this.clock.offset()
   }
 
-  /**
-   * Recent reservations' median round trip, or before any the fastest TIME on connection. The median:
-   * on a loaded machine the slowest round trips on loopback are event-loop stalls, and the look-ahead
-   * built on this figure (fair-pacing.ts) already has LOOKAHEAD_MIN_MS on top for jitter.
-   */
-  reserveRoundTripMs (): number | undefined {
-    return this.roundTrips.quantile(nowMs(), 0.5) ?? this.clock.offset()?.rttMs
+  reserveRoundTrips (): { fastestMs: number, medianMs: number } | undefined {
+    const now = nowMs()
+    const fastestMs = this.roundTrips.quantile(now, 0) ?? this.clock.offset()?.rttMs
+    if (fastestMs === undefined) return undefined
+    return { fastestMs, medianMs: this.roundTrips.quantile(now, 0.5) ?? fastestMs }
   }
 
   /** The admission-path timeout: the configured one, or more for a Redis known to be far away. */

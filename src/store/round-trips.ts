@@ -1,6 +1,6 @@
 // How long this instance's reservations take from send to reply, kept from the reservations
 // themselves (no probe of its own): what a fair queue must book ahead to keep the budget busy when
-// the store is far away (the median; fair-pacing.ts), and how long an answer may take (a high quantile).
+// the store is far away (fastest and median; fair-pacing.ts), and how long an answer may take (a high quantile).
 
 /** Round trips kept. */
 const KEEP = 32
