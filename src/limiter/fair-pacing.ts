@@ -17,7 +17,7 @@ export const LOOKAHEAD_MIN_MS = 40
  * its slower round trips are this machine's event-loop stalls, which LOOKAHEAD_MIN_MS covers already
  * (counted twice, they made newcomers wait behind longer look-aheads on a loaded machine).
  */
-export const NEAR_STORE_MS = 10
+export const NEAR_STORE_MS = 20
 
 /**
  * The round trip a look-ahead covers beyond LOOKAHEAD_MIN_MS (ms): none for a near store, else the
