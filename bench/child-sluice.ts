@@ -77,6 +77,20 @@ async function main (): Promise<void> {
     releases++
     return await release(...args)
   }
+  // The store's calls by method (reserve, clientPresence, heartbeat, …; one script or command each):
+  // which of Sluice's round trips to Redis serve admissions and which serve something else.
+  const scripts: Record<string, number> = {}
+  const storeObject = sluice.store as unknown as Record<string, unknown>
+  if (sluice.store.kind === 'redis') {
+    for (const name of ['reserve', 'release', 'recordStarts', 'pause', 'peek', 'heartbeat', 'liveInstances', 'clientPresence', 'leave', 'acquireLease', 'releaseLease', 'renewLeases', 'ping']) {
+      const fn = storeObject[name]
+      if (typeof fn !== 'function') continue
+      storeObject[name] = async (...args: unknown[]): Promise<unknown> => {
+        scripts[name] = (scripts[name] ?? 0) + 1
+        return await (fn as (...a: unknown[]) => Promise<unknown>).apply(storeObject, args)
+      }
+    }
+  }
   // The reserved start of each forwarded request, by request id: Sluice reports every admission (the
   // final reservation, after any re-reservation of a late start) to its observer, with the reply.
   const starts: Record<string, number> = {}
@@ -94,6 +108,7 @@ async function main (): Promise<void> {
   // Requests open in this process (arrived, not yet answered): independent of how the limiter queues.
   // Only where a scenario needs it, so the overhead runs measure Sluice alone.
   let open = 0
+  const lateAtReset = new Map<unknown, { lateRetries: number, lateForwarded: number }>()
   if (options.countOpen === true) {
     sluice.app.server.prependListener('request', (_req, res) => {
       open++
@@ -125,6 +140,8 @@ async function main (): Promise<void> {
       multiReservations = 0
       releases = 0
       waited = 0
+      for (const name of Object.keys(scripts)) delete scripts[name]
+      for (const limiter of sluice.limiters.values()) lateAtReset.set(limiter, { ...limiter.stats })
     },
     stats: () => ({
       peakRssMiB: Math.round(peakRss / 2 ** 20 * 10) / 10,
@@ -135,7 +152,12 @@ async function main (): Promise<void> {
       multiReservations,
       releases,
       waited,
-      marginsMs: [...sluice.limiters.values()].map((l) => l.policy.marginMs)
+      marginsMs: [...sluice.limiters.values()].map((l) => l.policy.marginMs),
+      scripts,
+      late: [...sluice.limiters.values()].reduce((sum, limiter) => {
+        const before = lateAtReset.get(limiter) ?? { lateRetries: 0, lateForwarded: 0 }
+        return { lateRetries: sum.lateRetries + limiter.stats.lateRetries - before.lateRetries, lateForwarded: sum.lateForwarded + limiter.stats.lateForwarded - before.lateForwarded }
+      }, { lateRetries: 0, lateForwarded: 0 })
     }),
     starts: () => starts,
     // The limit in force per route and its sources (configured, announced, learned: unknown-limit).

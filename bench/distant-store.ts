@@ -92,10 +92,15 @@ async function runCase (options: DistantStoreOptions, c: DistantStoreCase, index
     const answered = await outcomes(instances)
     let reservations = 0
     let releases = 0
+    const scripts: Record<string, number> = {}
+    const late = { lateRetries: 0, lateForwarded: 0 }
     for (const child of instances) {
-      const s = await child.call<{ reservations: number, releases: number }>('stats')
+      const s = await child.call<{ reservations: number, releases: number, scripts: Record<string, number>, late: typeof late }>('stats')
       reservations += s.reservations
       releases += s.releases
+      for (const [name, n] of Object.entries(s.scripts)) scripts[name] = (scripts[name] ?? 0) + n
+      late.lateRetries += s.late.lateRetries
+      late.lateForwarded += s.late.lateForwarded
     }
 
     const times = arrivals.map((a) => a.t).sort((a, b) => a - b)
@@ -131,10 +136,14 @@ async function runCase (options: DistantStoreOptions, c: DistantStoreCase, index
       // again; admissions the instances made without Redis, in a fallback mode, do not count).
       reservations,
       releases,
+      // Starts that came late and were booked again, or forwarded late after the last retry.
+      ...late,
       redis: {
         roundTrips,
         roundTripsPerAdmitted: round(roundTrips / arrivals.length, 3),
         byCommand: commands,
+        // Sluice's script calls by command, counted in the instances (EVALSHA, or EVAL after NOSCRIPT).
+        byScript: scripts,
         // Cross-check: chunks the relay carried towards Redis (a pipelined batch is one chunk).
         relayChunksUp: relayAfter.chunksUp - relayBefore.chunksUp
       },
@@ -154,7 +163,7 @@ export async function distantStore (options: DistantStoreOptions = DISTANT_STORE
     await redis.stop()
   }
   printTable(`Distant store: ${options.instances} instances, one Redis through a delaying relay, limit ${options.limit}/${options.windowMs / 1000}s (sliding window), ${options.requests} requests at once`,
-    ['case', 'one way ms', 'served', 'refused', 'Sluice outcomes', 'max in 1 s', 'limit', '429s upstream', 'drain s', 'minimum s', 'utilization', 'Redis reservations', 'store errors', 'Redis round trips / admitted', 'per second'],
-    runs.map((r) => [r.case as string, r.oneWayMs as number, r.served as number, JSON.stringify(r.refused), JSON.stringify(r.outcomes), r.maxIn1s as number, r.limit as number, r.upstreamLimited as number, round(Number(r.drainMs) / 1000, 2), Number(r.minimumMs) / 1000, r.utilization as number, r.reservations as number, r.storeErrors as number, (r.redis as Record<string, number>).roundTripsPerAdmitted, (r.arrivalsPerSecond as number[]).join(' ')]))
+    ['case', 'one way ms', 'served', 'refused', 'Sluice outcomes', 'max in 1 s', 'limit', '429s upstream', 'drain s', 'minimum s', 'utilization', 'Redis reservations', 'late retries', 'store errors', 'Redis round trips / admitted', 'per second'],
+    runs.map((r) => [r.case as string, r.oneWayMs as number, r.served as number, JSON.stringify(r.refused), JSON.stringify(r.outcomes), r.maxIn1s as number, r.limit as number, r.upstreamLimited as number, round(Number(r.drainMs) / 1000, 2), Number(r.minimumMs) / 1000, r.utilization as number, r.reservations as number, r.lateRetries as number, r.storeErrors as number, (r.redis as Record<string, number>).roundTripsPerAdmitted, (r.arrivalsPerSecond as number[]).join(' ')]))
   return { scenario: 'distant-store', options, targets: { maxIn1sAtMost: options.limit, utilizationAtLeast: 0.98 }, runs }
 }

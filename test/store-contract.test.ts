@@ -5,7 +5,7 @@ import t from 'tap'
 import { maxInWindow } from '../src/emulator'
 import { MemoryStore } from '../src/store/memory-store'
 import { RedisStore } from '../src/store/redis-store'
-import { hasClientPresence, hasStartRecorder, type BucketPolicy, type BucketStore, type TeamBoard } from '../src/store/bucket-store'
+import { hasClientPresence, hasStartRecorder, type BucketPolicy, type BucketStore, type StateLossNotice, type TeamBoard } from '../src/store/bucket-store'
 import { startRedis } from './helpers/redis'
 import { startRedisCluster } from './helpers/redis-cluster'
 import { missingRedisBinaries, until } from './helpers/redis-node'
@@ -17,7 +17,7 @@ function policy (algorithm: BucketPolicy['algorithm'], limit: number, windowMs: 
   return { algorithm, limit, windowMs, burst: algorithm === 'token-bucket' ? burst : 1, marginMs: 10 }
 }
 
-type Store = BucketStore & TeamBoard
+type Store = BucketStore & TeamBoard & Partial<StateLossNotice>
 /** A store of one kind; stores made with the same `prefix` share their state (Redis keys). */
 type Make = (prefix?: string) => Promise<Store>
 
@@ -228,6 +228,41 @@ t.test('contract', async (t) => {
           await store.leave('i1')
           t.equal((await store.liveInstances()).size, 0, 'gone after leave')
           if (hasClientPresence(store)) t.same(await store.clientPresence('ops', 'i1', ['c1', 'c2'], 5000), [1, 1], 'each client seen in one instance')
+        })
+
+        t.test('a reservation tells the generation of the bucket\'s state; while it is the one expected, nothing changes', async (t) => {
+          const p = policy(algo, 5, 1000, algo === 'token-bucket' ? 5 : 1)
+          const first = await store.reserve('gen', p, 1, 0)
+          t.type(first.generation, 'number', `generation ${first.generation}`)
+          const again = await store.reserve('gen', p, 1, 0, { expect: first.generation, gatherMs: 100 })
+          t.ok(again.admitted, 'admitted as ever')
+          t.equal(again.generation, first.generation, 'the same state answered')
+          t.notOk(again.stateLost)
+          const refused = await store.reserve('gen', p, 1, 0, { expect: first.generation, gatherMs: 100 })
+          t.equal(refused.generation, first.generation, 'a refusal tells it too')
+        })
+
+        t.test('another generation than expected: nothing is booked, the loss is announced, and every booking waits out the gather', async (t) => {
+          const p = policy(algo, 5, 1000, algo === 'token-bucket' ? 5 : 1)
+          const heard: Array<[string, number]> = []
+          store.onStateLost?.((bucket, generation) => heard.push([bucket, generation]))
+          // Redis: the subscriber connection subscribes in the background.
+          await new Promise((resolve) => setTimeout(resolve, 200))
+          const first = await store.reserve('lost', p, 1, 0)
+          const generation = first.generation as number
+          const lost = await store.reserve('lost', p, 1, 10_000, { expect: generation - 1, gatherMs: 150 })
+          t.equal(lost.stateLost, true, 'the state is not the one the caller booked in')
+          t.notOk(lost.admitted, 'nothing booked')
+          t.equal(lost.generation, generation, 'the reply tells the generation there is')
+          t.ok(lost.waitMs > 100 && lost.waitMs <= 150, `book again after the gather (${lost.waitMs.toFixed(0)} ms)`)
+          const other = await store.reserve('lost', p, 1, 10_000)
+          t.equal(other.stateLost, true, 'while it lasts, any other booking waits too (its instance may not have recorded its starts yet)')
+          for (let i = 0; i < 50 && heard.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 10))
+          t.same(heard, [['lost', generation]], 'every instance hears of the loss, once')
+          await new Promise((resolve) => setTimeout(resolve, lost.waitMs + 10))
+          const after = await store.reserve('lost', p, 1, 10_000, { expect: generation, gatherMs: 150 })
+          t.ok(after.admitted, 'after the gather, bookings go on')
+          t.equal(after.generation, generation)
         })
 
         t.test('buckets are independent', async (t) => {

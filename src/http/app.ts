@@ -13,6 +13,8 @@ import { registerObserveRoutes } from './admin-routes'
 import { Observer } from '../observe/observer'
 import type { BucketStore } from '../store/bucket-store'
 import { createStore } from '../store/create-store'
+import { watchEvictionPolicy } from '../store/eviction-policy'
+import { RedisStore } from '../store/redis-store'
 import { registerAccessLog } from './access-log'
 import { applyServerTimeouts, clientErrorHandler, refuseConnect, serverTimeouts, type ServerTimeouts } from './client-error'
 import { frameworkErrors, registerErrorHandlers } from './error-handler'
@@ -98,6 +100,8 @@ export async function wireApp (app: FastifyInstance, config: SluiceConfig, share
   const unfinished = registerAccessLog(app, observer, logger)
   registerErrorHandlers(app, config, shared.limiters)
   registerHealthRoutes(app, store, shared.limiters)
+  // A Redis that may evict Sluice's keys when full is said at start-up (eviction-policy.ts).
+  if (first && store instanceof RedisStore) watchEvictionPolicy(store.client, (fields, message) => logger.warn(fields, message))
   // adminRoutes: essential leaves the observer's routes unmounted; request-guard.ts answers their paths
   // with 404 (so a route mounted at / cannot proxy them either).
   registerObserveRoutes(app, observer, { routes: config.adminRoutes !== 'essential', lifecycle: first, ...(config.adminToken === undefined ? {} : { auth: new AdminAuth(config.adminToken) }) })

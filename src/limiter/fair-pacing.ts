@@ -12,9 +12,31 @@ export const LOOKAHEAD_UNITS = 1
  *  At 180/min one unit is a third of a second. */
 export const LOOKAHEAD_MIN_MS = 40
 
-/** A weight-1 client's look-ahead in units, for slots of `slotMs` and requests of these costs. */
-export function lookaheadUnitsFor (slotMs: number, costs: readonly number[] = []): number {
-  return Math.max(LOOKAHEAD_UNITS, Math.ceil(LOOKAHEAD_MIN_MS / slotMs), ...costs)
+/**
+ * A store whose fastest recent round trip is shorter than this (ms) is near (loopback, the same zone):
+ * its slower round trips are this machine's event-loop stalls, which LOOKAHEAD_MIN_MS covers already
+ * (counted twice, they made newcomers wait behind longer look-aheads on a loaded machine).
+ */
+export const NEAR_STORE_MS = 20
+
+/**
+ * The round trip a look-ahead covers beyond LOOKAHEAD_MIN_MS (ms): none for a near store, else the
+ * median of the recent ones (the fastest alone left the budget idle 300 ms away on a loaded machine).
+ */
+export function distanceMs (roundTrips: { fastestMs: number, medianMs: number } | undefined): number {
+  return roundTrips === undefined || roundTrips.fastestMs < NEAR_STORE_MS ? 0 : roundTrips.medianMs
+}
+
+/**
+ * A weight-1 client's look-ahead in units, for slots of `slotMs`, requests of these costs, and a store
+ * `roundTripMs` away. A client's next reservation is booked when one of its reservations starts, and
+ * its start must still be ahead when the reply comes back: with fewer units booked ahead than a round
+ * trip holds, each client gets about one start per round trip, however large the budget. So the
+ * look-ahead covers the measured round trip (distanceMs) as well as LOOKAHEAD_MIN_MS (on loopback it
+ * is unchanged).
+ */
+export function lookaheadUnitsFor (slotMs: number, costs: readonly number[] = [], roundTripMs = 0): number {
+  return Math.max(LOOKAHEAD_UNITS, Math.ceil((LOOKAHEAD_MIN_MS + roundTripMs) / slotMs), ...costs)
 }
 
 /** One slot of the budget, ms: a token bucket's interval, or a sliding window's (window + margin) / limit. */
@@ -31,11 +53,16 @@ export class FairPacing {
   private readonly seen = { limit: NaN, windowMs: NaN, marginMs: NaN, burst: NaN }
   private slot = 0
   private units = 0
+  private readonly roundTripMs: () => number
 
-  /** `costs`: of the route's cost rules (a look-ahead holds the costliest request). */
-  constructor (policy: BucketPolicy, costs: readonly number[]) {
+  /**
+   * `costs`: of the route's cost rules (a look-ahead holds the costliest request); `roundTripMs`: the
+   * store's recent reservation round trip (distanceMs of what the store measured), read on each use.
+   */
+  constructor (policy: BucketPolicy, costs: readonly number[], roundTripMs: () => number = () => 0) {
     this.policy = policy
     this.costs = costs
+    this.roundTripMs = roundTripMs
   }
 
   get slotMs (): number {
@@ -45,7 +72,8 @@ export class FairPacing {
 
   get lookaheadUnits (): number {
     this.follow()
-    return this.units
+    const rtt = this.roundTripMs()
+    return rtt > 0 ? Math.max(this.units, Math.ceil((LOOKAHEAD_MIN_MS + rtt) / this.slot)) : this.units
   }
 
   /**

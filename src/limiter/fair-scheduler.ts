@@ -1,7 +1,8 @@
 // Fair share of one budget across clients, instances and priorities, in front of RouteLimiter.admit.
 //
 // Each request still makes ONE reservation in the store, but a client may only have a few units of
-// the budget reserved ahead at a time (its look-ahead, per instance: max(1 unit, 40 ms of budget,
+// the budget reserved ahead at a time (its look-ahead, per instance: max(1 unit, 40 ms of budget
+// plus the store's measured round trip,
 // the largest cost) × weight; fair-pacing.ts); the rest waits here, in per-client FIFO queues, and is
 // handed to the limiter when one of the client's reservations starts. The store's schedule is FIFO, so
 // every backlogged client keeps exactly its look-ahead booked and gets look-ahead / (sum of
@@ -12,10 +13,10 @@
 // and low priority retries when the schedule's answer says the bucket will have room.
 import type { Priority, RouteConfig } from '../config/schema'
 import { SluiceError, retryAfterSeconds, ClientGoneError } from '../errors'
-import { hasClientPresence, type BucketStore } from '../store/bucket-store'
+import { hasClientPresence, hasStoreDistance, type BucketStore } from '../store/bucket-store'
 import { ClientStatsTable, recordAdmitted, recordFailure, type ClientStats } from './client-stats'
 import { FairBucket, type ClientQueue } from './fair-bucket'
-import { FairPacing } from './fair-pacing'
+import { FairPacing, distanceMs } from './fair-pacing'
 import type { FairAdmission, FairRequest, Held } from './held-queue'
 import { PresenceGossip } from './presence-gossip'
 import type { Admission, RouteLimiter } from './route-limiter'
@@ -40,7 +41,9 @@ export class FairScheduler {
     this.route = route
     this.limiter = limiter
     this.weights = weights
-    this.pacing = new FairPacing(limiter.policy, route.cost.map((r) => r.cost))
+    // A distant store's round trip widens the look-ahead (fair-pacing.ts); the embedded one has none.
+    const distance = store !== undefined && hasStoreDistance(store) ? store : undefined
+    this.pacing = new FairPacing(limiter.policy, route.cost.map((r) => r.cost), () => distanceMs(distance?.reserveRoundTrips()))
     this.gossip = store !== undefined && store.kind === 'redis' && hasClientPresence(store)
       ? new PresenceGossip(store, () => this.buckets.values(), (b) => this.pump(b))
       : undefined

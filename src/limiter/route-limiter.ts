@@ -78,6 +78,16 @@ export class RouteLimiter {
     return this.failover.storeMode
   }
 
+  /** storeMode, and why when the route is not where it is configured to shape (readiness). */
+  storeStatus (): { mode: StoreMode, reason?: string } {
+    return this.failover.status()
+  }
+
+  /** The store took a write (readiness probe): a route out of Redis goes back to it before its next request. */
+  storeAnswers (): void {
+    this.failover.resumeIfBack()
+  }
+
   /** Late starts given up and booked again (lateRetries), and forwarded late after MAX_LATE_RETRIES (lateForwarded). */
   get stats (): Readonly<{ lateRetries: number, lateForwarded: number }> {
     return this.lateStarts

@@ -2,19 +2,20 @@
 // unreachable as the route's onStoreError says. The hand-overs keep both schedules within one budget:
 // the local share starts a window after this instance's last start, and once Redis is back the
 // starts made without it are recorded there, while for a window Redis bookings also take the local share.
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { RouteConfig } from '../config/schema'
 import { SluiceError } from '../errors'
 import { hasStartRecorder, type BucketPolicy, type BucketStore, type Reservation } from '../store/bucket-store'
 import { nowMs } from '../store/clock'
 import { MemoryStore } from '../store/memory-store'
 import { refusalDetails } from './refusal-details'
+import { StateRepair } from './state-repair'
+import { StoreModeLog, type StoreMode } from './store-mode-log'
 
-/**
- * Where a route's reservations are made right now: the shared store ("redis"), the embedded one
- * ("memory"), or, while Redis is unreachable, the route's onStoreError choice: this instance's share
- * in process memory ("local"), unshaped ("open"), or refused ("closed").
- */
-export type StoreMode = 'redis' | 'memory' | 'local' | 'open' | 'closed'
+/** Gathers after a lost state a reservation waits out before the loss counts as a store fault. */
+const MAX_GATHERS = 3
+
+export type { StoreMode } from './store-mode-log'
 
 export type LimiterLog = (level: 'info' | 'warn', fields: Record<string, unknown>, message: string) => void
 
@@ -25,7 +26,6 @@ export class StoreFailover {
   private readonly policy: BucketPolicy
   /** Newest local start per bucket, epoch ms (admission keeps it). */
   private readonly lastStart: ReadonlyMap<string, number>
-  private readonly log: LimiterLog
   private mode: StoreMode
   /** Until then (performance.now ms), reservations in Redis also take this instance's local share. */
   private transitionUntil = 0
@@ -44,14 +44,24 @@ export class StoreFailover {
   private readonly newest = new Map<string, Reservation>()
   /** How long a start counts: the window and margin (a route with several limits: the longest, limit-set.ts). */
   spanMs: () => number = () => this.policy.windowMs + this.policy.marginMs
+  /** Why the route last left Redis, and the lines that say so. */
+  private readonly modeLog: StoreModeLog
+  /** Notices a bucket's state lost in Redis and records this instance's starts there again (Redis only). */
+  private readonly repair: StateRepair | undefined
 
   constructor (route: RouteConfig, store: BucketStore, policy: BucketPolicy, lastStart: ReadonlyMap<string, number>, log: LimiterLog) {
     this.route = route
     this.store = store
     this.policy = policy
     this.lastStart = lastStart
-    this.log = log
+    this.modeLog = new StoreModeLog(route.name, log)
     this.mode = store.kind === 'memory' ? 'memory' : 'redis'
+    this.repair = store.kind === 'redis' && hasStartRecorder(store) ? new StateRepair(route, store, policy, log) : undefined
+  }
+
+  /** Losses of a bucket's state in Redis repaired by this instance (state-repair.ts). */
+  get stateRepairs (): Readonly<{ repairs: number, startsRecorded: number }> {
+    return this.repair?.stats ?? { repairs: 0, startsRecorded: 0 }
   }
 
   /**
@@ -62,6 +72,16 @@ export class StoreFailover {
   get storeMode (): StoreMode {
     if (this.mode === 'redis' && !this.store.available()) return this.route.onStoreError
     return this.mode
+  }
+
+  /**
+   * Where reservations are made and, when not where the route is configured to (Redis or the embedded
+   * store), why: the store error that sent the route to its onStoreError mode (READONLY, MOVED, a timeout).
+   */
+  status (): { mode: StoreMode, reason?: string } {
+    const mode = this.storeMode
+    if (mode === 'redis' || mode === 'memory') return { mode }
+    return { mode, reason: this.store.available() ? this.modeLog.reason ?? 'the shared store refused the last reservation' : 'the shared store is not connected' }
   }
 
   /** The route's store takes requests now (the embedded one always does). */
@@ -120,7 +140,7 @@ export class StoreFailover {
       let reservation: Reservation | undefined
       let fault: unknown
       try {
-        reservation = await this.store.reserve(bucket, this.policy, cost, maxWaitMs)
+        reservation = await this.reserveWatched(bucket, cost, maxWaitMs)
       } catch (err) {
         fault = err
       }
@@ -135,6 +155,26 @@ export class StoreFailover {
       return await this.fallback(bucket, cost, maxWaitMs, fault)
     }
     return await this.fallback(bucket, cost, maxWaitMs, undefined)
+  }
+
+  /**
+   * A reservation in the route's store. After a loss of the bucket's state there (state-repair.ts),
+   * only once this instance's starts are recorded again and the gather for the others' is over.
+   */
+  private async reserveWatched (bucket: string, cost: number, maxWaitMs: number): Promise<Reservation> {
+    const repair = this.repair
+    if (repair === undefined) return await this.store.reserve(bucket, this.policy, cost, maxWaitMs)
+    const began = performance.now()
+    for (let gathers = 0; ; gathers++) {
+      const r = await this.store.reserve(bucket, this.policy, cost, Math.max(0, maxWaitMs - (performance.now() - began)), repair.watch(bucket))
+      if (r.stateLost !== true) {
+        repair.note(bucket, r, cost)
+        return r
+      }
+      if (gathers >= MAX_GATHERS) throw new Error(`the state of bucket ${bucket} keeps being lost in Redis`)
+      if (r.generation !== undefined) await repair.repair(bucket, r.generation)
+      await sleep(r.waitMs)
+    }
   }
 
   /** A start `inMs` from now: remembered when it was made without Redis, for Redis once it is back (see recordAway). */
@@ -179,6 +219,7 @@ export class StoreFailover {
       if (recent.length === 0) this.startsAway.delete(name)
       else if (recent.length < starts.length) this.startsAway.set(name, recent)
     }
+    this.repair?.forgetBeyond(remembered)
   }
 
   stateSizes (): { newest: number, seeded: number, startsAway: number } {
@@ -186,6 +227,7 @@ export class StoreFailover {
   }
 
   private setMode (mode: StoreMode, err?: unknown): void {
+    if (mode !== 'redis') this.modeLog.fault(err, this.store.available())
     if (mode === this.mode) return
     const from = this.mode
     this.mode = mode
@@ -197,11 +239,9 @@ export class StoreFailover {
       const lastLocalStartMs = Math.max(Date.now(), ...this.lastStart.values())
       this.transitionUntil = performance.now() + (lastLocalStartMs - Date.now()) + this.spanMs()
       this.recordAway()
-      this.log('info', { route: this.route.name, storeMode: mode, from }, `route ${this.route.name}: the shared store is back, shaping in Redis again`)
+      this.modeLog.back(from)
     } else {
-      const reason = err instanceof Error ? err.message : undefined
-      const share = mode === 'local' ? ` with 1/${this.store.instanceCount()} of the budget` : ''
-      this.log('warn', { route: this.route.name, storeMode: mode, from, reason }, `route ${this.route.name}: the shared store is unreachable, mode ${mode}${share}`)
+      this.modeLog.left(mode, from, this.store.available(), mode === 'local' ? ` with 1/${this.store.instanceCount()} of the budget` : '')
     }
   }
 

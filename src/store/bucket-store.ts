@@ -26,6 +26,26 @@ export interface Reservation {
   startMs?: number
   /** Opaque handle that lets `release` give the reservation back; undefined when refused. */
   ticket: number | undefined
+  /** Which incarnation of the bucket's state answered (GenerationWatch). */
+  generation?: number
+  /**
+   * Nothing was booked: the bucket's state was lost (the generation is not the one the caller
+   * expected) or is being gathered again after a loss; `waitMs` says when to book again.
+   */
+  stateLost?: boolean
+}
+
+/**
+ * A bucket's state can vanish while the store stays up (FLUSHALL, eviction, a promoted replica that
+ * missed writes). Each reservation tells the generation of the state it booked in; a caller that has
+ * starts of the last window passes the generation it saw last, and when the state is another one,
+ * nothing is booked: every instance records its starts again first (state-repair.ts).
+ */
+export interface GenerationWatch {
+  /** The generation this instance last saw, when it has starts of the last window in the bucket. */
+  expect?: number
+  /** After a loss, nothing is booked in the bucket for this long, while every instance records its starts (ms). */
+  gatherMs: number
 }
 
 export interface BucketStore {
@@ -34,7 +54,7 @@ export interface BucketStore {
    * Reserve a start time for `cost` units in `bucket`, unless it would start more than `maxWaitMs`
    * from now, in which case nothing is reserved. One atomic step (one Redis round trip).
    */
-  reserve (bucket: string, policy: BucketPolicy, cost: number, maxWaitMs: number): Promise<Reservation>
+  reserve (bucket: string, policy: BucketPolicy, cost: number, maxWaitMs: number, watch?: GenerationWatch): Promise<Reservation>
   /** Give a reservation back where the algorithm allows it (only the newest one, so no guarantee is broken). */
   release (bucket: string, policy: BucketPolicy, cost: number, ticket: number): Promise<boolean>
   /** No reservation of `bucket` may start before `delayMs` from now; a shorter pause never shortens a longer one. */
@@ -171,6 +191,20 @@ export function hasStoreClock (store: BucketStore): store is BucketStore & Store
   return typeof (store as Partial<StoreClock>).clockOffset === 'function'
 }
 
+/** A store reached over a network tells how long its reservations take (round-trips.ts). */
+export interface StoreDistance {
+  /**
+   * This instance's recent reservation round trips (ms): the fastest (how far the store is) and the
+   * median (what a reservation takes, this machine's stalls included); before any, the fastest TIME
+   * on connection for both; undefined when nothing is known.
+   */
+  reserveRoundTrips (): { fastestMs: number, medianMs: number } | undefined
+}
+
+export function hasStoreDistance (store: BucketStore): store is BucketStore & StoreDistance {
+  return typeof (store as Partial<StoreDistance>).reserveRoundTrips === 'function'
+}
+
 /** A shared store that can be told of starts made without it (an instance's local share during an outage). */
 export interface StartRecorder {
   /** `startsMs`: epoch ms in this process's clock, oldest first. */
@@ -179,6 +213,26 @@ export interface StartRecorder {
 
 export function hasStartRecorder (store: BucketStore): store is BucketStore & StartRecorder {
   return typeof (store as Partial<StartRecorder>).recordStarts === 'function'
+}
+
+/** A shared store that can be asked, without touching any budget, whether it takes writes (readiness). */
+export interface WriteProbe {
+  /** Resolves when a write succeeds; rejects with the store's error (READONLY from a replica, OOM, MOVED …). */
+  probeWrite (): Promise<void>
+}
+
+export function hasWriteProbe (store: BucketStore): store is BucketStore & WriteProbe {
+  return typeof (store as Partial<WriteProbe>).probeWrite === 'function'
+}
+
+/** A shared store announces a bucket's lost state to every instance (GenerationWatch). */
+export interface StateLossNotice {
+  /** `listener(bucket, generation)` runs when any instance finds `bucket`'s state lost; `generation` is the new one. */
+  onStateLost (listener: (bucket: string, generation: number) => void): void
+}
+
+export function hasStateLossNotice (store: BucketStore): store is BucketStore & StateLossNotice {
+  return typeof (store as Partial<StateLossNotice>).onStateLost === 'function'
 }
 
 export function hasClientPresence (store: BucketStore): store is BucketStore & ClientPresence {

@@ -5,18 +5,24 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Cluster, default as Redis } from 'ioredis'
 
-/** The reply of both reserve scripts: admitted, wait µs, remaining, reset µs, ticket, start µs. */
-export type ReserveReply = [number, number, number, number, number, number]
+/**
+ * The reply of both reserve scripts: admitted (1, 0, or 2: the state was lost or is being gathered
+ * again, nothing booked, wait µs until then), wait µs, remaining, reset µs, ticket, start µs, generation.
+ */
+export type ReserveReply = [number, number, number, number, number, number, number]
+
+/** The generation the caller last saw ('0': none), the gather after a loss (µs), the loss channel, the bucket (includes/generation.lua). */
+export type GenerationArgs = [expect: string, gatherUs: number, channel: string, bucket: string]
 
 export interface SluiceCommands {
-  sluiceReserveTokenBucket (state: string, pause: string, intervalUs: number, tauUs: number, cost: number, maxWaitUs: number): Promise<ReserveReply>
-  sluiceReserveSlidingWindow (starts: string, pause: string, floor: string, limit: number, windowUs: number, cost: number, maxWaitUs: number, keep: number, padUs: number): Promise<ReserveReply>
+  sluiceReserveTokenBucket (state: string, pause: string, generation: string, intervalUs: number, tauUs: number, cost: number, maxWaitUs: number, windowUs: number, ...watch: GenerationArgs): Promise<ReserveReply>
+  sluiceReserveSlidingWindow (starts: string, pause: string, floor: string, generation: string, limit: number, windowUs: number, cost: number, maxWaitUs: number, keep: number, padUs: number, ...watch: GenerationArgs): Promise<ReserveReply>
   /** reserve-limits.lua: numberOfKeys given per call (1 + 2 per limit), then the keys, then ARGV. */
   sluiceReserveLimits (numberOfKeys: number, ...keysAndArgs: Array<string | number>): Promise<number[]>
   sluiceReleaseTokenBucket (state: string, ticket: string, backUs: number): Promise<number>
   sluiceReleaseSlidingWindow (starts: string, ticket: string, cost: number): Promise<number>
-  sluiceRecordTokenBucket (state: string, intervalUs: number, ...startsUs: string[]): Promise<number>
-  sluiceRecordSlidingWindow (starts: string, windowUs: number, ...startsUs: string[]): Promise<number>
+  sluiceRecordTokenBucket (state: string, generation: string, intervalUs: number, windowUs: number, ...startsUs: string[]): Promise<number>
+  sluiceRecordSlidingWindow (starts: string, generation: string, windowUs: number, ...startsUs: string[]): Promise<number>
   sluicePause (pause: string, delayUs: number, channel: string, bucket: string): Promise<number>
   sluiceAcquireLease (leases: string, limit: number, leaseId: string, ttlMs: number): Promise<[number, number]>
   sluiceReleaseLease (leases: string, leaseId: string, channel: string, bucket: string): Promise<number>
@@ -35,12 +41,12 @@ export type LearnReply = [number, number, string, number, number, number] | []
 /** Command name, script file (`verb-<numberOfKeys>.lua`, or `verb.lua` when passed per call) and its number of keys. */
 export const SCRIPTS: ReadonlyArray<[keyof SluiceCommands, string, number | undefined]> = [
   ['sluiceReserveLimits', 'reserve-limits.lua', undefined],
-  ['sluiceReserveTokenBucket', 'reserve-token-bucket-2.lua', 2],
-  ['sluiceReserveSlidingWindow', 'reserve-sliding-window-3.lua', 3],
+  ['sluiceReserveTokenBucket', 'reserve-token-bucket-3.lua', 3],
+  ['sluiceReserveSlidingWindow', 'reserve-sliding-window-4.lua', 4],
   ['sluiceReleaseTokenBucket', 'release-token-bucket-1.lua', 1],
   ['sluiceReleaseSlidingWindow', 'release-sliding-window-1.lua', 1],
-  ['sluiceRecordTokenBucket', 'record-token-bucket-1.lua', 1],
-  ['sluiceRecordSlidingWindow', 'record-sliding-window-1.lua', 1],
+  ['sluiceRecordTokenBucket', 'record-token-bucket-2.lua', 2],
+  ['sluiceRecordSlidingWindow', 'record-sliding-window-2.lua', 2],
   ['sluicePause', 'pause-1.lua', 1],
   ['sluiceAcquireLease', 'acquire-lease-1.lua', 1],
   ['sluiceReleaseLease', 'release-lease-1.lua', 1],

@@ -2,7 +2,7 @@
 // in ./lua, step for step, so one contract suite holds for both stores.
 import { EventEmitter } from 'node:events'
 import { nowUs } from './clock'
-import { slidingWindowParams, tokenBucketParams, type BucketPeek, type BucketPolicy, type BucketStore, type LearnedChange, type LearnedRecord, type LimitBooking, type LimitMemory, type LimitRef, type MultiLimitStore, type MultiReservation, type Reservation, type TeamBoard } from './bucket-store'
+import { slidingWindowParams, tokenBucketParams, type BucketPeek, type BucketPolicy, type BucketStore, type GenerationWatch, type LearnedChange, type LearnedRecord, type LimitBooking, type LimitMemory, type LimitRef, type MultiLimitStore, type MultiReservation, type Reservation, type StateLossNotice, type TeamBoard } from './bucket-store'
 import { LearnedMemory } from './learned-memory'
 import { pushStarts, reserveLimitsIn } from './memory-limits'
 
@@ -18,13 +18,16 @@ interface Bucket {
   pausedUntil: number
   /** when the bucket holds nothing worth keeping, µs */
   expiresAt: number
+  /** which incarnation of the bucket this is (µs when it was made), and the end of a gather after a loss, µs */
+  generation: number
+  gatherUntil: number
 }
 
 /** How often buckets that hold nothing worth keeping (past their window, unpaused) are dropped, ms. */
 const SWEEP_EVERY_MS = 60_000
 
 function emptyBucket (): Bucket {
-  return { tat: 0, starts: [], head: 0, floor: 0, pausedUntil: 0, expiresAt: 0 }
+  return { tat: 0, starts: [], head: 0, floor: 0, pausedUntil: 0, expiresAt: 0, generation: nowUs(), gatherUntil: 0 }
 }
 
 /** A limit's bucket name: the tag's own for state '' (so `pause(tag)` pauses it), else under it. */
@@ -32,7 +35,7 @@ function limitName (ref: LimitRef): string {
   return ref.state === '' ? ref.tag : `${ref.tag}|${ref.state}`
 }
 
-export class MemoryStore implements BucketStore, TeamBoard, MultiLimitStore, LimitMemory {
+export class MemoryStore implements BucketStore, TeamBoard, MultiLimitStore, LimitMemory, StateLossNotice {
   readonly kind = 'memory' as const
   private readonly buckets = new Map<string, Bucket>()
   /** Heartbeats: id -> snapshot and its expiry (ms since epoch); in memory only this process beats. */
@@ -65,10 +68,27 @@ export class MemoryStore implements BucketStore, TeamBoard, MultiLimitStore, Lim
     for (const [name, b] of this.buckets) if (b.expiresAt < now && b.pausedUntil < now) this.buckets.delete(name)
   }
 
-  async reserve (name: string, policy: BucketPolicy, cost: number, maxWaitMs: number): Promise<Reservation> {
+  /** As the scripts (includes/generation.lua): a reservation that books nothing while the state is another than expected, or gathered again. */
+  private lost (name: string, b: Bucket, now: number, watch: GenerationWatch | undefined): Reservation | undefined {
+    if (watch?.expect !== undefined && watch.expect !== b.generation && b.gatherUntil <= now) {
+      b.gatherUntil = now + Math.round(watch.gatherMs * 1000)
+      this.freed.emit('lost', name, b.generation)
+    }
+    if (b.gatherUntil <= now) return undefined
+    return { ...refusal(b.gatherUntil - now, 0, b.gatherUntil), generation: b.generation, stateLost: true }
+  }
+
+  async reserve (name: string, policy: BucketPolicy, cost: number, maxWaitMs: number, watch?: GenerationWatch): Promise<Reservation> {
     const now = nowUs()
     const b = this.bucket(name)
-    const maxWait = Math.round(maxWaitMs * 1000)
+    const lost = this.lost(name, b, now, watch)
+    if (lost !== undefined) return lost
+    const reservation = this.book(b, policy, cost, Math.round(maxWaitMs * 1000), now)
+    reservation.generation = b.generation
+    return reservation
+  }
+
+  private book (b: Bucket, policy: BucketPolicy, cost: number, maxWait: number, now: number): Reservation {
     if (policy.algorithm === 'token-bucket') {
       const { intervalUs, tauUs } = tokenBucketParams(policy)
       const base = Math.max(b.tat, now, b.pausedUntil)
@@ -77,7 +97,8 @@ export class MemoryStore implements BucketStore, TeamBoard, MultiLimitStore, Lim
       const wait = start - now
       if (wait > maxWait) return refusal(wait, Math.max(0, b.tat - now), start)
       b.tat = newTat
-      b.expiresAt = newTat + 1_000_000
+      // As the script's generation: kept a window after the start.
+      b.expiresAt = Math.max(newTat, start + (policy.windowMs + policy.marginMs) * 1000) + 1_000_000
       const remaining = Math.max(0, Math.floor((now + tauUs + intervalUs - newTat) / intervalUs))
       return admitted(wait, remaining, newTat - now, newTat, start)
     }
@@ -260,6 +281,11 @@ export class MemoryStore implements BucketStore, TeamBoard, MultiLimitStore, Lim
   onPause (listener: (bucket: string, delayMs: number) => void): void {
     this.freed.setMaxListeners(0)
     this.freed.on('paused', listener)
+  }
+
+  onStateLost (listener: (bucket: string, generation: number) => void): void {
+    this.freed.setMaxListeners(0)
+    this.freed.on('lost', listener)
   }
 
   onLeaseFreed (listener: (bucket: string) => void): void {

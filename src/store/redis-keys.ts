@@ -2,11 +2,11 @@
 // script touches share it, so they stay in one Redis Cluster slot.
 
 export interface RedisKeys {
-  /** A bucket's key: `<prefix>{<bucket>}:<part>` (tb, sw, sw-floor, pause, leases, presence, learned, answers). */
+  /** A bucket's key: `<prefix>{<bucket>}:<part>` (tb, sw, sw-floor, pause, gen, leases, presence, learned, answers). */
   bucket: (bucket: string, part: string) => string
   /** A limit of a route with several: `<prefix>{<tag>}:<state>:<part>`, or `<prefix>{<tag>}:<part>` for state ''. */
   limit: (ref: { tag: string, state: string }, part: string) => string
-  /** The team's heartbeat keys: `<prefix>{instances}:<part>` (live, snapshots). */
+  /** The team's keys: `<prefix>{instances}:<part>` (live, snapshots; ready: the readiness probe's write). */
   team: (part: string) => string
   /** Channel on which a freed concurrency slot is announced. */
   leaseChannel: string

@@ -4,13 +4,14 @@
 import { parseRedisUrl } from '../config/redis-url'
 import { nowMs } from './clock'
 import { admittedFromUs, refusalFromUs } from './memory-store'
-import { slidingWindowParams, tokenBucketParams, type BucketPeek, type BucketPolicy, type BucketStore, type Reservation, type TeamBoard, type ClientPresence, type LearnedChange, type LearnedRecord, type LimitBooking, type LimitMemory, type LimitRef, type MultiLimitStore, type MultiReservation } from './bucket-store'
+import { slidingWindowParams, tokenBucketParams, type BucketPeek, type BucketPolicy, type BucketStore, type Reservation, type TeamBoard, type ClientPresence, type LearnedChange, type LearnedRecord, type LimitBooking, type LimitMemory, type LimitRef, type MultiLimitStore, type MultiReservation, type StoreDistance, type GenerationWatch, type StateLossNotice, type WriteProbe } from './bucket-store'
 import * as learned from './learned-redis'
 import { withLagAwareTimeout } from './lag-aware-timeout'
-import type { ReserveReply } from './lua-scripts'
+import type { GenerationArgs, ReserveReply } from './lua-scripts'
 import { RedisClock, type ClockOffset } from './redis-clock'
 import { RedisConnection, type SluiceRedis, type TopologyLog } from './redis-connection'
 import { redisKeys, type RedisKeys } from './redis-keys'
+import { RoundTrips } from './round-trips'
 
 /**
  * The command timeout on the admission path (ms). ioredis's own commandTimeout is a plain timer: on
@@ -18,6 +19,15 @@ import { redisKeys, type RedisKeys } from './redis-keys'
  * already sits in the socket is read, and the route falls back to local shaping for nothing.
  */
 const COMMAND_TIMEOUT_MS = 500
+/**
+ * A distant Redis answers no faster than its round trip: the admission timeout is at least this many
+ * of the slowest round trip known (TIME on connection, recent reservations), so a Redis 300 ms away is
+ * not taken for a dead one.
+ */
+const TIMEOUT_ROUND_TRIPS = 3
+
+/** Ends a loss announcement on the pause channel ("bucket|generation|lost"; older instances ignore it). */
+const LOST_SUFFIX = '|lost'
 
 /** How long a higher live-instance count outlives a lower one (ms). */
 const INSTANCE_COUNT_HOLD_MS = 10_000
@@ -33,11 +43,12 @@ export interface RedisStoreOptions {
   log?: TopologyLog
 }
 
-export class RedisStore implements BucketStore, TeamBoard, ClientPresence, MultiLimitStore, LimitMemory {
+export class RedisStore implements BucketStore, TeamBoard, ClientPresence, MultiLimitStore, LimitMemory, StoreDistance, StateLossNotice, WriteProbe {
   readonly kind = 'redis' as const
   private readonly connection: RedisConnection
   private readonly keys: RedisKeys
   private readonly clock = new RedisClock()
+  private readonly roundTrips = new RoundTrips()
   private readonly commandTimeoutMs: number
 
   constructor (options: RedisStoreOptions) {
@@ -75,27 +86,49 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence, Multi
     return this.clock.offset()
   }
 
+  /** The fastest is also the clock's (TIME on connection, then the fastest reservation of up to 30 s). */
+  reserveRoundTrips (): { fastestMs: number, medianMs: number } | undefined {
+    const now = nowMs()
+    const fastestMs = Math.min(this.roundTrips.quantile(now, 0) ?? Infinity, this.clock.offset()?.rttMs ?? Infinity)
+    if (fastestMs === Infinity) return undefined
+    return { fastestMs, medianMs: this.roundTrips.quantile(now, 0.5) ?? fastestMs }
+  }
+
+  /** The admission-path timeout: the configured one, or more for a Redis known to be far away. */
+  private admissionTimeoutMs (): number {
+    const rtt = Math.max(this.clock.offset()?.rttMs ?? 0, this.roundTrips.quantile(nowMs(), 0.9) ?? 0)
+    return Math.max(this.commandTimeoutMs, TIMEOUT_ROUND_TRIPS * rtt)
+  }
+
   /** The first connection (and for redis:// the cluster check); later calls share it. ioredis reconnects by itself afterwards. */
   async connect (): Promise<void> {
     this.connecting ??= this.connection.connect()
     await this.connecting
   }
 
-  async reserve (bucket: string, policy: BucketPolicy, cost: number, maxWaitMs: number): Promise<Reservation> {
+  async reserve (bucket: string, policy: BucketPolicy, cost: number, maxWaitMs: number, watch?: GenerationWatch): Promise<Reservation> {
     const maxWaitUs = Math.round(maxWaitMs * 1000)
+    const key = (part: string): string => this.keys.bucket(bucket, part)
+    const generation: GenerationArgs = [watch?.expect === undefined ? '0' : String(watch.expect), Math.round((watch?.gatherMs ?? 0) * 1000), this.keys.pauseChannel, bucket]
     const sentAt = nowMs()
     let reply: ReserveReply
     if (policy.algorithm === 'token-bucket') {
       const { intervalUs, tauUs } = tokenBucketParams(policy)
-      reply = await withLagAwareTimeout(this.client.sluiceReserveTokenBucket(this.keys.bucket(bucket, 'tb'), this.keys.bucket(bucket, 'pause'), intervalUs, tauUs, cost, maxWaitUs), this.commandTimeoutMs)
+      const windowUs = (policy.windowMs + policy.marginMs) * 1000
+      reply = await withLagAwareTimeout(this.client.sluiceReserveTokenBucket(key('tb'), key('pause'), key('gen'), intervalUs, tauUs, cost, maxWaitUs, windowUs, ...generation), this.admissionTimeoutMs())
     } else {
       const { windowUs, keep, padUs } = slidingWindowParams(policy)
-      reply = await withLagAwareTimeout(this.client.sluiceReserveSlidingWindow(this.keys.bucket(bucket, 'sw'), this.keys.bucket(bucket, 'pause'), this.keys.bucket(bucket, 'sw-floor'), policy.limit, windowUs, cost, maxWaitUs, keep, padUs), this.commandTimeoutMs)
+      reply = await withLagAwareTimeout(this.client.sluiceReserveSlidingWindow(key('sw'), key('pause'), key('sw-floor'), key('gen'), policy.limit, windowUs, cost, maxWaitUs, keep, padUs, ...generation), this.admissionTimeoutMs())
     }
-    const [ok, waitUs, remaining, resetUs, ticket, startUs] = reply
-    // The script read Redis's clock at the start less the wait.
-    this.clock.note((startUs - waitUs) / 1000, sentAt, nowMs())
-    return ok === 1 ? admittedFromUs(waitUs, remaining, resetUs, ticket, startUs) : refusalFromUs(waitUs, resetUs, startUs)
+    const [ok, waitUs, remaining, resetUs, ticket, startUs, gen] = reply
+    // The script read Redis's clock at the start less the wait (a lost state's reply: at `startUs`).
+    const receivedAt = nowMs()
+    this.clock.note((ok === 2 ? startUs : startUs - waitUs) / 1000, sentAt, receivedAt)
+    this.roundTrips.note(sentAt, receivedAt)
+    if (ok === 2) return { ...refusalFromUs(waitUs, 0, startUs + waitUs), generation: gen, stateLost: true }
+    const reservation = ok === 1 ? admittedFromUs(waitUs, remaining, resetUs, ticket, startUs) : refusalFromUs(waitUs, resetUs, startUs)
+    reservation.generation = gen
+    return reservation
   }
 
   /** reserve-limits.lua: every limit's keys under one hash tag, one round trip. */
@@ -147,8 +180,10 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence, Multi
   async recordLimitStarts (ref: LimitRef, policy: BucketPolicy, startsMs: number[]): Promise<void> {
     const skewMs = this.clock.offset()?.skewMs ?? 0
     const us = startsMs.map((ms) => String(Math.round((ms + skewMs) * 1000)))
-    if (policy.algorithm === 'token-bucket') await this.client.sluiceRecordTokenBucket(this.keys.limit(ref, 'tb'), tokenBucketParams(policy).intervalUs, ...us)
-    else await this.client.sluiceRecordSlidingWindow(this.keys.limit(ref, 'sw'), slidingWindowParams(policy).windowUs, ...us)
+    // The limit's own generation key (its hash tag): the record scripts keep it alive beside the state.
+    const gen = this.keys.limit(ref, 'gen')
+    if (policy.algorithm === 'token-bucket') await this.client.sluiceRecordTokenBucket(this.keys.limit(ref, 'tb'), gen, tokenBucketParams(policy).intervalUs, (policy.windowMs + policy.marginMs) * 1000, ...us)
+    else await this.client.sluiceRecordSlidingWindow(this.keys.limit(ref, 'sw'), gen, slidingWindowParams(policy).windowUs, ...us)
   }
 
   async release (bucket: string, policy: BucketPolicy, cost: number, ticket: number): Promise<boolean> {
@@ -166,8 +201,9 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence, Multi
   async recordStarts (bucket: string, policy: BucketPolicy, startsMs: number[]): Promise<void> {
     const skewMs = this.clock.offset()?.skewMs ?? 0
     const us = startsMs.map((ms) => String(Math.round((ms + skewMs) * 1000)))
-    if (policy.algorithm === 'token-bucket') await this.client.sluiceRecordTokenBucket(this.keys.bucket(bucket, 'tb'), tokenBucketParams(policy).intervalUs, ...us)
-    else await this.client.sluiceRecordSlidingWindow(this.keys.bucket(bucket, 'sw'), slidingWindowParams(policy).windowUs, ...us)
+    const gen = this.keys.bucket(bucket, 'gen')
+    if (policy.algorithm === 'token-bucket') await this.client.sluiceRecordTokenBucket(this.keys.bucket(bucket, 'tb'), gen, tokenBucketParams(policy).intervalUs, (policy.windowMs + policy.marginMs) * 1000, ...us)
+    else await this.client.sluiceRecordSlidingWindow(this.keys.bucket(bucket, 'sw'), gen, slidingWindowParams(policy).windowUs, ...us)
   }
 
   async pause (bucket: string, delayMs: number): Promise<number> {
@@ -232,7 +268,7 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence, Multi
   }
 
   async acquireLease (bucket: string, limit: number, leaseId: string, ttlMs: number): Promise<{ acquired: boolean, retryInMs: number }> {
-    const [ok, retryInMs] = await withLagAwareTimeout(this.client.sluiceAcquireLease(this.keys.bucket(bucket, 'leases'), limit, leaseId, Math.round(ttlMs)), this.commandTimeoutMs)
+    const [ok, retryInMs] = await withLagAwareTimeout(this.client.sluiceAcquireLease(this.keys.bucket(bucket, 'leases'), limit, leaseId, Math.round(ttlMs)), this.admissionTimeoutMs())
     return { acquired: ok === 1, retryInMs }
   }
 
@@ -262,6 +298,7 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence, Multi
         for (const l of this.learnedListeners) l(message)
         return
       }
+      if (message.endsWith(LOST_SUFFIX)) return this.heardLoss(message.slice(0, -LOST_SUFFIX.length))
       const bar = message.lastIndexOf('|')
       const delayMs = Number(message.slice(bar + 1)) / 1000
       if (bar > 0 && Number.isFinite(delayMs)) for (const l of this.pauseListeners) l(message.slice(0, bar), delayMs)
@@ -270,6 +307,20 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence, Multi
 
   onLeaseFreed (listener: (bucket: string) => void): void {
     this.leaseListeners.push(listener)
+    this.subscribe()
+  }
+
+  private readonly lossListeners: Array<(bucket: string, generation: number) => void> = []
+
+  /** "bucket|generation" from a reserve script that found the bucket's state lost (includes/generation.lua). */
+  private heardLoss (message: string): void {
+    const bar = message.lastIndexOf('|')
+    const generation = Number(message.slice(bar + 1))
+    if (bar > 0 && Number.isFinite(generation)) for (const l of this.lossListeners) l(message.slice(0, bar), generation)
+  }
+
+  onStateLost (listener: (bucket: string, generation: number) => void): void {
+    this.lossListeners.push(listener)
     this.subscribe()
   }
 
@@ -291,6 +342,11 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence, Multi
 
   async ping (): Promise<void> {
     await this.connection.ping()
+  }
+
+  /** One short-lived key of the team's: a replica answers READONLY, a full noeviction Redis OOM. */
+  async probeWrite (): Promise<void> {
+    await this.client.set(this.keys.team('ready'), '1', 'PX', 10_000)
   }
 
   async close (): Promise<void> {

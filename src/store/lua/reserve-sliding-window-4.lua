@@ -8,6 +8,7 @@
     KEYS[1] starts (list of µs of Redis time, non-decreasing)
     KEYS[2] pause (string): no start before this time, µs
     KEYS[3] floor (string): the newest start trimmed off the list, µs
+    KEYS[4] generation (hash, includes/generation.lua)
     ARGV[1] limit N (integer)
     ARGV[2] window W including the safety margin, µs (integer)
     ARGV[3] cost, units (integer, 1..N)
@@ -15,6 +16,8 @@
     ARGV[5] how many starts to keep (N plus a few, so a given-back start loses nothing); the list is
             trimmed back to it once it holds that many more
     ARGV[6] pad, µs: a start the window had room for is recorded this much later (see below)
+    ARGV[7] the generation the caller last saw, if it has starts of the last window ('0': none)
+    ARGV[8] gather after a loss, µs; ARGV[9] channel the loss is announced on; ARGV[10] bucket name
 
   A start the window had room for (nothing `limit` places back held it) is a burst from an idle
   bucket, or the first after a pause: such requests often open new connections to the upstream and
@@ -27,11 +30,15 @@
   and the newest trimmed one (floor) stands in for it. It is at least as new, so the answer is never
   earlier than the exact one; it is exact when the list holds N - cost entries.
 
-  Output: { admitted (1|0), wait µs, remaining (requests that could start now), reset µs, ticket (the start as recorded, 0 if refused), start µs }
+  Output: { admitted (1|0), wait µs, remaining (requests that could start now), reset µs, ticket (the start as recorded, 0 if refused), start µs, generation }
+          or, booking nothing, { 2, µs until the gather after a loss ends, 0, 0, 0, now, generation }
 ]]
 --- @include "includes/redis-time"
+--- @include "includes/generation"
 
 local now = nowUs()
+local gen, unbooked = watchGeneration(KEYS[4], now, ARGV[7], ARGV[8], ARGV[9], ARGV[10])
+if unbooked then return unbooked end
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
@@ -71,7 +78,7 @@ end
 
 if wait > maxWait then
   local last = len > 0 and tonumber(redis.call('LINDEX', KEYS[1], -1)) or now
-  return { 0, wait, 0, math.max(0, last + window - now), 0, start }
+  return { 0, wait, 0, math.max(0, last + window - now), 0, start, tonumber(gen) }
 end
 
 local recorded = start
@@ -91,7 +98,9 @@ if len > keep + 32 then
   len = keep
   redis.call('SET', KEYS[3], string.format('%d', floor), 'PX', math.max(1, math.ceil((floor + window - now) / 1000) + 1000))
 end
-redis.call('PEXPIRE', KEYS[1], math.ceil((recorded + window - now) / 1000) + 1000)
+local ttlMs = math.ceil((recorded + window - now) / 1000) + 1000
+redis.call('PEXPIRE', KEYS[1], ttlMs)
+keepGeneration(KEYS[4], ttlMs)
 local remaining = 0
 if start <= now then remaining = math.max(0, limit - used(now)) end
-return { 1, wait, remaining, recorded + window - now, recorded, start }
+return { 1, wait, remaining, recorded + window - now, recorded, start, tonumber(gen) }
