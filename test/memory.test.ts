@@ -26,7 +26,7 @@ const server = http.createServer((req, res) => {
   res.setHeader('content-type', 'application/json')
   if (req.url === '/w/block' && !blocked) {
     blocked = true
-    res.statusCode = 429
+    res.statusCode = 503
     res.setHeader('retry-after', '${PAUSE_S}')
     res.end('{"error":"slow down"}')
     return
@@ -90,8 +90,9 @@ t.test(`${WAITERS} requests waiting at once keep Sluice's memory bounded`, async
   const baseline = p.memory()
   const heapBefore = (await figures(p.port)).heapUsedBytes
 
-  // The pushback: this request gets a 429 with Retry-After, Sluice pauses the bucket and holds the
-  // request (and everything after it) until the pause is over.
+  // The pushback: this request gets a 503 with Retry-After (maintenance), Sluice pauses the bucket and
+  // holds the request (and everything after it) until the pause is over. (A 429 would also teach the
+  // route a lower limit, learned-limit.ts: another test's subject.)
   const blocker = waiter(p.port, 'block')
   while ((await ask<{ hits: number }>()).hits < 21) await new Promise((resolve) => setTimeout(resolve, 10))
   const pausedAt = performance.now()

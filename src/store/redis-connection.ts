@@ -32,10 +32,12 @@ function nodeOptions (): RedisOptions {
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
     retryStrategy: backoff,
-    // A primary demoted to replica (a failover behind one address) refuses writes: reconnect.
-    reconnectOnError: (err) => err.message.startsWith('READONLY')
+    // A primary demoted to replica refuses writes (READONLY): see RedisConnection.readOnlyReply.
   }
 }
+
+/** After a READONLY reply, the connection is made again this long later, and at most this often (ms). */
+const READONLY_RECONNECT_MS = 5_000
 
 interface Credentials {
   username?: string | undefined
@@ -250,6 +252,24 @@ export class RedisConnection {
    * or was refused): the store is unavailable, said once, and a Cluster client takes over. CROSSSLOT
    * means one script's keys are in different slots (a key prefix with an empty hash tag `{}`).
    */
+  private readonlyTimer: NodeJS.Timeout | undefined
+
+  /**
+   * A primary demoted to replica behind one address (a managed endpoint's DNS name after a failover)
+   * refuses writes: the client connects again READONLY_RECONNECT_MS after the first such reply, and
+   * at most that often, so the name resolves to the new primary. An address that is a replica for good
+   * keeps answering READONLY in between, which is what readiness and the mode log then say.
+   */
+  private readOnlyReply (client: SluiceRedis): void {
+    if (this.readonlyTimer !== undefined || client !== this.current) return
+    this.readonlyTimer = setTimeout(() => {
+      if (client === this.current && client.status === 'ready') client.disconnect(true)
+      this.readonlyTimer = setTimeout(() => { this.readonlyTimer = undefined }, READONLY_RECONNECT_MS)
+      this.readonlyTimer.unref()
+    }, READONLY_RECONNECT_MS)
+    this.readonlyTimer.unref()
+  }
+
   private watchReplies (client: SluiceRedis): void {
     const watch = (err: unknown): never => {
       this.noteReply(client, err)
@@ -270,6 +290,7 @@ export class RedisConnection {
 
   private noteReply (client: SluiceRedis, err: unknown): void {
     const message = err instanceof Error ? err.message : ''
+    if (message.startsWith('READONLY')) this.readOnlyReply(client)
     const word = /^(MOVED|ASK|CROSSSLOT)\b/.exec(message)?.[1]
     if (word === undefined || client !== this.current) return
     if (word === 'CROSSSLOT') {
