@@ -147,13 +147,14 @@ t.test(`${WAITERS} requests waiting at once keep Sluice's memory bounded`, async
   // What Sluice holds per waiting request: the growth of its V8 heap in use (socket, parser,
   // request/reply objects, one timer). Resident memory adds the garbage collector's slack on top, and
   // Node 22+ sizes V8's heap more generously than Node 20 for the same objects (the heap in use is the
-  // same on both), hence a larger bound for the peak RSS there.
+  // same on both), hence a larger bound for the peak RSS there; the heap bound is the tight one.
   const liveKbPerWaiter = (heapAtPeak - heapBefore) / 1024 / WAITERS
   t.comment(`V8 heap in use: ${Math.round(heapBefore / 1048576)} MB before, ${Math.round(heapAtPeak / 1048576)} MB with ${WAITERS} waiting: ${liveKbPerWaiter.toFixed(1)} kB per waiting request`)
   t.ok(liveKbPerWaiter > 0 && liveKbPerWaiter < 20, `${liveKbPerWaiter.toFixed(1)} kB of heap per waiting request`)
   const generousHeap = Number(process.versions.node.split('.')[0]) >= 22
-  const rssBoundMb = generousHeap ? 512 : 400
-  const rssPerWaiterBoundKb = generousHeap ? 40 : 30
+  // Node 24 (V8 13) measured 469–528 MB peak, 34–41 kB per waiter, for the same 9.4 kB of heap in use.
+  const rssBoundMb = generousHeap ? 640 : 400
+  const rssPerWaiterBoundKb = generousHeap ? 52 : 30
   t.ok(mem.hwmKb / 1024 < rssBoundMb, `peak RSS ${Math.round(mem.hwmKb / 1024)} MB stays under ${rssBoundMb} MB`)
   t.ok(perWaiterKb < rssPerWaiterBoundKb, `${perWaiterKb.toFixed(1)} kB of resident memory per waiting request (under ${rssPerWaiterBoundKb})`)
   t.equal(p.child.exitCode, null, 'Sluice is still running')
