@@ -176,14 +176,9 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence, Multi
     return { remaining, booked, resetMs: resetUs / 1000, pausedForMs: pausedUs / 1000 }
   }
 
-  /** One limit's starts made without Redis (see recordStarts). */
+  /** One limit's starts made without Redis (see recordStarts), with the limit's own generation key. */
   async recordLimitStarts (ref: LimitRef, policy: BucketPolicy, startsMs: number[]): Promise<void> {
-    const skewMs = this.clock.offset()?.skewMs ?? 0
-    const us = startsMs.map((ms) => String(Math.round((ms + skewMs) * 1000)))
-    // The limit's own generation key (its hash tag): the record scripts keep it alive beside the state.
-    const gen = this.keys.limit(ref, 'gen')
-    if (policy.algorithm === 'token-bucket') await this.client.sluiceRecordTokenBucket(this.keys.limit(ref, 'tb'), gen, tokenBucketParams(policy).intervalUs, (policy.windowMs + policy.marginMs) * 1000, ...us)
-    else await this.client.sluiceRecordSlidingWindow(this.keys.limit(ref, 'sw'), gen, slidingWindowParams(policy).windowUs, ...us)
+    await this.recordIn((part) => this.keys.limit(ref, part), policy, startsMs)
   }
 
   async release (bucket: string, policy: BucketPolicy, cost: number, ticket: number): Promise<boolean> {
@@ -199,11 +194,15 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence, Multi
    * times in Redis's clock, as far as this instance knows the two clocks' difference.
    */
   async recordStarts (bucket: string, policy: BucketPolicy, startsMs: number[]): Promise<void> {
+    await this.recordIn((part) => this.keys.bucket(bucket, part), policy, startsMs)
+  }
+
+  /** The record scripts on one state's keys (`key(part)`); they keep its generation alive beside it. */
+  private async recordIn (key: (part: string) => string, policy: BucketPolicy, startsMs: number[]): Promise<void> {
     const skewMs = this.clock.offset()?.skewMs ?? 0
     const us = startsMs.map((ms) => String(Math.round((ms + skewMs) * 1000)))
-    const gen = this.keys.bucket(bucket, 'gen')
-    if (policy.algorithm === 'token-bucket') await this.client.sluiceRecordTokenBucket(this.keys.bucket(bucket, 'tb'), gen, tokenBucketParams(policy).intervalUs, (policy.windowMs + policy.marginMs) * 1000, ...us)
-    else await this.client.sluiceRecordSlidingWindow(this.keys.bucket(bucket, 'sw'), gen, slidingWindowParams(policy).windowUs, ...us)
+    if (policy.algorithm === 'token-bucket') await this.client.sluiceRecordTokenBucket(key('tb'), key('gen'), tokenBucketParams(policy).intervalUs, (policy.windowMs + policy.marginMs) * 1000, ...us)
+    else await this.client.sluiceRecordSlidingWindow(key('sw'), key('gen'), slidingWindowParams(policy).windowUs, ...us)
   }
 
   async pause (bucket: string, delayMs: number): Promise<number> {
