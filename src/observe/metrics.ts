@@ -22,7 +22,7 @@ export interface Collectors {
   /** Read at scrape time: the limiters' and fair schedulers' running counts of admission events, per route. */
   admissionEvents: () => Iterable<{ route: string, event: AdmissionEvent, count: number }>
   /** Read at scrape time: the limit in force per route, and its sources (limit-sources.ts); a source that says nothing is undefined. */
-  limitsInForce?: () => Iterable<{ route: string, limit: number, windowS: number, configured: number | undefined, announced: number | undefined, learned: number | undefined }>
+  limitsInForce: () => Iterable<{ route: string, limit: number, windowS: number, configured: number | undefined, announced: number | undefined, learned: number | undefined }>
 }
 
 /** Where a limit comes from (sluice_budget_limit_source). */
@@ -50,10 +50,8 @@ export class SluiceMetrics {
   readonly storeErrors: Counter<'store' | 'command'>
   readonly clientRequests: Counter<'route' | 'client' | 'outcome'>
   readonly clientWait: Counter<'route' | 'client'>
-  private readonly limit: Gauge<'route'>
-  private readonly window: Gauge<'route'>
 
-  constructor (routes: Array<{ name: string, limit: number, windowS: number }>, collectors: Collectors) {
+  constructor (collectors: Collectors) {
     // Long: the list of this registry's metrics, each declared once with its help text; no logic.
     const registers = [this.registry]
     this.requests = new Counter({
@@ -144,31 +142,30 @@ export class SluiceMetrics {
       registers
     })
     const live = collectors.limitsInForce
-    // The limit in force, read at scrape time (it follows announced and learned limits); without a
-    // live source, what setBudgets set (the configured one).
-    this.limit = new Gauge({
+    // The limit in force and its window, read at scrape time: they follow announced and learned limits,
+    // and a reload's routes (a removed route's series go).
+    // eslint-disable-next-line no-new -- registered through `registers`; its collect() reads live state
+    new Gauge({
       name: 'sluice_budget_limit',
       help: 'Requests allowed per window: the limit in force (min of configured, announced, learned)',
       labelNames: ['route'],
       registers,
       collect () {
-        if (live === undefined) return
         this.reset()
         for (const r of live()) this.set({ route: r.route }, r.limit)
       }
     })
-    this.window = new Gauge({
+    // eslint-disable-next-line no-new -- registered through `registers`; its collect() reads live state
+    new Gauge({
       name: 'sluice_budget_window_seconds',
       help: 'The budget window, seconds',
       labelNames: ['route'],
       registers,
       collect () {
-        if (live === undefined) return
         this.reset()
         for (const r of live()) this.set({ route: r.route }, r.windowS)
       }
     })
-    this.setBudgets(routes)
     // eslint-disable-next-line no-new -- registered through `registers`; its collect() reads live state
     new Gauge({
       name: 'sluice_budget_limit_source',
@@ -177,7 +174,6 @@ export class SluiceMetrics {
       registers,
       collect () {
         this.reset()
-        if (live === undefined) return
         for (const r of live()) for (const source of LIMIT_SOURCES) if (r[source] !== undefined) this.set({ route: r.route, source }, r[source])
       }
     })
@@ -293,15 +289,5 @@ export class SluiceMetrics {
         }
       }
     })
-  }
-
-  /** Each route's configured budget (again after a reload: removed routes' series go). */
-  setBudgets (routes: Array<{ name: string, limit: number, windowS: number }>): void {
-    this.limit.reset()
-    this.window.reset()
-    for (const r of routes) {
-      this.limit.set({ route: r.name }, r.limit)
-      this.window.set({ route: r.name }, r.windowS)
-    }
   }
 }

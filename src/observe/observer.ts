@@ -86,7 +86,7 @@ export class Observer {
     for (const r of config.routes) this.routes.set(r.name, r)
     const idleMs = options.idleMs ?? BUCKET_IDLE_MS
     this.tracker = new BucketTracker(this.routes, limiters, this.schedulers, idleMs)
-    this.metrics = new SluiceMetrics(config.routes.map((r) => ({ name: r.name, limit: r.limit.count, windowS: r.limit.windowMs / 1000 })), {
+    this.metrics = new SluiceMetrics({
       buckets: () => this.tracker.figures(),
       inFlight: () => this.tracker.inFlightByRoute(),
       liveInstances: () => this.liveCount,
@@ -106,7 +106,6 @@ export class Observer {
   reconfigure (config: SluiceConfig): void {
     this.routes.clear()
     for (const r of config.routes) this.routes.set(r.name, r)
-    this.metrics.setBudgets(config.routes.map((r) => ({ name: r.name, limit: r.limit.count, windowS: r.limit.windowMs / 1000 })))
   }
 
   /** The store as the limiters should see it: every command timed, every pause noticed. */
