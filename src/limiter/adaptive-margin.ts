@@ -35,8 +35,13 @@ export const MARGIN_DEFAULTS: Omit<MarginSettings, 'capMs'> = {
   holdAfterPushbackMs: 30_000
 }
 
-/** Estimates are worked out again after this many samples (a late sample widens at once). */
+/**
+ * Estimates are worked out again after this many samples and this long (ms), whichever comes last: a
+ * late sample widens at once, and narrowing takes seconds, so a busy route sorts its samples at most
+ * ten times a second, not every 16 requests.
+ */
 const RECOMPUTE_EVERY = 16
+const RECOMPUTE_AFTER_MS = 100
 
 export type PushbackCause = 'jitter' | 'lower-limit'
 
@@ -74,6 +79,7 @@ export class AdaptiveMargin {
   private count = 0
   private sinceRecompute = 0
   private lastNarrowAt: number | undefined
+  private recomputedAt = -Infinity
   private holdUntil = -Infinity
   private estimate: number | undefined
 
@@ -121,7 +127,7 @@ export class AdaptiveMargin {
       this.widenTo(safety * latenessMs)
       this.lastNarrowAt = now
     }
-    if (this.count >= this.settings.minSamples && (this.sinceRecompute >= RECOMPUTE_EVERY || this.estimate === undefined)) {
+    if (this.count >= this.settings.minSamples && (this.estimate === undefined || (this.sinceRecompute >= RECOMPUTE_EVERY && now - this.recomputedAt >= RECOMPUTE_AFTER_MS))) {
       this.recompute(now)
     }
     return this.margin
@@ -153,9 +159,14 @@ export class AdaptiveMargin {
 
   private recompute (now: number): void {
     this.sinceRecompute = 0
+    this.recomputedAt = now
     const n = this.samples
-    const late = Array.from(this.late.subarray(0, n)).sort((a, b) => a - b)
-    const resp = Array.from(this.response.subarray(0, n)).filter((v) => !Number.isNaN(v)).sort((a, b) => a - b)
+    // Typed arrays sort numerically, NaN (no answer) last.
+    const late = this.late.slice(0, n).sort()
+    const all = this.response.slice(0, n).sort()
+    let answered = n
+    while (answered > 0 && Number.isNaN(all[answered - 1])) answered--
+    const resp = all.subarray(0, answered)
     const spread = resp.length === 0 ? 0 : (quantile(resp, 0.99) - quantile(resp, 0.01)) / 2
     const { safety, floorMs, capMs, narrowHalfLifeMs } = this.settings
     const need = Math.min(capMs, Math.max(floorMs, safety * (quantile(late, 0.99) + spread)))

@@ -22,6 +22,8 @@ interface Known {
   generation: number
   /** This instance's starts (store clock, epoch ms, one per unit), oldest first: those of the last window and those ahead. */
   starts: number[]
+  /** The latest of `starts` (store clock): whether any is recent is one comparison, not a scan. */
+  newest: number
   /** Recording them again after a loss (one at a time per bucket). */
   repairing?: Promise<void>
 }
@@ -59,7 +61,7 @@ export class StateRepair {
     const distance = hasStoreDistance(this.store) ? this.store.reserveRoundTrips()?.medianMs ?? 0 : 0
     const gatherMs = 2 * distance + GATHER_SLACK_MS
     const k = this.known.get(bucket)
-    return k !== undefined && this.recent(k).length > 0 ? { expect: k.generation, gatherMs } : { gatherMs }
+    return k !== undefined && k.newest > this.since() ? { expect: k.generation, gatherMs } : { gatherMs }
   }
 
   /** A reservation the shared store admitted: its start is remembered (bounded: the last window's and those ahead). */
@@ -68,17 +70,17 @@ export class StateRepair {
     if (!reservation.admitted || generation === undefined || reservation.startMs === undefined) return
     let k = this.known.get(bucket)
     if (k === undefined) {
-      k = { generation, starts: [] }
+      k = { generation, starts: [], newest: -Infinity }
       this.known.set(bucket, k)
     }
-    const starts = Array<number>(cost).fill(reservation.startMs)
     if (generation < k.generation) {
       // Booked before the loss, answered after this instance recorded its starts again: not among them.
-      void this.record(bucket, starts).catch(() => {})
+      void this.record(bucket, Array<number>(cost).fill(reservation.startMs)).catch(() => {})
     } else {
       k.generation = generation
     }
-    k.starts.push(...starts)
+    for (let i = 0; i < cost; i++) k.starts.push(reservation.startMs)
+    if (reservation.startMs > k.newest) k.newest = reservation.startMs
     if (k.starts.length > 2 * this.policy.limit + 64) k.starts = this.recent(k)
   }
 
@@ -113,9 +115,14 @@ export class StateRepair {
 
   /** Starts (store clock) in a window and margin back from now, or still ahead. */
   private recent (k: Known): number[] {
-    const skewMs = hasStoreClock(this.store) ? this.store.clockOffset()?.skewMs ?? 0 : 0
-    const since = nowMs() + skewMs - this.policy.windowMs - this.policy.marginMs
+    const since = this.since()
     return k.starts.filter((at) => at > since)
+  }
+
+  /** The store-clock time before which a start no longer counts: a window and margin back from now. */
+  private since (): number {
+    const skewMs = hasStoreClock(this.store) ? this.store.clockOffset()?.skewMs ?? 0 : 0
+    return nowMs() + skewMs - this.policy.windowMs - this.policy.marginMs
   }
 
   /** Starts in the store's clock, recorded by recordStarts (which takes this process's clock). */
