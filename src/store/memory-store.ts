@@ -4,7 +4,7 @@ import { EventEmitter } from 'node:events'
 import { nowUs } from './clock'
 import { slidingWindowParams, tokenBucketParams, type BucketPeek, type BucketPolicy, type BucketStore, type GenerationWatch, type LearnedChange, type LearnedRecord, type LimitBooking, type LimitMemory, type LimitRef, type MultiLimitStore, type MultiReservation, type Reservation, type StateLossNotice, type TeamBoard } from './bucket-store'
 import { LearnedMemory } from './learned-memory'
-import { pushStarts, reserveLimitsIn } from './memory-limits'
+import { pushStarts, reserveLimitsIn, used } from './memory-limits'
 
 interface Bucket {
   /** token-bucket theoretical arrival time, µs */
@@ -124,14 +124,7 @@ export class MemoryStore implements BucketStore, TeamBoard, MultiLimitStore, Lim
     pushStarts(b, recorded, cost, keep)
     b.expiresAt = recorded + windowUs + 1_000_000
     let remaining = 0
-    if (start <= now) {
-      let used = 0
-      for (let i = b.starts.length - 1; i >= b.head && used < policy.limit; i--) {
-        if (b.starts[i] > now - windowUs) used++
-        else break
-      }
-      remaining = Math.max(0, policy.limit - used)
-    }
+    if (start <= now) remaining = Math.max(0, policy.limit - used(b, policy.limit, windowUs, now))
     return admitted(wait, remaining, recorded + windowUs - now, recorded, start)
   }
 
