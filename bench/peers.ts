@@ -60,6 +60,8 @@ export interface PeerRound {
   /** Commands the instances sent to their Redis during the burst, by name; undefined without Redis. */
   redisCommands?: Record<string, number>
   redisRoundTripsPer1k?: number
+  /** Sluice only: its store calls by method (one script or command each), all instances together. */
+  sluiceStoreCalls?: Record<string, number>
   /** CPU (user + system) per 1,000 requests, ms: the peer's own processes, and its redis-server. */
   proxyCpuMsPer1k: number
   redisCpuMsPer1k?: number
@@ -112,6 +114,10 @@ async function peerRound (peer: PeerName, redis: BenchRedis | undefined, roundNo
   try {
     const d = await deploy(peer, upstream, redis, roundNo, options, nginxBin)
     try {
+      // Sluice's store calls by method, to tell its reservations from what comes with time (heartbeats,
+      // client presence); child-sluice counts them from its last resetStats.
+      const sluices = peer === 'sluice' ? d.nodeProcesses : []
+      for (const c of sluices) await c.call('resetStats')
       await redis?.client.config('RESETSTAT')
       const redisPids = redis?.pid === undefined ? [] : [redis.pid]
       const cpuBefore = await nodeCpuUs(d.nodeProcesses) + procCpuUs(d.otherPids)
@@ -127,6 +133,10 @@ async function peerRound (peer: PeerName, redis: BenchRedis | undefined, roundNo
       // MONITOR's unscripted commands: the same counts).
       const redisCommands = redis === undefined ? undefined : commandsOutsideScripts(await commandStats(redis.client), d.scripts, ['info', 'config|resetstat'])
       const roundTrips = redisCommands === undefined ? undefined : Object.entries(redisCommands).filter(([name]) => name !== 'multi').reduce((n, [, c]) => n + c, 0)
+      const storeCalls: Record<string, number> = {}
+      for (const c of sluices) {
+        for (const [name, n] of Object.entries((await c.call<{ scripts: Record<string, number> }>('stats')).scripts)) storeCalls[name] = (storeCalls[name] ?? 0) + n
+      }
       const arrivals = await upstream.call<Array<{ t: number, outcome: string }>>('arrivals')
       const times = arrivals.map((a) => a.t).sort((a, b) => a - b)
       const drainMs = times.length > 1 ? times[times.length - 1] - times[0] : NaN
@@ -147,6 +157,7 @@ async function peerRound (peer: PeerName, redis: BenchRedis | undefined, roundNo
         minimumMs,
         utilization: round(minimumMs / drainMs, 3),
         ...(roundTrips === undefined ? {} : { redisCommands, redisRoundTripsPer1k: round(roundTrips * per1k, 0) }),
+        ...(sluices.length === 0 ? {} : { sluiceStoreCalls: storeCalls }),
         proxyCpuMsPer1k: round(cpuUs / 1000 * per1k, 1),
         ...(redis === undefined ? {} : { redisCpuMsPer1k: round(redisCpuUs / 1000 * per1k, 1) })
       }

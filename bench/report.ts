@@ -185,7 +185,7 @@ function main (): void {
         peers.summary.map((s: Json) => [s.peer, s.instances, showSpread(s.succeeded), showSpread(s.otherStatuses), showSpread(s.upstreamLimited), showSpread(s.maxInWindow), showSpread(s.utilization), showSpread(s.redisRoundTripsPer1k), showSpread(s.proxyCpuMsPer1k), showSpread(s.redisCpuMsPer1k)])), '',
       ...Object.entries(peers.configurations as Record<string, string>).map(([peer, how]) => `- **${peer}**: ${how}.`), '',
       table(['round', 'peer', 'client statuses', 'upstream 429s', 'most in any 1 s', 'drain s', 'utilization', 'Redis commands'],
-        peers.rounds.map((r: Json) => [r.round, r.peer, JSON.stringify(r.statuses).replace(/"/g, ''), r.upstreamLimited, r.maxInWindow, (r.drainMs / 1000).toFixed(2), r.utilization, r.redisCommands === undefined ? '–' : JSON.stringify(r.redisCommands).replace(/"/g, '')])), '')
+        peers.rounds.map((r: Json) => [r.round, r.peer, JSON.stringify(r.statuses).replace(/"/g, ''), r.upstreamLimited, r.maxInWindow, (r.drainMs / 1000).toFixed(2), r.utilization, r.redisCommands === undefined ? '–' : JSON.stringify(r.redisCommands).replace(/"/g, '') + (r.sluiceStoreCalls === undefined ? '' : `; store calls ${JSON.stringify(r.sluiceStoreCalls).replace(/"/g, '')}`)])), '')
   }
   writeFileSync(reportPath, out.join('\n') + keptNarrative(reportPath))
   process.stdout.write(`wrote ${reportPath}\n`)
