@@ -5,7 +5,7 @@
 import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { request } from 'undici'
-import { commandStats, sluiceCommands, startChild, startRedis, type Child } from './processes'
+import { commandStats, schedSeconds, sluiceCommands, startChild, startRedis, type Child } from './processes'
 import { printTable, round } from './table'
 
 export interface IdleOptions {
@@ -16,11 +16,6 @@ export interface IdleOptions {
 }
 
 export const IDLE_DEFAULTS: IdleOptions = { instances: 3, settleS: 12, idleS: 15 }
-
-/** CPU seconds on the CPU, from /proc/<pid>/schedstat (ns: finer than stat's clock ticks of 10 ms). */
-function schedSeconds (pid: number): number {
-  return Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[0]) / 1e9
-}
 
 /** CPU seconds (user + system) a process has used, from /proc/<pid>/stat. */
 function cpuSeconds (pid: number, ticksPerS: number): number {

@@ -2,7 +2,7 @@
 // generator, the proxy under test and the origin do not share one event loop. Children talk to the
 // parent over IPC: "ready" with their URL, then request/reply calls.
 import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -86,6 +86,8 @@ export async function freePort (): Promise<number> {
 export interface BenchRedis {
   url: string
   client: Redis
+  /** The redis-server process, when this benchmark started it (not for REDIS_URL). */
+  pid?: number
   stop: () => Promise<void>
 }
 
@@ -103,7 +105,7 @@ export async function startRedis (): Promise<BenchRedis> {
   const client = new Redis(url, { retryStrategy: (n) => (n > 100 ? null : 20) })
   client.on('error', () => {})
   await client.ping()
-  return { url, client, stop: async () => { client.disconnect(); await stopProcess(proc) } }
+  return { url, client, pid: proc.pid, stop: async () => { client.disconnect(); await stopProcess(proc) } }
 }
 
 /** Redis command counts since the last CONFIG RESETSTAT, from INFO commandstats. */
@@ -123,11 +125,31 @@ export async function commandStats (client: Redis): Promise<Record<string, numbe
  * connection, before a run's counts are reset), with `benchOwn`, the benchmark's own commands.
  */
 export function sluiceCommands (stats: Record<string, number>, benchOwn: string[]): Record<string, number> {
+  return commandsOutsideScripts(stats, SCRIPTS.map(([, file]) => loadLuaScript(file)), benchOwn)
+}
+
+/**
+ * The commands clients sent, from INFO commandstats: every name a command inside one of `scripts`
+ * (Lua sources) calls is left out, since Redis counts those too, and so is `benchOwn`. A client that
+ * also sent one of those names itself is undercounted by as many.
+ */
+export function commandsOutsideScripts (stats: Record<string, number>, scripts: string[], benchOwn: string[]): Record<string, number> {
   const leftOut = new Set(benchOwn)
-  for (const [, file] of SCRIPTS) {
-    for (const m of loadLuaScript(file).matchAll(/redis\.call\('([A-Za-z]+)'/g)) leftOut.add(m[1].toLowerCase())
+  for (const script of scripts) {
+    for (const m of script.matchAll(/redis\.p?call\(\s*['"]([A-Za-z]+)['"]/g)) leftOut.add(m[1].toLowerCase())
   }
   return Object.fromEntries(Object.entries(stats).filter(([name]) => !leftOut.has(name)))
+}
+
+/** CPU seconds a process has been on a CPU (user + system), from /proc/<pid>/schedstat (ns: finer than stat's 10 ms ticks). */
+export function schedSeconds (pid: number): number {
+  return Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[0]) / 1e9
+}
+
+/** The process and its children (nginx's master and workers), from /proc/<pid>/task/<tid>/children. */
+export function processTree (pid: number): number[] {
+  const children = readdirSync(`/proc/${pid}/task`).flatMap((tid) => readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').trim().split(' ').filter((c) => c !== '').map(Number))
+  return [pid, ...children.flatMap(processTree)]
 }
 
 export function hasNginx (): string | undefined {
@@ -139,7 +161,7 @@ export function hasNginx (): string | undefined {
 }
 
 /** nginx in the foreground with a private prefix (its own pid file, temp paths and logs). */
-export async function startNginx (bin: string, httpBlock: string): Promise<{ stop: () => Promise<void> }> {
+export async function startNginx (bin: string, httpBlock: string): Promise<{ pid: number, stop: () => Promise<void> }> {
   const prefix = mkdtempSync(join(tmpdir(), 'sluice-bench-nginx-'))
   const conf = join(prefix, 'nginx.conf')
   writeFileSync(conf, [
@@ -157,5 +179,5 @@ export async function startNginx (bin: string, httpBlock: string): Promise<{ sto
   const proc = spawn(bin, ['-p', prefix, '-c', conf], { stdio: ['ignore', 'ignore', 'inherit'] })
   await new Promise((resolve) => setTimeout(resolve, 500))
   if (proc.exitCode !== null) throw new Error(`nginx exited with ${proc.exitCode}; see ${prefix}/error.log`)
-  return { stop: async () => await stopProcess(proc) }
+  return { pid: proc.pid ?? 0, stop: async () => await stopProcess(proc) }
 }

@@ -2,7 +2,7 @@
 // precision run's arrivals per second at the upstream against the limit (bench/precision-arrivals.svg).
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { RESULTS_DIR } from './table'
+import { RESULTS_DIR, showSpread } from './table'
 
 const BENCH_DIR = join(RESULTS_DIR, '..')
 const reportPath = join(BENCH_DIR, 'REPORT.md')
@@ -175,6 +175,17 @@ function main (): void {
         `Redis commands: ${r.redis.byCommand.map((c: Json) => `${c.command} ${c.duringLoad} (${c.perAdmitted} per admitted; idle ${c.perSecondIdle}/s)`).join('; ')}.`, '')
     }
     out.push(`Goals: Jain ≥ ${t.jainAtLeast} (${runs.map((r) => `${r.variant}: ${verdict(r.contended.jain >= t.jainAtLeast)}`).join('; ')}); every newcomer request within the README bound (${runs.map((r) => `${r.variant}: ${verdict(r.newcomers.withinReadmeBound === r.newcomers.requests.length)}`).join('; ')}), and issue #8's (${runs.map((r) => `${r.variant}: ${verdict(r.newcomers.withinIssueBound === r.newcomers.requests.length)}`).join('; ')}); utilization ≥ ${t.utilizationAtLeast} while contended and alone (${runs.map((r) => `${r.variant}: ${verdict(r.utilization.contended >= t.utilizationAtLeast && r.utilization.alone >= t.utilizationAtLeast)}`).join('; ')}); never above the limit (${runs.map((r) => `${r.variant}: ${verdict(r.maxIn1s <= t.maxIn1sAtMost)}`).join('; ')}); one admission round trip per admitted request (${runs.map((r) => `${r.variant}: ${verdict(r.redis.admissionPerAdmitted <= 1.0005)}`).join('; ')}).`, '')
+  }
+  const peers = load('peers')
+  if (peers !== undefined) {
+    const o = peers.options
+    out.push('## 6. Peers on one strict upstream', '', `Machine: ${machineLine(peers.machine)}.`, '',
+      `The same upstream for every peer: the emulator, ${o.rate} in any 1 s, 429 above. ${o.requests} requests at once, round-robin over the peer's instances; ${o.rounds} rounds, interleaved (${o.peers.join(', ')}, then again), each on new instances, a new upstream and new keys in a Redis of the peer's own. Median (least–most) over the rounds. Utilization = minimum drain ((⌈${o.requests}/${o.rate}⌉ − 1) s) ÷ first to last arrival at the upstream, refused arrivals included. Redis round trips: INFO commandstats less the commands run inside the peer's Lua scripts, a MULTI … EXEC block once. CPU: user + system of the peer's processes (process.cpuUsage(); nginx and redis-server from /proc/<pid>/schedstat), fresh processes, per 1,000 requests sent.`, '',
+      table(['peer', 'instances', '2xx at the client', 'other statuses', 'upstream 429s', `most in any 1 s (limit ${o.rate})`, 'utilization', 'Redis round trips / 1k requests', 'proxy CPU ms / 1k requests', 'Redis CPU ms / 1k requests'],
+        peers.summary.map((s: Json) => [s.peer, s.instances, showSpread(s.succeeded), showSpread(s.otherStatuses), showSpread(s.upstreamLimited), showSpread(s.maxInWindow), showSpread(s.utilization), showSpread(s.redisRoundTripsPer1k), showSpread(s.proxyCpuMsPer1k), showSpread(s.redisCpuMsPer1k)])), '',
+      ...Object.entries(peers.configurations as Record<string, string>).map(([peer, how]) => `- **${peer}**: ${how}.`), '',
+      table(['round', 'peer', 'client statuses', 'upstream 429s', 'most in any 1 s', 'drain s', 'utilization', 'Redis commands'],
+        peers.rounds.map((r: Json) => [r.round, r.peer, JSON.stringify(r.statuses).replace(/"/g, ''), r.upstreamLimited, r.maxInWindow, (r.drainMs / 1000).toFixed(2), r.utilization, r.redisCommands === undefined ? '–' : JSON.stringify(r.redisCommands).replace(/"/g, '') + (r.sluiceStoreCalls === undefined ? '' : `; store calls ${JSON.stringify(r.sluiceStoreCalls).replace(/"/g, '')}`)])), '')
   }
   writeFileSync(reportPath, out.join('\n') + keptNarrative(reportPath))
   process.stdout.write(`wrote ${reportPath}\n`)

@@ -7,6 +7,7 @@ import { idle } from './idle'
 import { machine } from './machine'
 import { nginxReference } from './nginx'
 import { overhead } from './overhead'
+import { peersFromFlags } from './peers'
 import { precisionTwoLimits } from './precision-limits'
 import { precisionFromFlags } from './precision-flags'
 import { scale } from './scale'
@@ -25,7 +26,8 @@ const SCENARIOS: Record<string, (flags: Flags) => Promise<Record<string, unknown
   nginx: async () => await nginxReference(),
   'distant-store': async () => await distantStore(),
   idle: async () => await idle(),
-  'unknown-limit': async () => await unknownLimit()
+  'unknown-limit': async () => await unknownLimit(),
+  peers: async (flags) => await peersFromFlags(flags)
 }
 
 async function main (): Promise<void> {

@@ -28,3 +28,18 @@ export function round (n: number, digits = 2): number {
   const f = 10 ** digits
   return Math.round(n * f) / f
 }
+
+/** Median, least and most of a figure over rounds. */
+export interface Spread { median: number, min: number, max: number }
+
+export function spread (values: Array<number | undefined>): Spread | undefined {
+  const xs = values.filter((v): v is number => v !== undefined && !Number.isNaN(v))
+  if (xs.length === 0) return undefined
+  return { median: percentile(xs, 50), min: Math.min(...xs), max: Math.max(...xs) }
+}
+
+/** "median (least–most)", or the one value when every round gave it. */
+export function showSpread (s: Spread | undefined): string {
+  if (s === undefined) return '–'
+  return s.min === s.max ? String(s.median) : `${s.median} (${s.min}–${s.max})`
+}
