@@ -101,3 +101,21 @@ t.test('config: margin is the cap; "fixed" keeps it', async (t) => {
   t.match(parseRoute({ name: 'a', upstream, limit: '20/s', margin: '50ms fixed' }, 'r'), { marginMs: 50, marginFixed: true })
   t.throws(() => parseRoute({ name: 'a', upstream, limit: '20/s', margin: 'wide' }, 'r'), { name: 'ConfigError', field: 'r.margin' })
 })
+
+t.test('the margin covers the latest request of the last window, however few of the samples it is', async (t) => {
+  // A 10 s window: two requests 60 ms late at its start (a burst of arrivals held the event loop),
+  // then 2 ms late every 30 ms. The next window's starts are booked against those two.
+  const m = new AdaptiveMargin({ capMs: 100, windowMs: 10_000 })
+  let now = 0
+  m.sample(60, 1, (now += 10))
+  m.sample(60, 1, (now += 10))
+  while (now < 9000) m.sample(2, 1, (now += 30))
+  t.equal(m.neededMs, 90, 'within the window: 1.5 × 60 ms, though the p99 of the last 256 samples is 2 ms')
+  t.ok(m.marginMs >= 90, `and the margin stays there (${m.marginMs.toFixed(1)} ms)`)
+  while (now < 11_000) m.sample(2, 1, (now += 30))
+  t.equal(m.neededMs, 5, 'a window and cap later: the floor')
+  m.setWindow(1000)
+  m.sample(30, 1, (now += 30))
+  while (now < 11_500) m.sample(2, 1, (now += 30))
+  t.equal(m.neededMs, 45, 'after the window changes, the new one counts (1.5 × 30 ms)')
+})

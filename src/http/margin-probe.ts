@@ -119,7 +119,7 @@ export class MarginProbe {
 
   constructor (opts: MarginProbeOptions) {
     this.opts = opts
-    this.margin = new AdaptiveMargin({ capMs: opts.limiter.route.marginMs })
+    this.margin = new AdaptiveMargin({ capMs: opts.limiter.route.marginMs, windowMs: opts.limiter.policy.windowMs })
     this.coldLateMs = Infinity
     subscribe(this)
     this.timer = setInterval(() => this.checkCold(), COLD_CHECK_MS)
@@ -166,6 +166,7 @@ export class MarginProbe {
     const { route, policy } = this.opts.limiter
     const cap = route.limitAuto && policy.windowMs !== route.limit.windowMs ? Math.max(50, Math.round(policy.windowMs / 100)) : route.marginMs
     if (cap !== this.margin.settings.capMs) this.margin.setCap(cap)
+    if (policy.windowMs !== this.margin.settings.windowMs) this.margin.setWindow(policy.windowMs)
   }
 
   /**

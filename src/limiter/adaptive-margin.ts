@@ -4,7 +4,12 @@
 // cover how late a request leaves after its start (a busy event loop, a new connection) plus how much
 // the trip to the upstream varies. Both are measured per forwarded request (margin-probe.ts):
 //   need = safety × (p99 of lateness + half the spread (p99 − p1) of response times)
-// over the most recent samples, within [floor, cap]; the configured `margin` is the cap.
+// over the most recent samples, within [floor, cap]; the configured `margin` is the cap. And never
+// less than safety × the latest of the requests sent within the last window (and cap): a start booked
+// now is counted against those, whatever share of the 256 samples they are (a p99 of 256 lets the
+// few requests a burst of arrivals delayed at the start of a 10 s window go, while the starts of the
+// next window are booked against them).
+//   need = max(that, safety × max lateness within the last window + cap)
 // The margin widens at once (one late sample is enough) and narrows slowly (the gap to the
 // estimate halves every narrowHalfLifeMs), and not at all for a while after a pushback caused by
 // jitter (see pushback()).
@@ -24,6 +29,8 @@ export interface MarginSettings {
   narrowHalfLifeMs: number
   /** No narrowing for this long after a pushback caused by jitter. */
   holdAfterPushbackMs: number
+  /** The route's window (ms): lateness within the last window and cap bounds the estimate from below. */
+  windowMs: number
 }
 
 export const MARGIN_DEFAULTS: Omit<MarginSettings, 'capMs'> = {
@@ -32,7 +39,8 @@ export const MARGIN_DEFAULTS: Omit<MarginSettings, 'capMs'> = {
   minSamples: 16,
   keep: 256,
   narrowHalfLifeMs: 3000,
-  holdAfterPushbackMs: 30_000
+  holdAfterPushbackMs: 30_000,
+  windowMs: 1000
 }
 
 /**
@@ -41,6 +49,8 @@ export const MARGIN_DEFAULTS: Omit<MarginSettings, 'capMs'> = {
  * ten times a second, not every 16 requests.
  */
 const RECOMPUTE_EVERY = 16
+/** Spans the last window (and cap) is cut into for its latest lateness: bounded, whatever the rate. */
+const WINDOW_BUCKETS = 64
 const RECOMPUTE_AFTER_MS = 100
 
 export type PushbackCause = 'jitter' | 'lower-limit'
@@ -76,6 +86,11 @@ export class AdaptiveMargin {
   private margin: number
   private readonly late: Float64Array
   private readonly response: Float64Array
+  /** The latest lateness in each of WINDOW_BUCKETS spans of (window + cap) / (WINDOW_BUCKETS − 1) ms, and which span it is. */
+  private readonly spanLate = new Float64Array(WINDOW_BUCKETS)
+  private readonly spanId = new Float64Array(WINDOW_BUCKETS).fill(-1)
+  private spanMs: number
+  private lastNow = 0
   private count = 0
   private sinceRecompute = 0
   private lastNarrowAt: number | undefined
@@ -89,6 +104,7 @@ export class AdaptiveMargin {
     this.margin = this.settings.capMs
     this.late = new Float64Array(this.settings.keep)
     this.response = new Float64Array(this.settings.keep)
+    this.spanMs = (this.settings.windowMs + this.settings.capMs) / (WINDOW_BUCKETS - 1)
   }
 
   /** The margin in force, ms. */
@@ -109,6 +125,39 @@ export class AdaptiveMargin {
   setCap (capMs: number): void {
     this.settings.capMs = capMs
     this.margin = Math.min(this.margin, capMs)
+    this.respan()
+  }
+
+  /** The route's window changed (`limit: auto` adopted another, or a reload). */
+  setWindow (windowMs: number): void {
+    this.settings.windowMs = windowMs
+    this.respan()
+  }
+
+  /** The latest lateness sent within the last window and cap before `now` (0 when none). */
+  latestInWindow (now: number): number {
+    const first = Math.floor(now / this.spanMs) - (WINDOW_BUCKETS - 1)
+    let latest = 0
+    for (let i = 0; i < WINDOW_BUCKETS; i++) if (this.spanId[i] >= first) latest = Math.max(latest, this.spanLate[i])
+    return latest
+  }
+
+  private noteInWindow (latenessMs: number, now: number): void {
+    const id = Math.floor(now / this.spanMs)
+    const slot = id % WINDOW_BUCKETS
+    if (this.spanId[slot] !== id) {
+      this.spanId[slot] = id
+      this.spanLate[slot] = 0
+    }
+    this.spanLate[slot] = Math.max(this.spanLate[slot], latenessMs)
+  }
+
+  /** New span lengths: what the old ones held is kept, conservatively, as one sample at the last one's time. */
+  private respan (): void {
+    const latest = this.latestInWindow(this.lastNow)
+    this.spanMs = (this.settings.windowMs + this.settings.capMs) / (WINDOW_BUCKETS - 1)
+    this.spanId.fill(-1)
+    if (latest > 0) this.noteInWindow(latest, this.lastNow)
   }
 
   /**
@@ -119,6 +168,8 @@ export class AdaptiveMargin {
     const i = this.count % this.settings.keep
     this.late[i] = Math.max(0, latenessMs)
     this.response[i] = responseMs ?? NaN
+    this.lastNow = now
+    this.noteInWindow(Math.max(0, latenessMs), now)
     this.count++
     this.sinceRecompute++
     const { safety } = this.settings
@@ -169,7 +220,7 @@ export class AdaptiveMargin {
     const resp = all.subarray(0, answered)
     const spread = resp.length === 0 ? 0 : (quantile(resp, 0.99) - quantile(resp, 0.01)) / 2
     const { safety, floorMs, capMs, narrowHalfLifeMs } = this.settings
-    const need = Math.min(capMs, Math.max(floorMs, safety * (quantile(late, 0.99) + spread)))
+    const need = Math.min(capMs, Math.max(floorMs, safety * (quantile(late, 0.99) + spread), safety * this.latestInWindow(now)))
     this.estimate = need
     if (need >= this.margin) {
       this.widenTo(need)
