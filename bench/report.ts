@@ -2,6 +2,7 @@
 // precision run's arrivals per second at the upstream against the limit (bench/precision-arrivals.svg).
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { precisionRunsSection } from './report-precision-runs'
 import { RESULTS_DIR, showSpread } from './table'
 
 const BENCH_DIR = join(RESULTS_DIR, '..')
@@ -136,6 +137,7 @@ function main (): void {
       `Goals: never above the limit (${precision.runs.map((r: Json) => `${r.variant}: ${verdict(r.maxIn1s <= o.limit)}`).join('; ')}); utilization ≥ 0.98 (${precision.runs.map((r: Json) => `${r.variant}: ${verdict(r.utilization >= 0.98)}`).join('; ')}).`, '',
       '![Arrivals at the upstream: trailing 1 s count (line) and per-second count (bars) against the limit](precision-arrivals.svg)', '')
   }
+  out.push(...precisionRunsSection(table, machineLine))
   const scale = load('scale')
   if (scale !== undefined) {
     const runs: Json[] = scale.runs ?? [{ ...scale, limit: scale.options.limit }]

@@ -1,0 +1,39 @@
+// The repeated precision runs (`npm run bench -- precision --rates … --windows … --runs N`), kept as
+// bench/results/precision-runs-<name>.json: one row per algorithm, limit and window, over the runs.
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { RESULTS_DIR, showSpread, spread } from './table'
+
+type Json = Record<string, any>
+
+function command (flags: Record<string, string>): string {
+  return `npm run bench -- precision ${Object.entries(flags).map(([k, v]) => `--${k} ${v}`).join(' ')}`
+}
+
+/** Markdown for every precision-runs-*.json in bench/results (none: nothing). */
+export function precisionRunsSection (table: (header: string[], rows: Array<Array<string | number>>) => string, machineLine: (m: Json) => string): string[] {
+  if (!existsSync(RESULTS_DIR)) return []
+  const files = readdirSync(RESULTS_DIR).filter((f) => /^precision-runs-.+\.json$/.test(f)).sort()
+  if (files.length === 0) return []
+  const out: string[] = ['## 2b. Precision, repeated runs', '',
+    'The precision scenario run N times: 3 instances on one Redis, the emulator counting the same limit in any window, all requests at once. "Budget use" is what the goals judge: minimum drain ÷ actual drain for a sliding window; for a token bucket of burst 1, which by design gives up the first window\'s burst, the sustained rate ÷ the limit. Each cell: median (least–most) over the runs.', '']
+  for (const file of files) {
+    const result = JSON.parse(readFileSync(join(RESULTS_DIR, file), 'utf8')) as Json
+    const groups = new Map<string, Json[]>()
+    for (const r of result.runs as Json[]) {
+      const key = `${String(r.algorithm)} ${String(r.limit)}/${Number(r.windowMs) / 1000}s`
+      groups.set(key, [...(groups.get(key) ?? []), r])
+    }
+    out.push(`**\`${command(result.flags as Record<string, string>)}\`**${result.note === undefined ? '' : ` (${String(result.note)})`}. Machine: ${machineLine(result.machine)}.`, '',
+      table(['algorithm, limit', 'runs', 'most in any window (limit)', 'upstream 429s (sum)', 'budget use', 'utilization', 'booked again (sum)', 'late p99 ms', 'margin at end ms'],
+        [...groups].map(([key, rs]) => [key, rs.length,
+          `${Math.max(...rs.map((r) => Number(r.maxIn1s)))} (${String(rs[0].limit)})`,
+          rs.reduce((n, r) => n + Number(r.upstreamLimited), 0),
+          showSpread(spread(rs.map((r) => Number(r.budgetUse)))),
+          showSpread(spread(rs.map((r) => Number(r.utilization)))),
+          rs.reduce((n, r) => n + Number(r.rebooked), 0),
+          showSpread(spread(rs.map((r) => Number(r.lateness.p99Ms)))),
+          showSpread(spread(rs.flatMap((r) => (r.marginsAtEndMs as number[]).map(Number))))])), '')
+  }
+  return out
+}
