@@ -9,7 +9,7 @@
 // now is counted against those, whatever share of the 256 samples they are (a p99 of 256 lets the
 // few requests a burst of arrivals delayed at the start of a 10 s window go, while the starts of the
 // next window are booked against them).
-//   need = max(that, safety × max lateness within the last window + cap)
+//   need = max(that, safety × the most lateness among requests sent in the last window + cap ms)
 // The margin widens at once (one late sample is enough) and narrows slowly (the gap to the
 // estimate halves every narrowHalfLifeMs), and not at all for a while after a pushback caused by
 // jitter (see pushback()).
@@ -49,9 +49,9 @@ export const MARGIN_DEFAULTS: Omit<MarginSettings, 'capMs'> = {
  * ten times a second, not every 16 requests.
  */
 const RECOMPUTE_EVERY = 16
+const RECOMPUTE_AFTER_MS = 100
 /** Spans the last window (and cap) is cut into for its latest lateness: bounded, whatever the rate. */
 const WINDOW_BUCKETS = 64
-const RECOMPUTE_AFTER_MS = 100
 
 export type PushbackCause = 'jitter' | 'lower-limit'
 

@@ -208,8 +208,7 @@ export class MemoryStore implements BucketStore, TeamBoard, MultiLimitStore, Lim
       return { remaining, booked: Math.ceil(ahead / intervalUs), resetMs: ahead / 1000, pausedForMs }
     }
     const { windowUs } = slidingWindowParams(policy)
-    let booked = 0
-    for (let i = b.starts.length - 1; i >= b.head && b.starts[i] > now - windowUs; i--) booked++
+    let booked = used(b, Infinity, windowUs, now)
     if (booked > 0 && booked === b.starts.length - b.head && b.floor > now - windowUs) {
       // As the script: starts trimmed off the list and still in the window, counted by the chains of
       // the list's `limit` oldest entries (each start is a window after the one `limit` before it).
