@@ -10,7 +10,7 @@ import { maxInWindow } from '../src/emulator'
 import { parsePrometheus } from '../test/helpers/prometheus'
 import { burst } from './burst'
 import { commandStats, sluiceCommands, startChild, startRedis, type Child } from './processes'
-import { printTable, round } from './table'
+import { minimumDrainMs, printTable, round } from './table'
 
 export interface DistantStoreCase {
   name: string
@@ -108,7 +108,7 @@ async function runCase (options: DistantStoreOptions, c: DistantStoreCase, index
     const drainMs = times.length > 1 ? times[times.length - 1] - first : NaN
     // As the precision scenario: the shortest span any client could achieve for the requests that
     // reached the upstream, over the actual span from the first to the last arrival.
-    const minimumMs = (Math.ceil(arrivals.length / options.limit) - 1) * options.windowMs
+    const minimumMs = minimumDrainMs(arrivals.length, options.limit, options.windowMs)
     const commands = sluiceCommands(stats, BENCH_OWN)
     const roundTrips = Object.values(commands).reduce((a, b) => a + b, 0)
     const perSecond = new Array<number>(Math.ceil((drainMs + 1) / 1000) || 0).fill(0)

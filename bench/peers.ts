@@ -13,7 +13,7 @@ import { loadLuaScript, SCRIPTS } from '../src/store/lua-scripts'
 import { burst } from './burst'
 import type { PeerKind, PeerOptions } from './child-peer'
 import { commandStats, commandsOutsideScripts, freePort, hasNginx, processTree, schedSeconds, startChild, startNginx, startRedis, type BenchRedis, type Child } from './processes'
-import { printTable, round, showSpread, spread, type Spread } from './table'
+import { minimumDrainMs, printTable, round, showSpread, spread, type Spread } from './table'
 
 export const PEER_NAMES = ['sluice', 'bottleneck', 'rate-limiter-flexible', 'nginx'] as const
 export type PeerName = typeof PEER_NAMES[number]
@@ -140,7 +140,7 @@ async function peerRound (peer: PeerName, redis: BenchRedis | undefined, roundNo
       const arrivals = await upstream.call<Array<{ t: number, outcome: string }>>('arrivals')
       const times = arrivals.map((a) => a.t).sort((a, b) => a - b)
       const drainMs = times.length > 1 ? times[times.length - 1] - times[0] : NaN
-      const minimumMs = (Math.ceil(options.requests / options.rate) - 1) * WINDOW_MS
+      const minimumMs = minimumDrainMs(options.requests, options.rate, WINDOW_MS)
       const succeeded = Object.entries(result.statuses).filter(([s]) => /^2\d\d$/.test(s)).reduce((n, [, c]) => n + c, 0)
       const per1k = 1000 / options.requests
       return {

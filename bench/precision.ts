@@ -7,7 +7,7 @@ import { parseDuration } from '../src/config/units'
 import { maxInWindow } from '../src/emulator'
 import { burst } from './burst'
 import { startChild, startRedis, type Child } from './processes'
-import { percentile, printTable, round } from './table'
+import { minimumDrainMs, percentile, printTable, round } from './table'
 
 export interface PrecisionOptions {
   instances: number
@@ -65,7 +65,7 @@ export async function precision (options: PrecisionOptions = PRECISION_DEFAULTS)
         const times = arrivals.map((a) => a.t).sort((a, b) => a - b)
         const first = times[0]
         const drainMs = times[times.length - 1] - first
-        const minimumMs = (Math.ceil(options.requests / options.limit) - 1) * options.windowMs
+        const minimumMs = minimumDrainMs(options.requests, options.limit, options.windowMs)
         // Each arrival against the start reserved for its request (joined by x-request-id). `starts`
         // holds a request's first admission; one sent again after an upstream 429 went out on a later
         // one, so only requests that arrived once are counted (one that slept into the pause a 429 set

@@ -29,6 +29,14 @@ export function round (n: number, digits = 2): number {
   return Math.round(n * f) / f
 }
 
+/**
+ * The shortest span from the first to the last of `n` requests under `limit` per window, all sent at
+ * once: the first window's `limit` at once, then one window per `limit` more (what utilization counts against).
+ */
+export function minimumDrainMs (n: number, limit: number, windowMs: number): number {
+  return (Math.ceil(n / limit) - 1) * windowMs
+}
+
 /** Median, least and most of a figure over rounds. */
 export interface Spread { median: number, min: number, max: number }
 

@@ -5,7 +5,7 @@
 // drain against the real limit's minimum.
 import { burst } from './burst'
 import { startChild, startRedis, type Child } from './processes'
-import { printTable, round } from './table'
+import { minimumDrainMs, printTable, round } from './table'
 
 export interface UnknownLimitOptions {
   instances: number
@@ -47,7 +47,7 @@ export async function unknownLimit (options: UnknownLimitOptions = UNKNOWN_LIMIT
         const inFlight = limitedTimes.length === 0 ? 0 : limitedTimes.filter((t) => t - limitedTimes[0] <= 5).length
         const okTimes = arrivals.filter((a) => a.outcome === 'ok').map((a) => a.t)
         const drainMs = Math.max(...okTimes) - first
-        const minimumMs = (Math.ceil(options.requests / options.realLimit) - 1) * options.windowMs
+        const minimumMs = minimumDrainMs(options.requests, options.realLimit, options.windowMs)
         runs.push({
           configured,
           realLimit: options.realLimit,
