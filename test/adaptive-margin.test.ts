@@ -44,15 +44,34 @@ t.test('widens at once on a late sample, narrows with a half-life', async (t) =>
   t.equal(Math.round(m.marginMs), 5)
   m.sample(40, 1, (at.now += 1))
   t.equal(m.marginMs, 60, 'one sample 40 ms late: 1.5 × 40 at once')
+  feed(m, 24, 2, 1, at, 93.75)
+  t.equal(m.marginMs, 60, 'held while the late sample is within the horizon (2 × (window + cap) = 2.4 s)')
   feed(m, 32, 2, 1, at, 93.75)
-  // One sample of 256 is below the p99: the estimate is the floor again, and by the last estimate
-  // within the next 3 s (one half-life; estimates come every 16 samples) the margin has come
-  // between 30% and half of the way back.
-  t.ok(m.marginMs > 32 && m.marginMs < 44, `narrowing by its half-life (${m.marginMs})`)
+  // Beyond the horizon the estimate is the floor again, and by the last estimate within the next 3 s
+  // (one half-life; estimates come every 16 samples) the margin has come between 30% and half of the
+  // way back.
+  t.ok(m.marginMs > 30 && m.marginMs < 44, `narrowing by its half-life (${m.marginMs})`)
   feed(m, 300, 2, 1, at)
   t.ok(m.marginMs < 10, `back near the floor (${m.marginMs})`)
   feed(m, 16, 30, 1, at)
   t.equal(m.marginMs, 45, 'lateness that persists (16 samples 30 ms late): widened at once to 1.5 × 30')
+})
+
+t.test('a burst\'s late first requests hold the margin for the horizon, not for the 256 samples', async (t) => {
+  // A cold process admitting a burst: its first 16 requests leave 80 ms late; then about 7 requests a
+  // second leave 2 ms late, as one of three instances sharing 20/s does. 256 samples take 37 s here.
+  const m = new AdaptiveMargin({ capMs: 100, windowMs: 1000 })
+  const at = { now: 0 }
+  feed(m, 16, 80, 1, at, 5)
+  t.equal(m.marginMs, 100, 'the burst: at the cap')
+  feed(m, 12, 2, 1, at, 150)
+  t.equal(m.marginMs, 100, 'within the horizon (2 × (window + cap)) the late ones still count')
+  feed(m, 60, 2, 1, at, 150)
+  t.ok(m.marginMs < 50, `9 s later, with the burst beyond the horizon, the margin narrows (${m.marginMs})`)
+  t.equal(m.neededMs, 5, 'what the path needs now: the floor')
+  const quiet = new AdaptiveMargin({ capMs: 100, windowMs: 1000 })
+  feed(quiet, 16, 30, 1, at, 60_000)
+  t.equal(quiet.neededMs, 45, 'a quiet route (a request a minute): the latest minSamples count, however old')
 })
 
 t.test('pushback: jitter widens and holds; a lower limit leaves the margin alone', async (t) => {

@@ -4,12 +4,16 @@
 // cover how late a request leaves after its start (a busy event loop, a new connection) plus how much
 // the trip to the upstream varies. Both are measured per forwarded request (margin-probe.ts):
 //   need = safety × (p99 of lateness + half the spread (p99 − p1) of response times)
-// over the most recent samples, within [floor, cap]; the configured `margin` is the cap. And never
+// over the recent samples (those of the last horizon: twice the window and cap, at least 2 s; and
+// always the latest minSamples), within [floor, cap]; the configured `margin` is the cap. And never
 // less than safety × the latest of the requests sent within the last window (and cap): a start booked
 // now is counted against those, whatever share of the 256 samples they are (a p99 of 256 lets the
 // few requests a burst of arrivals delayed at the start of a 10 s window go, while the starts of the
 // next window are booked against them).
 //   need = max(that, safety × the most lateness among requests sent in the last window + cap ms)
+// The horizon keeps a burst's first requests (a cold process admitting hundreds of arrivals at once,
+// up to 100 ms late) from holding the margin wide for the 256 samples a quiet route takes minutes to
+// replace: what they threaten is the next window, and the latest-in-window rule covers that.
 // The margin widens at once (one late sample is enough) and narrows slowly (the gap to the
 // estimate halves every narrowHalfLifeMs), and not at all for a while after a pushback caused by
 // jitter (see pushback()).
@@ -23,8 +27,12 @@ export interface MarginSettings {
   safety: number
   /** Samples before the estimate replaces the cap. */
   minSamples: number
-  /** Samples the percentiles are taken over (the most recent ones). */
+  /** Samples the percentiles are taken over (the most recent ones, within the horizon). */
   keep: number
+  /** Samples older than this many (window + cap) are left out of the percentiles (the latest minSamples never are). */
+  horizonWindows: number
+  /** ... and never a horizon shorter than this, ms. */
+  horizonMinMs: number
   /** The gap between the margin and a lower estimate halves this often. */
   narrowHalfLifeMs: number
   /** No narrowing for this long after a pushback caused by jitter. */
@@ -38,6 +46,8 @@ export const MARGIN_DEFAULTS: Omit<MarginSettings, 'capMs'> = {
   safety: 1.5,
   minSamples: 16,
   keep: 256,
+  horizonWindows: 2,
+  horizonMinMs: 2000,
   narrowHalfLifeMs: 3000,
   holdAfterPushbackMs: 30_000,
   windowMs: 1000
@@ -86,6 +96,8 @@ export class AdaptiveMargin {
   private margin: number
   private readonly late: Float64Array
   private readonly response: Float64Array
+  /** When each sample was taken (the caller's clock). */
+  private readonly takenAt: Float64Array
   /** The latest lateness in each of WINDOW_BUCKETS spans of (window + cap) / (WINDOW_BUCKETS − 1) ms, and which span it is. */
   private readonly spanLate = new Float64Array(WINDOW_BUCKETS)
   private readonly spanId = new Float64Array(WINDOW_BUCKETS).fill(-1)
@@ -104,6 +116,7 @@ export class AdaptiveMargin {
     this.margin = this.settings.capMs
     this.late = new Float64Array(this.settings.keep)
     this.response = new Float64Array(this.settings.keep)
+    this.takenAt = new Float64Array(this.settings.keep)
     this.spanMs = (this.settings.windowMs + this.settings.capMs) / (WINDOW_BUCKETS - 1)
   }
 
@@ -168,6 +181,7 @@ export class AdaptiveMargin {
     const i = this.count % this.settings.keep
     this.late[i] = Math.max(0, latenessMs)
     this.response[i] = responseMs ?? NaN
+    this.takenAt[i] = now
     this.lastNow = now
     this.noteInWindow(Math.max(0, latenessMs), now)
     this.count++
@@ -203,6 +217,24 @@ export class AdaptiveMargin {
     return this.margin
   }
 
+  /** The samples of the horizon (at least the latest minSamples), sorted: typed arrays sort numerically, NaN (no answer) last. */
+  private recent (now: number): { late: Float64Array, all: Float64Array } {
+    const { keep, minSamples, horizonWindows, horizonMinMs, windowMs, capMs } = this.settings
+    const n = this.samples
+    const since = now - Math.max(horizonMinMs, horizonWindows * (windowMs + capMs))
+    const late = new Float64Array(n)
+    const all = new Float64Array(n)
+    let k = 0
+    // Newest first: the ring's latest sample is at count - 1.
+    for (let j = 1; j <= n; j++) {
+      const i = (this.count - j) % keep
+      if (j > minSamples && this.takenAt[i] < since) break
+      late[k] = this.late[i]
+      all[k++] = this.response[i]
+    }
+    return { late: late.subarray(0, k).sort(), all: all.subarray(0, k).sort() }
+  }
+
   private widenTo (ms: number): void {
     const { capMs, floorMs } = this.settings
     this.margin = Math.min(capMs, Math.max(this.margin, floorMs, ms))
@@ -211,11 +243,8 @@ export class AdaptiveMargin {
   private recompute (now: number): void {
     this.sinceRecompute = 0
     this.recomputedAt = now
-    const n = this.samples
-    // Typed arrays sort numerically, NaN (no answer) last.
-    const late = this.late.slice(0, n).sort()
-    const all = this.response.slice(0, n).sort()
-    let answered = n
+    const { late, all } = this.recent(now)
+    let answered = all.length
     while (answered > 0 && Number.isNaN(all[answered - 1])) answered--
     const resp = all.subarray(0, answered)
     const spread = resp.length === 0 ? 0 : (quantile(resp, 0.99) - quantile(resp, 0.01)) / 2
