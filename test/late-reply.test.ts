@@ -83,6 +83,27 @@ t.test('late answers', async (t) => {
       `the request leaves at the start Redis recorded for it (${(Date.now() - (reservation.startMs ?? 0)).toFixed(0)} ms after it)`)
   })
 
+  t.test('a start the window had room for is recorded one margin later: read that much late, it is still on time', async (t) => {
+    // 20/s, margin 100 ms: a roomy start is recorded 100 ms after it is made (the pad), and the next
+    // window is counted from there. An answer read 90 ms late leaves before that recorded start.
+    const store = storeFor(t, redis)
+    const limiter = new RouteLimiter(slidingRoute('roomy', '20/s'), store)
+    await store.connect()
+    await limiter.admit('roomy', 5000, new Cancel().signal)
+    holdNextAnswer(store, 90)
+    const { reservation } = await limiter.admit('roomy', 5000, new Cancel().signal)
+    const leftAfterRecordedMs = Date.now() - (reservation.ticket ?? 0) / 1000
+    t.equal(limiter.stats.lateRetries, 0, 'not booked again')
+    t.ok(leftAfterRecordedMs <= 50, `left ${leftAfterRecordedMs.toFixed(0)} ms after the start Redis recorded (at most half the margin)`)
+
+    // A token bucket records no such pad: the same late answer is booked again.
+    const bucket = new RouteLimiter(parseRoute({ name: 'roomy-tb', upstream: 'http://127.0.0.1:9', limit: '20/s', algorithm: 'token-bucket', burst: 5, maxWait: '5s' }, 'route'), store)
+    await bucket.admit('roomy-tb', 5000, new Cancel().signal)
+    holdNextAnswer(store, 90)
+    await bucket.admit('roomy-tb', 5000, new Cancel().signal)
+    t.ok(bucket.stats.lateRetries >= 1, `a token bucket's start read 90 ms late is booked again (${bucket.stats.lateRetries})`)
+  })
+
   t.test('late starts of a burst: only the newest is given back, the older ones do not ask Redis', async (t) => {
     const store = storeFor(t, redis)
     const limiter = new RouteLimiter(slidingRoute('burst', '100/s', '40ms'), store)

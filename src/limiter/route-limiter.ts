@@ -213,7 +213,8 @@ export class RouteLimiter {
       const lateMs = Math.max(performance.now() - slot, this.lateInStoreClock(reservation))
       // A start later than the tolerance (a busy event loop, a burst of arrivals being admitted) could
       // land in the next window at the upstream: give the slot up and reserve again, within the bound.
-      if (lateMs <= toleranceMs || attempt >= MAX_LATE_RETRIES) {
+      // Late against what the store recorded: the next window is counted from there.
+      if (lateMs - this.recordedAfterStart(reservation, cost) <= toleranceMs || attempt >= MAX_LATE_RETRIES) {
         if (lateMs > toleranceMs) this.lateStarts.lateForwarded++
         const now = performance.now()
         return { bucket, reservation, waitedMs: now - arrived, startAt: now - Math.max(0, lateMs), bookedUnder }
@@ -297,6 +298,19 @@ export class RouteLimiter {
   /** How much per-bucket state this limiter holds (bounded-state tests). */
   stateSizes (): Record<string, number> {
     return { lastStart: this.lastStart.size, waiting: this.waiting.size, ...this.failover.stateSizes(), ...this.limits?.stateSizes() }
+  }
+
+  /**
+   * How much later than the start a sliding window recorded it (ms): a start the window had room for
+   * is recorded one margin later (the pad, slidingWindowParams), and none before the newest. The next
+   * window's starts are counted from the recorded one, so a request may leave that much later and
+   * still be on time for them. 0 for a token bucket (its ticket is the bucket's next start) and for
+   * several limits.
+   */
+  private recordedAfterStart (reservation: Reservation, cost: number | number[]): number {
+    if (this.policy.algorithm !== 'sliding-window' || typeof cost !== 'number') return 0
+    const { ticket, startMs } = reservation
+    return ticket === undefined || startMs === undefined ? 0 : Math.max(0, ticket / 1000 - startMs)
   }
 
   /** How long after the start the store recorded this moment is (ms; negative when before it). */
