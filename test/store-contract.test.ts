@@ -159,6 +159,12 @@ t.test('contract', async (t) => {
             const third = await store.reserve('pad', p, 1, 10_000)
             const afterWaited = (third.startMs as number) - (next.startMs as number)
             t.ok(afterWaited >= 209 && afterWaited <= 212, `a start that waited for its slot is recorded as it is: the window after it is 210 ms (${afterWaited.toFixed(1)} ms)`)
+            // A busy bucket's start booked after its slot came due (the start 3 places back is more than a
+            // window old): the window had room, but it is no first window, so no pad.
+            await new Promise((resolve) => setTimeout(resolve, Math.max(0, (third.startMs as number) + 240 - Date.now())))
+            const due = await store.reserve('pad', p, 1, 10_000)
+            t.ok(due.waitMs < 5, 'booked after its slot came due: starts at once')
+            t.ok((due.ticket as number) / 1000 - (due.startMs as number) < 1, `recorded as it starts, not a margin later (${((due.ticket as number) / 1000 - (due.startMs as number)).toFixed(1)} ms)`)
           })
         }
 

@@ -62,8 +62,16 @@ function earliest (s: LimitState, b: LimitBooking, from: number, now: number): n
   return Math.max(from, ref)
 }
 
-/** Book `b` at `start` (as the script: a roomy start is padded, never recorded before the newest). */
-function book (s: LimitState, b: LimitBooking, start: number, roomy: boolean, now: number): LimitOutcome {
+/** Whether a sliding window holds a start `limit` − cost + 1 places back (or the floor for it). */
+function hasReference (s: LimitState, b: LimitBooking): boolean {
+  return s.starts.length - s.head >= b.policy.limit - b.cost + 1 || s.floor > 0
+}
+
+/**
+ * Book `b` at `start` (as the script: a roomy start is padded when its window held no start `limit`
+ * places back or a pause ended, never recorded before the newest).
+ */
+function book (s: LimitState, b: LimitBooking, start: number, roomy: boolean, afterPause: boolean, now: number): LimitOutcome {
   const p = b.policy
   if (p.algorithm === 'token-bucket') {
     const { intervalUs, tauUs } = tokenBucketParams(p)
@@ -77,7 +85,7 @@ function book (s: LimitState, b: LimitBooking, start: number, roomy: boolean, no
   const { windowUs, keep, padUs } = slidingWindowParams(p)
   let ticket = 0
   if (b.cost > 0) {
-    ticket = Math.max(roomy ? start + padUs : start, newest(s) ?? 0)
+    ticket = Math.max(roomy && (afterPause || !hasReference(s, b)) ? start + padUs : start, newest(s) ?? 0)
     pushStarts(s, ticket, b.cost, keep)
     s.expiresAt = ticket + windowUs + 1_000_000
   }
@@ -111,7 +119,7 @@ export function reserveLimitsIn (states: LimitState[], bookings: readonly LimitB
     return { admitted: false, waitMs: wait / 1000, remaining: 0, resetMs: limits[binding].resetMs, startMs: start / 1000, ticket: undefined, limits, binding }
   }
   const roomy = start === floorStart
-  const limits = bookings.map((b, i) => book(states[i], b, start, roomy, now))
+  const limits = bookings.map((b, i) => book(states[i], b, start, roomy, pausedUntil > now, now))
   if (start > now) for (const l of limits) l.remaining = 0
   let least = 0
   limits.forEach((l, i) => { if (l.remaining < limits[least].remaining) least = i })

@@ -106,8 +106,9 @@ export class MemoryStore implements BucketStore, TeamBoard, MultiLimitStore, Lim
     const len = b.starts.length - b.head
     let start = Math.max(now, b.pausedUntil)
     const back = policy.limit - cost + 1
-    // As the script: a start the window had room for is recorded one pad later, never before the last;
-    // with fewer entries than `back` (some given back), the newest start trimmed stands in.
+    // As the script: a start the window had room for is recorded one pad later, never before the last,
+    // when nothing `back` places back stood in its way (a first window) or a pause ended; with fewer
+    // entries than `back` (some given back), the newest start trimmed stands in.
     let roomy = true
     const ref = len >= back ? b.starts[b.starts.length - back] + windowUs : b.floor > 0 ? b.floor + windowUs : 0
     if (ref > start) {
@@ -119,7 +120,7 @@ export class MemoryStore implements BucketStore, TeamBoard, MultiLimitStore, Lim
       const last = len > 0 ? b.starts[b.starts.length - 1] : now
       return refusal(wait, Math.max(0, last + windowUs - now), start)
     }
-    let recorded = roomy ? start + padUs : start
+    let recorded = roomy && (ref === 0 || b.pausedUntil > now) ? start + padUs : start
     if (len > 0) recorded = Math.max(recorded, b.starts[b.starts.length - 1])
     pushStarts(b, recorded, cost, keep)
     b.expiresAt = recorded + windowUs + 1_000_000

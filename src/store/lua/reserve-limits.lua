@@ -21,7 +21,8 @@
   the GCRA bound (cost <= burst). A sliding window books S when it is at least W after the start
   N - cost + 1 places back: true for every S at or after its own earliest start. So the common start
   is the latest of the limits' earliest starts. It is padded (see the sliding-window script) only
-  when no limit made it wait: then, and only then, the windows had room for it.
+  when no limit made it wait (then, and only then, the windows had room for it), in a sliding window
+  without a start `limit` places back or after a pause.
 
   Output: { admitted (1|0), wait µs, remaining (the least of the limits'), reset µs (the binding
             limit's), binding (index of the limit that set the start, or with the least remaining),
@@ -72,6 +73,7 @@ for i = 1, n do
         local floor = redis.call('GET', l.floorKey)
         if floor then ref = tonumber(floor) + l.p2 end
       end
+      l.ref = ref
       if ref and ref > earliest then earliest = ref end
     end
   end
@@ -118,7 +120,7 @@ for i = 1, n do
     local newest = last(l)
     if l.cost > 0 then
       local recorded = start
-      if roomy then recorded = start + l.pad end
+      if roomy and (l.ref == nil or paused > now) then recorded = start + l.pad end
       if newest and newest > recorded then recorded = newest end
       for _ = 1, l.cost do redis.call('RPUSH', l.key, string.format('%d', recorded)) end
       l.len = l.len + l.cost

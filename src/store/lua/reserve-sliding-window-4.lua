@@ -19,11 +19,14 @@
     ARGV[7] the generation the caller last saw, if it has starts of the last window ('0': none)
     ARGV[8] gather after a loss, µs; ARGV[9] channel the loss is announced on; ARGV[10] bucket name
 
-  A start the window had room for (nothing `limit` places back held it) is a burst from an idle
-  bucket, or the first after a pause: such requests often open new connections to the upstream and
-  arrive later than the next window's, which waited for their slots on warm connections. They are
-  recorded `pad` later (the next window is measured from there); what is recorded never goes back
-  in time, so the list stays in order. Recording later than the start is always within the limit.
+  A start the window had room for while the list holds no start `limit` places back (a burst from
+  an idle bucket: its first window), or the first after a pause: such requests often open new
+  connections to the upstream and arrive later than the next window's, which waited for their slots
+  on warm connections. They are recorded `pad` later (the next window is measured from there); what
+  is recorded never goes back in time, so the list stays in order. Recording later than the start is
+  always within the limit. A start the window had room for because the one `limit` places back is
+  already a window old is a busy bucket's (a backlog booked a little after its slots came due): it is
+  not padded, or every such start would push the rest of its window one pad later.
 
   The starts trimmed off the oldest end may still be ahead (a backlog's). Given-back starts can leave
   the list with fewer than N - cost + 1 entries: the start that many places back was then trimmed,
@@ -82,7 +85,7 @@ if wait > maxWait then
 end
 
 local recorded = start
-if roomy then recorded = start + tonumber(ARGV[6] or '0') end
+if roomy and (ref == nil or paused > now) then recorded = start + tonumber(ARGV[6] or '0') end
 if len > 0 then
   local last = tonumber(redis.call('LINDEX', KEYS[1], -1))
   if last > recorded then recorded = last end
