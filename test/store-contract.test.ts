@@ -168,6 +168,28 @@ t.test('contract', async (t) => {
           })
         }
 
+        if (algo === 'sliding-window' && storeName !== 'memory') {
+          t.test('the margin is the team\'s: an instance booking with a wider one widens every instance\'s for a window', async (t) => {
+            // limit 2 per 200 ms; instance a measured a late path (margin 60 ms), b a quick one (10 ms).
+            const prefix = `team-margin-${Math.random().toString(36).slice(2)}:`
+            const [a, b] = [await make(prefix), await make(prefix)]
+            t.teardown(async () => { await a.close(); await b.close() })
+            const wide = { ...policy(algo, 2, 200), marginMs: 60 }
+            const first = await a.reserve('team', wide, 1, 10_000)
+            await a.reserve('team', wide, 1, 10_000)
+            const third = await b.reserve('team', policy(algo, 2, 200), 1, 10_000)
+            const after = (third.startMs as number) - (first.ticket as number) / 1000
+            t.ok(after >= 259 && after <= 262, `b's start is a window and a's 60 ms after a's recorded start (${after.toFixed(1)} ms, not 210)`)
+            await new Promise((resolve) => setTimeout(resolve, Math.max(0, (third.startMs as number) + 300 - Date.now())))
+            // A window later nobody booked with 60 ms: b's own margin again (the start 2 back is a's second).
+            const fourth = await b.reserve('team', policy(algo, 2, 200), 1, 10_000)
+            const fifth = await b.reserve('team', policy(algo, 2, 200), 1, 10_000)
+            const sixth = await b.reserve('team', policy(algo, 2, 200), 1, 10_000)
+            const own = (sixth.startMs as number) - (fourth.ticket as number) / 1000
+            t.ok(fifth.admitted && own >= 209 && own <= 212, `then b's own margin: 210 ms after the start 2 back (${own.toFixed(1)} ms)`)
+          })
+        }
+
         if (algo === 'sliding-window') {
           t.test('what the list trimmed still counts after the newest are given back', async (t) => {
             // limit 2 per 1 s (+10 ms margin): the list keeps the newest starts and trims older ones, here

@@ -118,7 +118,7 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence, Multi
       reply = await withLagAwareTimeout(this.client.sluiceReserveTokenBucket(key('tb'), key('pause'), key('gen'), intervalUs, tauUs, cost, maxWaitUs, windowUs, ...generation), this.admissionTimeoutMs())
     } else {
       const { windowUs, keep, padUs } = slidingWindowParams(policy)
-      reply = await withLagAwareTimeout(this.client.sluiceReserveSlidingWindow(key('sw'), key('pause'), key('sw-floor'), key('gen'), policy.limit, windowUs, cost, maxWaitUs, keep, padUs, ...generation), this.admissionTimeoutMs())
+      reply = await withLagAwareTimeout(this.client.sluiceReserveSlidingWindow(key('sw'), key('pause'), key('sw-floor'), key('gen'), key('sw-margin'), policy.limit, windowUs, cost, maxWaitUs, keep, padUs, ...generation, Math.round(policy.marginMs * 1000)), this.admissionTimeoutMs())
     }
     const [ok, waitUs, remaining, resetUs, ticket, startUs, gen] = reply
     // The script read Redis's clock at the start less the wait (a lost state's reply: at `startUs`).

@@ -9,6 +9,7 @@
     KEYS[2] pause (string): no start before this time, µs
     KEYS[3] floor (string): the newest start trimmed off the list, µs
     KEYS[4] generation (hash, includes/generation.lua)
+    KEYS[5] margin (string): the widest margin an instance booked with within the last window, µs
     ARGV[1] limit N (integer)
     ARGV[2] window W including the safety margin, µs (integer)
     ARGV[3] cost, units (integer, 1..N)
@@ -18,6 +19,14 @@
     ARGV[6] pad, µs: a start the window had room for is recorded this much later (see below)
     ARGV[7] the generation the caller last saw, if it has starts of the last window ('0': none)
     ARGV[8] gather after a loss, µs; ARGV[9] channel the loss is announced on; ARGV[10] bucket name
+    ARGV[11] the caller's margin, µs: the part of ARGV[2] (and ARGV[6]) that is margin
+
+  The margin is the team's: each instance measures its own (how late its requests leave), but a
+  start is counted against whichever instance's start lies a window back. A caller whose margin is
+  at least the widest booked within the last window sets it (for a window); a narrower one books
+  with the widest. So every instance books with one margin: one widened anywhere widens all at once,
+  and a window's starts keep its spread instead of growing by the instances' differences each window
+  (the list never goes back, so a start one instance books earlier than another's is moved up).
 
   A start the window had room for while the list holds no start `limit` places back (a burst from
   an idle bucket: its first window), or the first after a pause: such requests often open new
@@ -47,6 +56,15 @@ local window = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
 local maxWait = tonumber(ARGV[4])
 local keep = tonumber(ARGV[5])
+local pad = tonumber(ARGV[6] or '0')
+local margin = tonumber(ARGV[11] or '0')
+local shared = tonumber(redis.call('GET', KEYS[5]) or '0')
+if shared > margin then
+  window = window + shared - margin
+  pad = math.max(pad, shared)
+elseif margin > 0 then
+  redis.call('SET', KEYS[5], string.format('%d', margin), 'PX', math.max(1, math.ceil(window / 1000)))
+end
 
 local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
 local len = redis.call('LLEN', KEYS[1])
@@ -85,7 +103,7 @@ if wait > maxWait then
 end
 
 local recorded = start
-if roomy and (ref == nil or paused > now) then recorded = start + tonumber(ARGV[6] or '0') end
+if roomy and (ref == nil or paused > now) then recorded = start + pad end
 if len > 0 then
   local last = tonumber(redis.call('LINDEX', KEYS[1], -1))
   if last > recorded then recorded = last end
