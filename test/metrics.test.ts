@@ -130,7 +130,7 @@ t.test('admission events: a request that cannot start behind its own client\'s q
   t.teardown(async () => { await s.close(); await up.close() })
   const events = async (): Promise<ReturnType<typeof parsePrometheus>> => parsePrometheus((await get(`${s.url}/_sluice/metrics`)).text)
   const before = await events()
-  for (const event of ['late_start_rebooked', 'late_start_forwarded', 'refused_at_arrival', 'held_timeout', 'low_priority_probe', 'low_priority_probe_refused']) {
+  for (const event of ['late_start_rebooked', 'late_start_forwarded', 'late_start_moved', 'refused_at_arrival', 'held_timeout', 'low_priority_probe', 'low_priority_probe_refused']) {
     t.equal(before.value('sluice_admission_events_total', { route: 'one', event }), 0, `${event}: a series from the start`)
   }
   t.equal((await get(`${s.url}/one/a`)).status, 200)

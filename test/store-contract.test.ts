@@ -168,6 +168,26 @@ t.test('contract', async (t) => {
           })
         }
 
+        t.test('a late start is recorded again at when it leaves, unless a start booked since counts against that', async (t) => {
+          // limit 2 per 200 ms, margin 10 ms: a window is 210 ms.
+          const p = policy(algo, 2, 200)
+          const a = await store.reserve('late', p, 1, 10_000)
+          if (algo === 'token-bucket') {
+            t.equal(await store.postpone('late', p, 1, a.ticket as number, 50), undefined, 'a token bucket books from the bucket, not from a start: never moved')
+            return
+          }
+          const moved = await store.postpone('late', p, 1, a.ticket as number, 50)
+          const ahead = (moved ?? 0) / 1000 - Date.now()
+          t.ok(moved !== undefined && ahead > 30 && ahead <= 55, `nothing booked after it: recorded 50 ms from the store's now (${ahead.toFixed(1)} ms from here)`)
+          // b joins a's record (never before the newest); c and d are the next window, 210 ms after it.
+          await store.reserve('late', p, 1, 10_000)
+          const c = await store.reserve('late', p, 1, 10_000)
+          await store.reserve('late', p, 1, 10_000)
+          t.equal(Math.round((c.ticket as number) - (moved as number)), 210_000, 'the next window is counted from the new record')
+          t.equal(await store.postpone('late', p, 1, moved as number, 100), undefined, 'moved 50 ms later, it would be 160 ms before the start 2 places after it: it stays')
+          t.equal(await store.postpone('late', p, 1, c.ticket as number, 0), undefined, 'a start still ahead is not late: it stays')
+        })
+
         if (algo === 'sliding-window' && storeName !== 'memory') {
           t.test('the margin is the team\'s: an instance booking with a wider one widens every instance\'s for a window', async (t) => {
             // limit 2 per 200 ms; instance a measured a late path (margin 60 ms), b a quick one (10 ms).

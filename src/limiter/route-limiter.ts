@@ -6,7 +6,7 @@ import { maxCostOf } from '../config/cost-rules'
 import type { RouteConfig } from '../config/schema'
 import { formatRate } from '../config/units'
 import { SluiceError, retryAfterSeconds, ClientGoneError } from '../errors'
-import { hasStoreClock, type BucketPolicy, type BucketStore, type Reservation } from '../store/bucket-store'
+import { hasStoreClock, hasStoreDistance, type BucketPolicy, type BucketStore, type Reservation } from '../store/bucket-store'
 import { nowMs } from '../store/clock'
 import { sleep, type CancelSignal } from './cancel'
 import { ConcurrencySlots } from './concurrency-gate'
@@ -50,7 +50,7 @@ export class RouteLimiter {
   /** Newest local start per bucket, ms since epoch, to give QUEUE_FULL a useful Retry-After. */
   private readonly lastStart = new Map<string, number>()
   /** Starts that came later than half the margin after their slot (see scheduleStart). */
-  private readonly lateStarts = { lateRetries: 0, lateForwarded: 0 }
+  private readonly lateStarts = { lateRetries: 0, lateForwarded: 0, lateMoved: 0 }
   /** Buckets remembered above this many are swept of those idle for a window (see noteStart). */
   private sweepAbove = SWEEP_ABOVE
   /** A route with several limits reserves in all of them at once (limit-set.ts); `policy` is the first's. */
@@ -88,8 +88,11 @@ export class RouteLimiter {
     this.failover.resumeIfBack()
   }
 
-  /** Late starts given up and booked again (lateRetries), and forwarded late after MAX_LATE_RETRIES (lateForwarded). */
-  get stats (): Readonly<{ lateRetries: number, lateForwarded: number }> {
+  /**
+   * Late starts given up and booked again (lateRetries), forwarded late after MAX_LATE_RETRIES
+   * (lateForwarded), and recorded again at when they left (lateMoved: a sliding window's, see postponeLate).
+   */
+  get stats (): Readonly<{ lateRetries: number, lateForwarded: number, lateMoved: number }> {
     return this.lateStarts
   }
 
@@ -219,6 +222,12 @@ export class RouteLimiter {
         const now = performance.now()
         return { bucket, reservation, waitedMs: now - arrived, startAt: now - Math.max(0, lateMs), bookedUnder }
       }
+      if (await this.postponeLate(bucket, reservation, cost)) {
+        this.lateStarts.lateMoved++
+        // Counted from the start it was booked at: the margin learns how late this path can leave.
+        const now = performance.now()
+        return { bucket, reservation, waitedMs: now - arrived, startAt: now - Math.max(0, lateMs), bookedUnder }
+      }
       this.lateStarts.lateRetries++
       await this.giveBackCost(bucket, reservation, cost)
       if (signal.aborted) throw new ClientGoneError('client disconnected while waiting')
@@ -298,6 +307,20 @@ export class RouteLimiter {
   /** How much per-bucket state this limiter holds (bounded-state tests). */
   stateSizes (): Record<string, number> {
     return { lastStart: this.lastStart.size, waiting: this.waiting.size, ...this.failover.stateSizes(), ...this.limits?.stateSizes() }
+  }
+
+  /**
+   * A sliding window's late start, recorded again at when it leaves: when no start booked since is
+   * counted against that time (the next window's start `limit` places after it is not booked yet, as
+   * in a backlog booked by look-ahead), the request leaves now instead of a window later. Recorded
+   * the store's fastest recent round trip and 1 ms ahead of its now: the reply's way back and this
+   * loop's turn (later is always within the limit; the median would count the stall that made the
+   * start late). Not for several limits (each would have to move).
+   */
+  private async postponeLate (bucket: string, reservation: Reservation, cost: number | number[]): Promise<boolean> {
+    if (this.policy.algorithm !== 'sliding-window' || typeof cost !== 'number') return false
+    const trips = hasStoreDistance(this.store) ? this.store.reserveRoundTrips() : undefined
+    return await this.failover.postpone(bucket, reservation, cost, 1 + (trips?.fastestMs ?? 0))
   }
 
   /**

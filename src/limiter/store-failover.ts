@@ -208,6 +208,23 @@ export class StoreFailover {
   }
 
   /**
+   * A late sliding-window start recorded again at when it leaves (BucketStore.postpone), in the store
+   * that booked it; the reservation's ticket follows. False when it stays as it was (or on an error).
+   */
+  async postpone (bucket: string, reservation: Reservation, cost: number, aheadMs: number): Promise<boolean> {
+    if (reservation.ticket === undefined) return false
+    const made = this.made.get(reservation) ?? { store: this.store, policy: this.policy }
+    try {
+      const at = await made.store.postpone(bucket, made.policy, cost, reservation.ticket, aheadMs)
+      if (at === undefined) return false
+      reservation.ticket = at
+      return true
+    } catch {
+      return false
+    }
+  }
+
+  /**
    * Forget what is kept of buckets admission no longer remembers (its sweep of idle buckets): their
    * newest reservations and local-share set-up, and starts made without Redis older than a window.
    */

@@ -9,6 +9,7 @@ export function * admissionEvents (routes: Iterable<string>, limiters: ReadonlyM
     if (late !== undefined) {
       yield { route, event: 'late_start_rebooked', count: late.lateRetries }
       yield { route, event: 'late_start_forwarded', count: late.lateForwarded }
+      yield { route, event: 'late_start_moved', count: late.lateMoved }
     }
     const fair = schedulers.get(route)?.stats
     if (fair !== undefined) {

@@ -57,6 +57,13 @@ export interface BucketStore {
   reserve (bucket: string, policy: BucketPolicy, cost: number, maxWaitMs: number, watch?: GenerationWatch): Promise<Reservation>
   /** Give a reservation back where the algorithm allows it (only the newest one, so no guarantee is broken). */
   release (bucket: string, policy: BucketPolicy, cost: number, ticket: number): Promise<boolean>
+  /**
+   * A sliding-window start that leaves late: record it `aheadMs` after the store's now instead of at
+   * `ticket`, if no start booked since is counted against the later time (postponeInList). Returns
+   * the new ticket, or undefined when it stays as it was (a token bucket always: its next start is
+   * booked from the bucket, not from this one).
+   */
+  postpone (bucket: string, policy: BucketPolicy, cost: number, ticket: number, aheadMs: number): Promise<number | undefined>
   /** No reservation of `bucket` may start before `delayMs` from now; a shorter pause never shortens a longer one. */
   pause (bucket: string, delayMs: number): Promise<number>
   /**

@@ -44,6 +44,32 @@ export function used (s: LimitState, limit: number, windowUs: number, at: number
   return s.starts.length - lo
 }
 
+/**
+ * postpone-sliding-window-1.lua on a list (sorted µs, from `head`): move `cost` entries at `ticket` to
+ * `at` when every pair `limit` places apart that the move could bring closer stays `windowUs` apart.
+ * Returns whether it moved them.
+ */
+export function postponeInList (s: LimitState, limit: number, windowUs: number, cost: number, ticket: number, at: number): boolean {
+  if (at <= ticket) return false
+  const kept: number[] = []
+  let removed = 0
+  for (let i = s.head; i < s.starts.length; i++) {
+    const v = s.starts[i]
+    if (v === ticket && removed < cost) removed++
+    else kept.push(v)
+  }
+  if (removed < cost) return false
+  let place = kept.findIndex((v) => v > at)
+  if (place < 0) place = kept.length
+  const list = [...kept.slice(0, place), ...Array<number>(cost).fill(at), ...kept.slice(place)]
+  for (let i = Math.max(0, place - limit); i <= Math.min(list.length - 1 - limit, place + cost - 1); i++) {
+    if (list[i + limit] - list[i] < windowUs) return false
+  }
+  s.starts = list
+  s.head = 0
+  return true
+}
+
 function newest (s: LimitState): number | undefined {
   return s.starts.length > s.head ? s.starts[s.starts.length - 1] : undefined
 }

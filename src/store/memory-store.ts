@@ -4,7 +4,7 @@ import { EventEmitter } from 'node:events'
 import { nowUs } from './clock'
 import { slidingWindowParams, tokenBucketParams, type BucketPeek, type BucketPolicy, type BucketStore, type GenerationWatch, type LearnedChange, type LearnedRecord, type LimitBooking, type LimitMemory, type LimitRef, type MultiLimitStore, type MultiReservation, type Reservation, type StateLossNotice, type TeamBoard } from './bucket-store'
 import { LearnedMemory } from './learned-memory'
-import { pushStarts, reserveLimitsIn, used } from './memory-limits'
+import { postponeInList, pushStarts, reserveLimitsIn, used } from './memory-limits'
 
 interface Bucket {
   /** token-bucket theoretical arrival time, µs */
@@ -180,6 +180,16 @@ export class MemoryStore implements BucketStore, TeamBoard, MultiLimitStore, Lim
     for (let i = 1; i <= cost; i++) if (b.starts[end - i] !== ticket) return false
     b.starts.length = end - cost
     return true
+  }
+
+  async postpone (name: string, policy: BucketPolicy, cost: number, ticket: number, aheadMs: number): Promise<number | undefined> {
+    const b = this.buckets.get(name)
+    if (b === undefined || policy.algorithm !== 'sliding-window') return undefined
+    const at = nowUs() + Math.round(aheadMs * 1000)
+    const { windowUs } = slidingWindowParams(policy)
+    if (!postponeInList(b, policy.limit, windowUs, cost, ticket, at)) return undefined
+    b.expiresAt = Math.max(b.expiresAt, at + windowUs + 1_000_000)
+    return at
   }
 
   async pause (name: string, delayMs: number): Promise<number> {

@@ -189,6 +189,13 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence, Multi
     return done === 1
   }
 
+  async postpone (bucket: string, policy: BucketPolicy, cost: number, ticket: number, aheadMs: number): Promise<number | undefined> {
+    if (policy.algorithm !== 'sliding-window') return undefined
+    const [moved, at] = await withLagAwareTimeout(this.client.sluicePostponeSlidingWindow(this.keys.bucket(bucket, 'sw'), this.keys.bucket(bucket, 'sw-margin'), policy.limit,
+      slidingWindowParams(policy).windowUs, cost, String(ticket), Math.round(aheadMs * 1000), Math.round(policy.marginMs * 1000)), this.admissionTimeoutMs())
+    return moved === 1 ? at : undefined
+  }
+
   /**
    * Starts made without Redis (epoch ms in this process's clock, oldest first), recorded at their
    * times in Redis's clock, as far as this instance knows the two clocks' difference.
