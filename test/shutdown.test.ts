@@ -73,7 +73,7 @@ t.test('SIGTERM with requests queued: they proceed until the drain timeout, the 
   // A bucket's own keys only (redis-keys.ts: its state, floor, team margin, generation, pause, answer
   // log, learned limit), however many wait: none per waiting request.
   const bucketKeys = keys.filter((k) => k.includes('{default}'))
-  const parts = new Set(['sw', 'sw-floor', 'sw-margin', 'gen', 'pause', 'answers', 'learned'])
+  const parts = new Set(['sw', 'sw-floor', 'sw-margin', 'tb-margin', 'gen', 'pause', 'answers', 'learned'])
   t.ok(bucketKeys.every((k) => parts.has(k.slice(k.lastIndexOf(':') + 1))) && bucketKeys.length <= parts.size, `${12 - atSignal} waiting, ${keys.length} keys in Redis: ${keys.join(' ')}`)
   p.child.kill('SIGTERM')
   await waitForLog(p, 'shutting down')

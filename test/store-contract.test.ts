@@ -210,6 +210,28 @@ t.test('contract', async (t) => {
           })
         }
 
+        if (algo === 'token-bucket' && storeName !== 'memory') {
+          t.test('the margin is the team\'s: an instance booking with a wider one spaces every instance\'s starts for a window', async (t) => {
+            // limit 2 per 200 ms, burst 1: one start per (200 + margin) / 2 ms. Instance a measured a
+            // late path (margin 60 ms: 130 ms apart), b a quick one (10 ms: 105 ms apart).
+            const prefix = `team-margin-${Math.random().toString(36).slice(2)}:`
+            const [a, b] = [await make(prefix), await make(prefix)]
+            t.teardown(async () => { await a.close(); await b.close() })
+            const quick = policy(algo, 2, 200)
+            const first = await a.reserve('team', { ...quick, marginMs: 60 }, 1, 10_000)
+            const second = await b.reserve('team', quick, 1, 10_000)
+            const third = await b.reserve('team', quick, 1, 10_000)
+            const spacing = (third.startMs as number) - (second.startMs as number)
+            t.ok(first.admitted && spacing >= 129.9 && spacing <= 130.1, `b's starts are spaced by a's margin (${spacing.toFixed(1)} ms, not 105)`)
+            // A window and margin (260 ms) after a booked, nobody has booked with 60 ms: b's own spacing again.
+            await new Promise((resolve) => setTimeout(resolve, 300))
+            const fourth = await b.reserve('team', quick, 1, 10_000)
+            const fifth = await b.reserve('team', quick, 1, 10_000)
+            const own = (fifth.startMs as number) - (fourth.startMs as number)
+            t.ok(own >= 104.9 && own <= 105.1, `then b's own margin: 105 ms apart (${own.toFixed(1)} ms)`)
+          })
+        }
+
         if (algo === 'sliding-window') {
           t.test('what the list trimmed still counts after the newest are given back', async (t) => {
             // limit 2 per 1 s (+10 ms margin): the list keeps the newest starts and trims older ones, here

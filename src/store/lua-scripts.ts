@@ -15,7 +15,7 @@ export type ReserveReply = [number, number, number, number, number, number, numb
 export type GenerationArgs = [expect: string, gatherUs: number, channel: string, bucket: string]
 
 export interface SluiceCommands {
-  sluiceReserveTokenBucket (state: string, pause: string, generation: string, intervalUs: number, tauUs: number, cost: number, maxWaitUs: number, windowUs: number, ...watch: GenerationArgs): Promise<ReserveReply>
+  sluiceReserveTokenBucket (state: string, pause: string, generation: string, margin: string, intervalUs: number, tauUs: number, cost: number, maxWaitUs: number, windowUs: number, ...watchAndMargin: [...GenerationArgs, marginUs: number, units: number]): Promise<ReserveReply>
   sluiceReserveSlidingWindow (starts: string, pause: string, floor: string, generation: string, margin: string, limit: number, windowUs: number, cost: number, maxWaitUs: number, keep: number, padUs: number, ...watchAndMargin: [...GenerationArgs, marginUs: number]): Promise<ReserveReply>
   /** reserve-limits.lua: numberOfKeys given per call (1 + 2 per limit), then the keys, then ARGV. */
   sluiceReserveLimits (numberOfKeys: number, ...keysAndArgs: Array<string | number>): Promise<number[]>
@@ -42,7 +42,7 @@ export type LearnReply = [number, number, string, number, number, number] | []
 /** Command name, script file (`verb-<numberOfKeys>.lua`, or `verb.lua` when passed per call) and its number of keys. */
 export const SCRIPTS: ReadonlyArray<[keyof SluiceCommands, string, number | undefined]> = [
   ['sluiceReserveLimits', 'reserve-limits.lua', undefined],
-  ['sluiceReserveTokenBucket', 'reserve-token-bucket-3.lua', 3],
+  ['sluiceReserveTokenBucket', 'reserve-token-bucket-4.lua', 4],
   ['sluiceReserveSlidingWindow', 'reserve-sliding-window-5.lua', 5],
   ['sluiceReleaseTokenBucket', 'release-token-bucket-1.lua', 1],
   ['sluiceReleaseSlidingWindow', 'release-sliding-window-1.lua', 1],

@@ -2,7 +2,7 @@
 // script touches share it, so they stay in one Redis Cluster slot.
 
 export interface RedisKeys {
-  /** A bucket's key: `<prefix>{<bucket>}:<part>` (tb, sw, sw-floor, sw-margin, pause, gen, leases, presence, learned, answers). */
+  /** A bucket's key: `<prefix>{<bucket>}:<part>` (tb, tb-margin, sw, sw-floor, sw-margin, pause, gen, leases, presence, learned, answers). */
   bucket: (bucket: string, part: string) => string
   /** A limit of a route with several: `<prefix>{<tag>}:<state>:<part>`, or `<prefix>{<tag>}:<part>` for state ''. */
   limit: (ref: { tag: string, state: string }, part: string) => string

@@ -115,7 +115,8 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence, Multi
     if (policy.algorithm === 'token-bucket') {
       const { intervalUs, tauUs } = tokenBucketParams(policy)
       const windowUs = (policy.windowMs + policy.marginMs) * 1000
-      reply = await withLagAwareTimeout(this.client.sluiceReserveTokenBucket(key('tb'), key('pause'), key('gen'), intervalUs, tauUs, cost, maxWaitUs, windowUs, ...generation), this.admissionTimeoutMs())
+      reply = await withLagAwareTimeout(this.client.sluiceReserveTokenBucket(key('tb'), key('pause'), key('gen'), key('tb-margin'), intervalUs, tauUs, cost, maxWaitUs, windowUs,
+        ...generation, Math.round(policy.marginMs * 1000), policy.limit - policy.burst + 1), this.admissionTimeoutMs())
     } else {
       const { windowUs, keep, padUs } = slidingWindowParams(policy)
       reply = await withLagAwareTimeout(this.client.sluiceReserveSlidingWindow(key('sw'), key('pause'), key('sw-floor'), key('gen'), key('sw-margin'), policy.limit, windowUs, cost, maxWaitUs, keep, padUs, ...generation, Math.round(policy.marginMs * 1000)), this.admissionTimeoutMs())

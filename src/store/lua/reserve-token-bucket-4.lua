@@ -5,6 +5,7 @@
     KEYS[1] bucket state (string): the theoretical arrival time "tat", in µs of Redis time
     KEYS[2] pause (string): no start before this time, in µs of Redis time
     KEYS[3] generation (hash, includes/generation.lua)
+    KEYS[4] margin (string): the widest margin an instance booked with within the last window, µs
     ARGV[1] emission interval T, µs (integer)
     ARGV[2] burst tolerance tau = (burst - 1) * T, µs (integer)
     ARGV[3] cost, units (integer >= 1)
@@ -12,6 +13,15 @@
     ARGV[5] window and margin, µs: the generation outlives every start by this much
     ARGV[6] the generation the caller last saw, if it has starts of the last window ('0': none)
     ARGV[7] gather after a loss, µs; ARGV[8] channel the loss is announced on; ARGV[9] bucket name
+    ARGV[10] the caller's margin, µs: the part of ARGV[5] that is margin
+    ARGV[11] the units one window's span is shared among (limit - burst + 1): ARGV[1] is ARGV[5] / that
+
+  The margin is the team's, as in reserve-sliding-window-5.lua: each instance measures its own, but a
+  start that leaves late is covered by the margins the next window's starts were booked with, and
+  those are booked by every instance. A caller whose margin is at least the widest booked within the
+  last window sets it (for a window); a narrower one books with the widest: its interval (and burst
+  tolerance) grows by the difference shared among the window's units. So one instance's late path
+  widens every instance's spacing at once, instead of a third of it when three share the bucket.
 
   Output: { admitted (1|0), wait µs, remaining (requests that could start now), reset µs, ticket (new tat, 0 if refused), start µs, generation }
           or, booking nothing, { 2, µs until the gather after a loss ends, 0, 0, 0, now, generation }
@@ -24,6 +34,15 @@ local gen, unbooked = watchGeneration(KEYS[3], now, ARGV[6], ARGV[7], ARGV[8], A
 if unbooked then return unbooked end
 local interval = tonumber(ARGV[1])
 local tau = tonumber(ARGV[2])
+local margin = tonumber(ARGV[10] or '0')
+local shared = tonumber(redis.call('GET', KEYS[4]) or '0')
+if shared > margin then
+  local wider = interval + math.ceil((shared - margin) / tonumber(ARGV[11]))
+  tau = tau / interval * wider
+  interval = wider
+elseif margin > 0 then
+  redis.call('SET', KEYS[4], string.format('%d', margin), 'PX', math.max(1, math.ceil(tonumber(ARGV[5]) / 1000)))
+end
 local cost = tonumber(ARGV[3])
 local maxWait = tonumber(ARGV[4])
 
