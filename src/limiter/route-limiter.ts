@@ -217,13 +217,10 @@ export class RouteLimiter {
       // A start later than the tolerance (a busy event loop, a burst of arrivals being admitted) could
       // land in the next window at the upstream: give the slot up and reserve again, within the bound.
       // Late against what the store recorded: the next window is counted from there.
-      if (lateMs - this.recordedAfterStart(reservation, cost) <= toleranceMs || attempt >= MAX_LATE_RETRIES) {
-        if (lateMs > toleranceMs) this.lateStarts.lateForwarded++
-        const now = performance.now()
-        return { bucket, reservation, waitedMs: now - arrived, startAt: now - Math.max(0, lateMs), bookedUnder }
-      }
-      if (await this.postponeLate(bucket, reservation, cost)) {
-        this.lateStarts.lateMoved++
+      const late = lateMs - this.recordedAfterStart(reservation, cost) > toleranceMs
+      const leaves = !late ? 'on-time' : attempt >= MAX_LATE_RETRIES ? 'lateForwarded' : await this.postponeLate(bucket, reservation, cost) ? 'lateMoved' : undefined
+      if (leaves !== undefined) {
+        if (leaves !== 'on-time') this.lateStarts[leaves]++
         // Counted from the start it was booked at: the margin learns how late this path can leave.
         const now = performance.now()
         return { bucket, reservation, waitedMs: now - arrived, startAt: now - Math.max(0, lateMs), bookedUnder }
@@ -318,7 +315,7 @@ export class RouteLimiter {
    * start late). Not for several limits (each would have to move).
    */
   private async postponeLate (bucket: string, reservation: Reservation, cost: number | number[]): Promise<boolean> {
-    if (this.policy.algorithm !== 'sliding-window' || typeof cost !== 'number') return false
+    if (!this.oneSlidingWindow(cost)) return false
     const trips = hasStoreDistance(this.store) ? this.store.reserveRoundTrips() : undefined
     return await this.failover.postpone(bucket, reservation, cost, 1 + (trips?.fastestMs ?? 0))
   }
@@ -331,9 +328,14 @@ export class RouteLimiter {
    * several limits.
    */
   private recordedAfterStart (reservation: Reservation, cost: number | number[]): number {
-    if (this.policy.algorithm !== 'sliding-window' || typeof cost !== 'number') return 0
+    if (!this.oneSlidingWindow(cost)) return 0
     const { ticket, startMs } = reservation
     return ticket === undefined || startMs === undefined ? 0 : Math.max(0, ticket / 1000 - startMs)
+  }
+
+  /** A reservation in the route's one limit, a sliding window: its start is recorded in a list of starts. */
+  private oneSlidingWindow (cost: number | number[]): cost is number {
+    return this.policy.algorithm === 'sliding-window' && typeof cost === 'number'
   }
 
   /** How long after the start the store recorded this moment is (ms; negative when before it). */
