@@ -1,5 +1,6 @@
 // The adaptive margin end to end (http/margin-probe.ts): a real Sluice, a strict emulated upstream,
 // the figures taken from undici's diagnostics channels.
+import diagnostics from 'node:diagnostics_channel'
 import t, { type Test } from 'tap'
 import { startEmulator, maxInWindow } from '../src/emulator'
 import { startSluice } from './helpers/sluice'
@@ -53,4 +54,33 @@ t.test('a 429 well below the limit is a lower limit, not a margin matter', async
   const { causes } = await pushbacks(t, 12, 1000, 60)
   t.ok(causes.length > 0, `the upstream pushed back (${causes.length})`)
   t.same([...new Set(causes)], ['lower-limit'], 'every pushback told apart as a lower limit')
+})
+
+t.test('a request held up after its check, past the margin\'s cap, pushes the next starts back: the limit holds', async (t) => {
+  // 10 per 1 s at the upstream; a token bucket of 10/s with a margin of at most 50 ms: one start per
+  // 105 ms. The first request is held 300 ms after its start was checked (the event loop blocked as
+  // undici creates it, as a cold process admitting hundreds of arrivals can), so it reaches the
+  // upstream 300 ms late. The ten after it would start an interval apart from its slot, 10 within 1 s
+  // of it, unless its lateness pushes them back.
+  const emulator = await startEmulator({ profile: 'generic', limit: 10, windowMs: 1000 })
+  t.teardown(() => emulator.close())
+  const sluice = await startSluice([{ name: 'tb', upstream: emulator.url, limit: '10/s', algorithm: 'token-bucket', margin: '50ms', maxWait: '30s', maxQueue: 100 }])
+  t.teardown(() => sluice.close())
+  let hold = true
+  // Sluice's request to the upstream only (this test's own fetch is made by undici too).
+  const block = ({ request }: { request: { origin?: unknown } }): void => {
+    if (!hold || new URL(String(request.origin)).origin !== new URL(emulator.url).origin) return
+    hold = false
+    const until = performance.now() + 300
+    while (performance.now() < until) { /* the event loop is held */ }
+  }
+  diagnostics.subscribe('undici:request:create', block as (message: unknown) => void)
+  t.teardown(() => { diagnostics.unsubscribe('undici:request:create', block as (message: unknown) => void) })
+  t.same(await fire(`${sluice.url}/first`, 1), [200], 'the held-up request is answered')
+  t.same([...new Set(await fire(`${sluice.url}/next`, 10))], [200], 'the ten after it are answered')
+  const times = emulator.arrivals.map((a) => a.t).sort((a, b) => a - b)
+  t.equal(sluice.limiters.get('tb')?.stats.pushedBack, 1, 'one push back')
+  t.ok(maxInWindow(times, 1000) <= 10, `at most 10 in any 1 s at the upstream (${maxInWindow(times, 1000)})`)
+  t.ok(times[1] - times[0] >= 95, `the next start came an interval after the late one left (${(times[1] - times[0]).toFixed(1)} ms)`)
+  t.equal(emulator.stats().limited, 0, 'no upstream 429')
 })

@@ -210,6 +210,29 @@ t.test('contract', async (t) => {
           })
         }
 
+        t.test('a start sent later than its margin covers pushes the next starts back (token bucket)', async (t) => {
+          // limit 2 per 200 ms, burst 1: one start per (200 + 10) / 2 = 105 ms.
+          const p = policy(algo, 2, 200)
+          const name = `pushed-${Math.random().toString(36).slice(2)}`
+          if (algo === 'sliding-window') {
+            t.equal(await store.pushBack(name, p, 50), false, 'a sliding window is not pushed back (its list of starts cannot move)')
+            return
+          }
+          const first = await store.reserve(name, p, 1, 10_000)
+          const second = await store.reserve(name, p, 1, 10_000)
+          t.ok(await store.pushBack(name, p, 50), 'pushed back')
+          const third = await store.reserve(name, p, 1, 10_000)
+          const gap = (third.startMs as number) - (second.startMs as number)
+          t.ok(first.admitted && gap >= 154.9 && gap <= 156, `the next start comes the 50 ms later: 155 ms after the one booked before (${gap.toFixed(1)} ms)`)
+          // An idle bucket: the late start counts as booked when it left, so nothing starts within an interval.
+          await new Promise((resolve) => setTimeout(resolve, 400))
+          t.ok(await store.pushBack(name, p, 1), 'pushed back when idle')
+          const pushedAt = Date.now()
+          const fourth = await store.reserve(name, p, 1, 10_000)
+          const after = (fourth.startMs as number) - pushedAt
+          t.ok(after >= 95 && after <= 110, `the next start is an interval later, not at once (${after.toFixed(1)} ms)`)
+        })
+
         if (algo === 'token-bucket' && storeName !== 'memory') {
           t.test('the margin is the team\'s: an instance booking with a wider one spaces every instance\'s starts for a window', async (t) => {
             // limit 2 per 200 ms, burst 1: one start per (200 + margin) / 2 ms. Instance a measured a

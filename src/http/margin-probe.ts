@@ -24,8 +24,8 @@ const NOTE_TTL_MS = 60_000
 /** Starts remembered to count a window's bookings when the upstream pushes back. */
 const STARTS_KEPT = 4096
 
-interface Note { probe: MarginProbe, startAt: number, notedAt: number, slot: number }
-interface Tracked { probe: MarginProbe, startAt: number, sentAt: number | undefined, fresh: boolean, slot: number }
+interface Note { probe: MarginProbe, bucket: string, startAt: number, notedAt: number, slot: number }
+interface Tracked { probe: MarginProbe, bucket: string, startAt: number, sentAt: number | undefined, fresh: boolean, slot: number }
 /** How a request on a new connection weighs against the cold figure it raises or lowers. */
 const COLD_WEIGHT = 0.25
 type UndiciRequest = { headers?: unknown }
@@ -51,7 +51,7 @@ const onCreate = ({ request }: { request: UndiciRequest }): void => {
   const list = noted.get(id)
   const note = list?.shift()
   if (list !== undefined && list.length === 0) noted.delete(id)
-  if (note !== undefined) tracked.set(request, { probe: note.probe, startAt: note.startAt, sentAt: undefined, fresh: false, slot: note.slot })
+  if (note !== undefined) tracked.set(request, { probe: note.probe, bucket: note.bucket, startAt: note.startAt, sentAt: undefined, fresh: false, slot: note.slot })
 }
 
 const onSendHeaders = ({ request, socket }: { request: object, socket: object }): void => {
@@ -131,10 +131,10 @@ export class MarginProbe {
     unsubscribe(this)
   }
 
-  /** The request `id` is about to be sent upstream; its reserved start was `startAt` (performance.now). */
-  expect (id: string, startAt: number): void {
+  /** The request `id` of `bucket` is about to be sent upstream; its reserved start was `startAt` (performance.now). */
+  expect (id: string, bucket: string, startAt: number): void {
     const slot = this.startCount % STARTS_KEPT
-    const note = { probe: this, startAt, notedAt: performance.now(), slot }
+    const note = { probe: this, bucket, startAt, notedAt: performance.now(), slot }
     const list = noted.get(id)
     if (list === undefined) noted.set(id, [note])
     else list.push(note)
@@ -144,7 +144,7 @@ export class MarginProbe {
   }
 
   /** One request's figures (from the diagnostics channels). */
-  record (latenessMs: number, responseMs: number | undefined, status: number, request: { startAt: number, fresh: boolean, slot: number }): void {
+  record (latenessMs: number, responseMs: number | undefined, status: number, request: { bucket: string, startAt: number, fresh: boolean, slot: number }): void {
     const now = performance.now()
     this.lastSentAt = now
     if (request.fresh) {
@@ -159,6 +159,10 @@ export class MarginProbe {
       this.pushback(request.startAt, now)
     }
     if (this.margin.marginMs !== before) this.opts.limiter.setMargin(this.margin.marginMs)
+    // Later than the margin covers, now or once it has widened (it never passes its cap): the starts
+    // after this one are spaced by that margin, so the bucket's next ones come the rest later.
+    const uncovered = latenessMs - Math.min(before, this.margin.marginMs)
+    if (uncovered > 0) void this.opts.limiter.pushBack(request.bucket, uncovered)
   }
 
   /** The cap is the configured margin; a `limit: auto` route's follows the adopted window (RouteLimiter.setLimit). */

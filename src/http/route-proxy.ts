@@ -68,8 +68,8 @@ export async function registerRoute (scope: FastifyInstance, parts: RouteParts):
       rewriteRequestHeaders: (request: FastifyRequest, headers: Record<string, unknown>) => {
         const out = forwardedRequestHeaders(headers)
         out['x-request-id'] = request.id
-        const startAt = request.sluice?.startAt
-        if (probe !== undefined && startAt !== undefined) probe.expect(request.id, startAt)
+        const state = request.sluice
+        if (probe !== undefined && state?.startAt !== undefined && state.bucket !== undefined) probe.expect(request.id, state.bucket, state.startAt)
         return out
       },
       rewriteHeaders: (headers: Record<string, unknown>, request: FastifyRequest | undefined) => {

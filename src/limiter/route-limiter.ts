@@ -50,7 +50,7 @@ export class RouteLimiter {
   /** Newest local start per bucket, ms since epoch, to give QUEUE_FULL a useful Retry-After. */
   private readonly lastStart = new Map<string, number>()
   /** Starts that came later than half the margin after their slot (see scheduleStart). */
-  private readonly lateStarts = { lateRetries: 0, lateForwarded: 0, lateMoved: 0 }
+  private readonly lateStarts = { lateRetries: 0, lateForwarded: 0, lateMoved: 0, pushedBack: 0 }
   /** Buckets remembered above this many are swept of those idle for a window (see noteStart). */
   private sweepAbove = SWEEP_ABOVE
   /** A route with several limits reserves in all of them at once (limit-set.ts); `policy` is the first's. */
@@ -90,10 +90,24 @@ export class RouteLimiter {
 
   /**
    * Late starts given up and booked again (lateRetries), forwarded late after MAX_LATE_RETRIES
-   * (lateForwarded), and recorded again at when they left (lateMoved: a sliding window's, see postponeLate).
+   * (lateForwarded), recorded again at when they left (lateMoved: a sliding window's, see postponeLate),
+   * and sent later than the margin covered, so the bucket's next starts came later (pushedBack: see pushBack).
    */
-  get stats (): Readonly<{ lateRetries: number, lateForwarded: number, lateMoved: number }> {
+  get stats (): Readonly<{ lateRetries: number, lateForwarded: number, lateMoved: number, pushedBack: number }> {
     return this.lateStarts
+  }
+
+  /**
+   * A request reached the upstream `byMs` later than the margin covers (margin-probe.ts measures
+   * when its headers were written; the check in scheduleStart comes before the proxy's own work,
+   * which a cold process admitting hundreds of arrivals can hold up past the margin's cap). The start
+   * `limit` places after it would be counted in its window, so a token bucket's next starts come that
+   * much later. A sliding window's list cannot move past starts counted against it (postponeLate did
+   * what could be done before it left); several limits are not pushed back.
+   */
+  async pushBack (bucket: string, byMs: number): Promise<void> {
+    if (this.policy.algorithm !== 'token-bucket' || this.limits !== undefined || byMs <= 0) return
+    if (await this.failover.pushBack(bucket, byMs)) this.lateStarts.pushedBack++
   }
 
   /**

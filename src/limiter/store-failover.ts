@@ -225,6 +225,22 @@ export class StoreFailover {
   }
 
   /**
+   * A token-bucket start left `byMs` later than its margin covers (BucketStore.pushBack), in the store
+   * reservations are made in now. False when nothing moved (an unshaped outage, or a store error: the
+   * margin has widened for the next starts anyway).
+   */
+  async pushBack (bucket: string, byMs: number): Promise<boolean> {
+    const mode = this.storeMode
+    if (mode === 'open' || mode === 'closed') return false
+    const [store, policy] = mode === 'local' ? [this.local(), this.localPolicy()] : [this.store, this.policy]
+    try {
+      return await store.pushBack(bucket, policy, byMs)
+    } catch {
+      return false
+    }
+  }
+
+  /**
    * Forget what is kept of buckets admission no longer remembers (its sweep of idle buckets): their
    * newest reservations and local-share set-up, and starts made without Redis older than a window.
    */

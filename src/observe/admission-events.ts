@@ -10,6 +10,7 @@ export function * admissionEvents (routes: Iterable<string>, limiters: ReadonlyM
       yield { route, event: 'late_start_rebooked', count: late.lateRetries }
       yield { route, event: 'late_start_forwarded', count: late.lateForwarded }
       yield { route, event: 'late_start_moved', count: late.lateMoved }
+      yield { route, event: 'late_send_pushed_back', count: late.pushedBack }
     }
     const fair = schedulers.get(route)?.stats
     if (fair !== undefined) {

@@ -33,7 +33,7 @@ export const LIMIT_SOURCES = ['configured', 'announced', 'learned'] as const
  * (route-limiter.ts), a request refused on arrival or timed out in the fair queue, a low-priority probe
  * tried or refused (fair-scheduler.ts).
  */
-export const ADMISSION_EVENTS = ['late_start_rebooked', 'late_start_forwarded', 'late_start_moved', 'refused_at_arrival', 'held_timeout', 'low_priority_probe', 'low_priority_probe_refused'] as const
+export const ADMISSION_EVENTS = ['late_start_rebooked', 'late_start_forwarded', 'late_start_moved', 'late_send_pushed_back', 'refused_at_arrival', 'held_timeout', 'low_priority_probe', 'low_priority_probe_refused'] as const
 export type AdmissionEvent = typeof ADMISSION_EVENTS[number]
 
 export class SluiceMetrics {

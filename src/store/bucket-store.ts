@@ -64,6 +64,13 @@ export interface BucketStore {
    * booked from the bucket, not from this one).
    */
   postpone (bucket: string, policy: BucketPolicy, cost: number, ticket: number, aheadMs: number): Promise<number | undefined>
+  /**
+   * A token-bucket start reached the upstream `byMs` later than the margin of the starts after it
+   * covers: the bucket's next starts come that much later, and none sooner than one interval from
+   * now. False for a sliding window (its starts are a list: postpone moves a start that is not yet
+   * counted against) and for a bucket the store does not hold.
+   */
+  pushBack (bucket: string, policy: BucketPolicy, byMs: number): Promise<boolean>
   /** No reservation of `bucket` may start before `delayMs` from now; a shorter pause never shortens a longer one. */
   pause (bucket: string, delayMs: number): Promise<number>
   /**

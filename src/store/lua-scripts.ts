@@ -21,6 +21,7 @@ export interface SluiceCommands {
   sluiceReserveLimits (numberOfKeys: number, ...keysAndArgs: Array<string | number>): Promise<number[]>
   sluiceReleaseTokenBucket (state: string, ticket: string, backUs: number): Promise<number>
   sluiceReleaseSlidingWindow (starts: string, ticket: string, cost: number): Promise<number>
+  sluicePushBackTokenBucket (state: string, byUs: number, intervalUs: number): Promise<number>
   sluicePostponeSlidingWindow (starts: string, margin: string, limit: number, windowUs: number, cost: number, ticket: string, aheadUs: number, marginUs: number): Promise<[number, number]>
   sluiceRecordTokenBucket (state: string, generation: string, intervalUs: number, windowUs: number, ...startsUs: string[]): Promise<number>
   sluiceRecordSlidingWindow (starts: string, generation: string, windowUs: number, ...startsUs: string[]): Promise<number>
@@ -47,6 +48,7 @@ export const SCRIPTS: ReadonlyArray<[keyof SluiceCommands, string, number | unde
   ['sluiceReleaseTokenBucket', 'release-token-bucket-1.lua', 1],
   ['sluiceReleaseSlidingWindow', 'release-sliding-window-1.lua', 1],
   ['sluicePostponeSlidingWindow', 'postpone-sliding-window-2.lua', 2],
+  ['sluicePushBackTokenBucket', 'push-back-token-bucket-1.lua', 1],
   ['sluiceRecordTokenBucket', 'record-token-bucket-2.lua', 2],
   ['sluiceRecordSlidingWindow', 'record-sliding-window-2.lua', 2],
   ['sluicePause', 'pause-1.lua', 1],

@@ -192,6 +192,14 @@ export class MemoryStore implements BucketStore, TeamBoard, MultiLimitStore, Lim
     return at
   }
 
+  async pushBack (name: string, policy: BucketPolicy, byMs: number): Promise<boolean> {
+    const b = this.buckets.get(name)
+    if (b === undefined || policy.algorithm !== 'token-bucket') return false
+    b.tat = Math.max(b.tat + Math.round(byMs * 1000), nowUs() + tokenBucketParams(policy).intervalUs)
+    b.expiresAt = Math.max(b.expiresAt, b.tat + 1_000_000)
+    return true
+  }
+
   async pause (name: string, delayMs: number): Promise<number> {
     return await this.pauseNamed(name, name, delayMs)
   }

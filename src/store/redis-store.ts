@@ -190,6 +190,12 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence, Multi
     return done === 1
   }
 
+  async pushBack (bucket: string, policy: BucketPolicy, byMs: number): Promise<boolean> {
+    if (policy.algorithm !== 'token-bucket') return false
+    await withLagAwareTimeout(this.client.sluicePushBackTokenBucket(this.keys.bucket(bucket, 'tb'), Math.round(byMs * 1000), tokenBucketParams(policy).intervalUs), this.admissionTimeoutMs())
+    return true
+  }
+
   async postpone (bucket: string, policy: BucketPolicy, cost: number, ticket: number, aheadMs: number): Promise<number | undefined> {
     if (policy.algorithm !== 'sliding-window') return undefined
     const [moved, at] = await withLagAwareTimeout(this.client.sluicePostponeSlidingWindow(this.keys.bucket(bucket, 'sw'), this.keys.bucket(bucket, 'sw-margin'), policy.limit,
