@@ -108,7 +108,7 @@ async function main (): Promise<void> {
   // Requests open in this process (arrived, not yet answered): independent of how the limiter queues.
   // Only where a scenario needs it, so the overhead runs measure Sluice alone.
   let open = 0
-  const lateAtReset = new Map<unknown, { lateRetries: number, lateForwarded: number }>()
+  const lateAtReset = new Map<unknown, { lateRetries: number, lateForwarded: number, lateMoved: number, pushedBack: number }>()
   if (options.countOpen === true) {
     sluice.app.server.prependListener('request', (_req, res) => {
       open++
@@ -155,9 +155,15 @@ async function main (): Promise<void> {
       marginsMs: [...sluice.limiters.values()].map((l) => l.policy.marginMs),
       scripts,
       late: [...sluice.limiters.values()].reduce((sum, limiter) => {
-        const before = lateAtReset.get(limiter) ?? { lateRetries: 0, lateForwarded: 0 }
-        return { lateRetries: sum.lateRetries + limiter.stats.lateRetries - before.lateRetries, lateForwarded: sum.lateForwarded + limiter.stats.lateForwarded - before.lateForwarded }
-      }, { lateRetries: 0, lateForwarded: 0 })
+        const before = lateAtReset.get(limiter) ?? { lateRetries: 0, lateForwarded: 0, lateMoved: 0, pushedBack: 0 }
+        const { lateRetries, lateForwarded, lateMoved, pushedBack } = limiter.stats
+        return {
+          lateRetries: sum.lateRetries + lateRetries - before.lateRetries,
+          lateForwarded: sum.lateForwarded + lateForwarded - before.lateForwarded,
+          lateMoved: sum.lateMoved + lateMoved - before.lateMoved,
+          pushedBack: sum.pushedBack + pushedBack - before.pushedBack
+        }
+      }, { lateRetries: 0, lateForwarded: 0, lateMoved: 0, pushedBack: 0 })
     }),
     starts: () => starts,
     // The limit in force per route and its sources (configured, announced, learned: unknown-limit).

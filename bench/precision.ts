@@ -54,10 +54,15 @@ export async function precision (options: PrecisionOptions = PRECISION_DEFAULTS)
         const arrivals = await upstream.call<Arrival[]>('arrivals')
         let reservations = 0
         const marginsMs: number[] = []
+        const lateStarts = { retries: 0, forwarded: 0, moved: 0, pushedBack: 0 }
         for (const c of instances) {
-          const stats = await c.call<{ reservations: number, marginsMs?: number[] }>('stats')
+          const stats = await c.call<{ reservations: number, marginsMs?: number[], late: { lateRetries: number, lateForwarded: number, lateMoved: number, pushedBack: number } }>('stats')
           reservations += stats.reservations
           marginsMs.push(...(stats.marginsMs ?? []))
+          lateStarts.retries += stats.late.lateRetries
+          lateStarts.forwarded += stats.late.lateForwarded
+          lateStarts.moved += stats.late.lateMoved
+          lateStarts.pushedBack += stats.late.pushedBack
         }
         const starts: Record<string, number> = {}
         for (const c of instances) Object.assign(starts, await c.call<Record<string, number>>('starts'))
@@ -88,6 +93,10 @@ export async function precision (options: PrecisionOptions = PRECISION_DEFAULTS)
           // store.reserve calls beyond one per request: late starts booked again (each left its slot unused
           // unless it could be given back) and requests sent again after an upstream 429.
           rebooked: reservations - options.requests,
+          // Late starts (route-limiter.ts): booked again, recorded again at when they left (a sliding
+          // window's), sent late after the retries ran out, and sent later than the margin covered (the
+          // bucket's next starts pushed back: a token bucket's).
+          lateStarts,
           maxIn1s: maxInWindow(times, options.windowMs),
           limit: options.limit,
           drainMs: round(drainMs, 1),

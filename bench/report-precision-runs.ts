@@ -25,13 +25,16 @@ export function precisionRunsSection (table: (header: string[], rows: Array<Arra
       groups.set(key, [...(groups.get(key) ?? []), r])
     }
     out.push(`**\`${command(result.flags as Record<string, string>)}\`**${result.note === undefined ? '' : ` (${String(result.note)})`}. Machine: ${machineLine(result.machine)}.`, '',
-      table(['algorithm, limit', 'runs', 'most in any window (limit)', 'upstream 429s (sum)', 'budget use', 'utilization', 'booked again (sum)', 'late p99 ms', 'margin at end ms'],
+      table(['algorithm, limit', 'runs', 'most in any window (limit)', 'upstream 429s (sum)', 'budget use', 'utilization', 'booked again (sum)', 'recorded again (sum)', 'pushed back (sum)', 'late p99 ms', 'margin at end ms'],
         [...groups].map(([key, rs]) => [key, rs.length,
           `${Math.max(...rs.map((r) => Number(r.maxIn1s)))} (${String(rs[0].limit)})`,
           rs.reduce((n, r) => n + Number(r.upstreamLimited), 0),
           showSpread(spread(rs.map((r) => Number(r.budgetUse)))),
           showSpread(spread(rs.map((r) => Number(r.utilization)))),
           rs.reduce((n, r) => n + Number(r.rebooked), 0),
+          // Runs before the count was kept have none: '–', not 0.
+          rs.some((r) => r.lateStarts === undefined) ? '–' : rs.reduce((n, r) => n + Number(r.lateStarts.moved), 0),
+          rs.some((r) => r.lateStarts === undefined) ? '–' : rs.reduce((n, r) => n + Number(r.lateStarts.pushedBack), 0),
           showSpread(spread(rs.map((r) => Number(r.lateness.p99Ms)))),
           showSpread(spread(rs.flatMap((r) => (r.marginsAtEndMs as number[]).map(Number))))])), '')
   }
