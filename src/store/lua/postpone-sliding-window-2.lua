@@ -6,7 +6,7 @@
 
   Input:
     KEYS[1] starts (list of µs, non-decreasing)
-    KEYS[2] margin: the team's (see reserve-sliding-window-5.lua); the check uses it when wider
+    KEYS[2] margin: the team's (includes/team-margin.lua); the check uses it when wider
     ARGV[1] limit N; ARGV[2] window W including the margin, µs; ARGV[3] cost (entries of the start)
     ARGV[4] ticket: the start as recorded, µs
     ARGV[5] ahead, µs: the start is recorded this long after Redis's now (the reply's way back)

@@ -21,11 +21,8 @@
     ARGV[8] gather after a loss, µs; ARGV[9] channel the loss is announced on; ARGV[10] bucket name
     ARGV[11] the caller's margin, µs: the part of ARGV[2] (and ARGV[6]) that is margin
 
-  The margin is the team's: each instance measures its own (how late its requests leave), but a
-  start is counted against whichever instance's start lies a window back. A caller whose margin is
-  at least the widest booked within the last window sets it (for a window); a narrower one books
-  with the widest. So every instance books with one margin: one widened anywhere widens all at once,
-  and a window's starts keep its spread instead of growing by the instances' differences each window
+  The margin is the team's (includes/team-margin.lua): every instance books with the widest one
+  booked within the last window, and a window's starts keep its spread instead of growing by the instances' differences each window
   (the list never goes back, so a start one instance books earlier than another's is moved up).
 
   A start the window had room for while the list holds no start `limit` places back (a burst from
@@ -47,6 +44,7 @@
 ]]
 --- @include "includes/redis-time"
 --- @include "includes/generation"
+--- @include "includes/team-margin"
 
 local now = nowUs()
 local gen, unbooked = watchGeneration(KEYS[4], now, ARGV[7], ARGV[8], ARGV[9], ARGV[10])
@@ -58,12 +56,10 @@ local maxWait = tonumber(ARGV[4])
 local keep = tonumber(ARGV[5])
 local pad = tonumber(ARGV[6] or '0')
 local margin = tonumber(ARGV[11] or '0')
-local shared = tonumber(redis.call('GET', KEYS[5]) or '0')
-if shared > margin then
-  window = window + shared - margin
-  pad = math.max(pad, shared)
-elseif margin > 0 then
-  redis.call('SET', KEYS[5], string.format('%d', margin), 'PX', math.max(1, math.ceil(window / 1000)))
+local widest = teamMargin(KEYS[5], margin, math.ceil(window / 1000))
+if widest > margin then
+  window = window + widest - margin
+  pad = math.max(pad, widest)
 end
 
 local paused = tonumber(redis.call('GET', KEYS[2]) or '0')

@@ -16,18 +16,18 @@
     ARGV[10] the caller's margin, µs: the part of ARGV[5] that is margin
     ARGV[11] the units one window's span is shared among (limit - burst + 1): ARGV[1] is ARGV[5] / that
 
-  The margin is the team's, as in reserve-sliding-window-5.lua: each instance measures its own, but a
-  start that leaves late is covered by the margins the next window's starts were booked with, and
-  those are booked by every instance. A caller whose margin is at least the widest booked within the
-  last window sets it (for a window); a narrower one books with the widest: its interval (and burst
-  tolerance) grows by the difference shared among the window's units. So one instance's late path
-  widens every instance's spacing at once, instead of a third of it when three share the bucket.
+  The margin is the team's (includes/team-margin.lua): a start that leaves late is covered by the
+  margins the next window's starts were booked with, and those are booked by every instance. A caller
+  narrower than the widest booked within the last window books with the widest: its interval (and
+  burst tolerance) grows by the difference shared among the window's units. So one instance's late
+  path widens every instance's spacing at once, instead of a third of it when three share the bucket.
 
   Output: { admitted (1|0), wait µs, remaining (requests that could start now), reset µs, ticket (new tat, 0 if refused), start µs, generation }
           or, booking nothing, { 2, µs until the gather after a loss ends, 0, 0, 0, now, generation }
 ]]
 --- @include "includes/redis-time"
 --- @include "includes/generation"
+--- @include "includes/team-margin"
 
 local now = nowUs()
 local gen, unbooked = watchGeneration(KEYS[3], now, ARGV[6], ARGV[7], ARGV[8], ARGV[9])
@@ -35,13 +35,11 @@ if unbooked then return unbooked end
 local interval = tonumber(ARGV[1])
 local tau = tonumber(ARGV[2])
 local margin = tonumber(ARGV[10] or '0')
-local shared = tonumber(redis.call('GET', KEYS[4]) or '0')
-if shared > margin then
-  local wider = interval + math.ceil((shared - margin) / tonumber(ARGV[11]))
+local widest = teamMargin(KEYS[4], margin, math.ceil(tonumber(ARGV[5]) / 1000))
+if widest > margin then
+  local wider = interval + math.ceil((widest - margin) / tonumber(ARGV[11]))
   tau = tau / interval * wider
   interval = wider
-elseif margin > 0 then
-  redis.call('SET', KEYS[4], string.format('%d', margin), 'PX', math.max(1, math.ceil(tonumber(ARGV[5]) / 1000)))
 end
 local cost = tonumber(ARGV[3])
 local maxWait = tonumber(ARGV[4])
