@@ -81,7 +81,6 @@ t.test('a request held up after its check, past the margin\'s cap, pushes the ne
   const times = emulator.arrivals.map((a) => a.t).sort((a, b) => a - b)
   t.equal(sluice.limiters.get('tb')?.stats.pushedBack, 1, 'one push back')
   t.ok(maxInWindow(times, 1000) <= 10, `at most 10 in any 1 s at the upstream (${maxInWindow(times, 1000)})`)
-  // The late one's slot was s; the next start is s + 105 ms + (300 − 50) ms, 55 ms after it left.
-  t.ok(times[1] - times[0] >= 50, `the next start came an interval less the margin after the late one left (${(times[1] - times[0]).toFixed(1)} ms)`)
+  t.ok(times[1] - times[0] >= 95, `the next start came an interval after the late one left (${(times[1] - times[0]).toFixed(1)} ms)`)
   t.equal(emulator.stats().limited, 0, 'no upstream 429')
 })

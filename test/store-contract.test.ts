@@ -218,25 +218,19 @@ t.test('contract', async (t) => {
             t.equal(await store.pushBack(name, p, 50), false, 'a sliding window is not pushed back (its list of starts cannot move)')
             return
           }
-          // The late start is the newest: the next one comes an interval and the 50 ms after it.
           const first = await store.reserve(name, p, 1, 10_000)
-          t.ok(await store.pushBack(name, p, 50), 'pushed back')
           const second = await store.reserve(name, p, 1, 10_000)
-          const gap = (second.startMs as number) - (first.startMs as number)
-          t.ok(first.admitted && gap >= 154.9 && gap <= 156, `155 ms after the late one, not 105 (${gap.toFixed(1)} ms)`)
-          // Starts booked after it keep their times; the next one moves.
+          t.ok(await store.pushBack(name, p, 50), 'pushed back')
           const third = await store.reserve(name, p, 1, 10_000)
-          t.ok(await store.pushBack(name, p, 30), 'pushed back again')
-          const fourth = await store.reserve(name, p, 1, 10_000)
-          const moved = (fourth.startMs as number) - (third.startMs as number)
-          t.ok(moved >= 134.9 && moved <= 136, `the next start comes the 30 ms later: 135 ms after the one booked before (${moved.toFixed(1)} ms)`)
-          // A bucket without state (idle past its TTL): no start sooner than an interval less the margin.
-          const fresh = `${name}-gone`
-          t.ok(await store.pushBack(fresh, p, 20), 'pushed back without state')
+          const gap = (third.startMs as number) - (second.startMs as number)
+          t.ok(first.admitted && gap >= 154.9 && gap <= 156, `the next start comes the 50 ms later: 155 ms after the one booked before (${gap.toFixed(1)} ms)`)
+          // An idle bucket: the late start counts as booked when it left, so nothing starts within an interval.
+          await new Promise((resolve) => setTimeout(resolve, 400))
+          t.ok(await store.pushBack(name, p, 1), 'pushed back when idle')
           const pushedAt = Date.now()
-          const next = await store.reserve(fresh, p, 1, 10_000)
-          const after = (next.startMs as number) - pushedAt
-          t.ok(after >= 88 && after <= 96, `the next start is 95 ms later, not at once (${after.toFixed(1)} ms)`)
+          const fourth = await store.reserve(name, p, 1, 10_000)
+          const after = (fourth.startMs as number) - pushedAt
+          t.ok(after >= 95 && after <= 110, `the next start is an interval later, not at once (${after.toFixed(1)} ms)`)
         })
 
         if (algo === 'token-bucket' && storeName !== 'memory') {

@@ -66,9 +66,9 @@ export interface BucketStore {
   postpone (bucket: string, policy: BucketPolicy, cost: number, ticket: number, aheadMs: number): Promise<number | undefined>
   /**
    * A token-bucket start reached the upstream `byMs` later than the margin of the starts after it
-   * covers: the bucket's next starts come that much later (a bucket the store no longer holds: none
-   * sooner than an interval less the margin from now). False for a sliding window (its starts are a
-   * list: postpone moves a start that is not yet counted against).
+   * covers: the bucket's next starts come that much later, and none sooner than one interval from
+   * now. False for a sliding window (its starts are a list: postpone moves a start that is not yet
+   * counted against) and for a bucket the store does not hold.
    */
   pushBack (bucket: string, policy: BucketPolicy, byMs: number): Promise<boolean>
   /** No reservation of `bucket` may start before `delayMs` from now; a shorter pause never shortens a longer one. */

@@ -21,7 +21,7 @@ export interface SluiceCommands {
   sluiceReserveLimits (numberOfKeys: number, ...keysAndArgs: Array<string | number>): Promise<number[]>
   sluiceReleaseTokenBucket (state: string, ticket: string, backUs: number): Promise<number>
   sluiceReleaseSlidingWindow (starts: string, ticket: string, cost: number): Promise<number>
-  sluicePushBackTokenBucket (state: string, byUs: number, intervalUs: number, marginUs: number): Promise<number>
+  sluicePushBackTokenBucket (state: string, byUs: number, intervalUs: number): Promise<number>
   sluicePostponeSlidingWindow (starts: string, margin: string, limit: number, windowUs: number, cost: number, ticket: string, aheadUs: number, marginUs: number): Promise<[number, number]>
   sluiceRecordTokenBucket (state: string, generation: string, intervalUs: number, windowUs: number, ...startsUs: string[]): Promise<number>
   sluiceRecordSlidingWindow (starts: string, generation: string, windowUs: number, ...startsUs: string[]): Promise<number>

@@ -193,10 +193,9 @@ export class MemoryStore implements BucketStore, TeamBoard, MultiLimitStore, Lim
   }
 
   async pushBack (name: string, policy: BucketPolicy, byMs: number): Promise<boolean> {
-    if (policy.algorithm !== 'token-bucket') return false
-    // As push-back-token-bucket-1.lua: the next starts `byMs` later; a bucket gone, an interval less the margin after now.
-    const b = this.bucket(name)
-    b.tat = b.tat === 0 ? nowUs() + tokenBucketParams(policy).intervalUs - Math.round(policy.marginMs * 1000) : b.tat + Math.round(byMs * 1000)
+    const b = this.buckets.get(name)
+    if (b === undefined || policy.algorithm !== 'token-bucket') return false
+    b.tat = Math.max(b.tat + Math.round(byMs * 1000), nowUs() + tokenBucketParams(policy).intervalUs)
     b.expiresAt = Math.max(b.expiresAt, b.tat + 1_000_000)
     return true
   }

@@ -192,7 +192,7 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence, Multi
 
   async pushBack (bucket: string, policy: BucketPolicy, byMs: number): Promise<boolean> {
     if (policy.algorithm !== 'token-bucket') return false
-    await withLagAwareTimeout(this.client.sluicePushBackTokenBucket(this.keys.bucket(bucket, 'tb'), Math.round(byMs * 1000), tokenBucketParams(policy).intervalUs, Math.round(policy.marginMs * 1000)), this.admissionTimeoutMs())
+    await withLagAwareTimeout(this.client.sluicePushBackTokenBucket(this.keys.bucket(bucket, 'tb'), Math.round(byMs * 1000), tokenBucketParams(policy).intervalUs), this.admissionTimeoutMs())
     return true
   }
 
