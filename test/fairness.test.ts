@@ -297,7 +297,8 @@ t.test('fair share', async (t) => {
 t.test('the fair queues keep the wait bound and maxQueue, and every refusal names the client', async (t) => {
   const up = await startUpstreamProcess()
   // Memory store, 5/s: one slot is 220 ms (margin 100 ms), and a client books 2 ahead.
-  const s = await startSluice([{ name: 'q', upstream: up.url, limit: '5/s', maxQueue: 6 }])
+  // A fixed margin: the slots above are exact, and no late request under load pushes them back (margin-probe.ts).
+  const s = await startSluice([{ name: 'q', upstream: up.url, limit: '5/s', maxQueue: 6, margin: '100ms fixed' }])
   t.teardown(async () => {
     for (const agent of agents.values()) await agent.destroy()
     agents.clear()
