@@ -231,6 +231,13 @@ t.test('contract', async (t) => {
           const fourth = await store.reserve(name, p, 1, 10_000)
           const after = (fourth.startMs as number) - pushedAt
           t.ok(after >= 95 && after <= 110, `the next start is an interval later, not at once (${after.toFixed(1)} ms)`)
+          // A bucket whose state is gone (idle past its TTL, or swept): held again, with the same bound.
+          const gone = `${name}-gone`
+          t.ok(await store.pushBack(gone, p, 1), 'pushed back without state')
+          const goneAt = Date.now()
+          const fresh = await store.reserve(gone, p, 1, 10_000)
+          const afterGone = (fresh.startMs as number) - goneAt
+          t.ok(afterGone >= 95 && afterGone <= 110, `its next start is an interval later too (${afterGone.toFixed(1)} ms)`)
         })
 
         if (algo === 'token-bucket' && storeName !== 'memory') {

@@ -67,8 +67,9 @@ export interface BucketStore {
   /**
    * A token-bucket start reached the upstream `byMs` later than the margin of the starts after it
    * covers: the bucket's next starts come that much later, and none sooner than one interval from
-   * now. False for a sliding window (its starts are a list: postpone moves a start that is not yet
-   * counted against) and for a bucket the store does not hold.
+   * now (the upstream counted the late request when it arrived, which was before its response came
+   * back). A bucket whose state is gone (idle past its TTL) gets that state. False for a sliding
+   * window (its starts are a list: postpone moves a start that is not yet counted against).
    */
   pushBack (bucket: string, policy: BucketPolicy, byMs: number): Promise<boolean>
   /** No reservation of `bucket` may start before `delayMs` from now; a shorter pause never shortens a longer one. */

@@ -193,8 +193,9 @@ export class MemoryStore implements BucketStore, TeamBoard, MultiLimitStore, Lim
   }
 
   async pushBack (name: string, policy: BucketPolicy, byMs: number): Promise<boolean> {
-    const b = this.buckets.get(name)
-    if (b === undefined || policy.algorithm !== 'token-bucket') return false
+    if (policy.algorithm !== 'token-bucket') return false
+    // As push-back-token-bucket-1.lua: a bucket swept since its late start is held again.
+    const b = this.bucket(name)
     b.tat = Math.max(b.tat + Math.round(byMs * 1000), nowUs() + tokenBucketParams(policy).intervalUs)
     b.expiresAt = Math.max(b.expiresAt, b.tat + 1_000_000)
     return true
