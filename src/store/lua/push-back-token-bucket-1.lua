@@ -1,8 +1,10 @@
 --[[
   A token-bucket start reached the upstream later than the margin of the starts after it covers:
-  the bucket's next starts come `by` later, and none sooner than one interval after now (as if the
-  late start had been booked when it left). Starts already booked keep their times; the next ones
-  move, so the start `limit` places after the late one is counted from when it left.
+  the bucket's next starts come `by` later, and none sooner than one interval after now: `by` is
+  counted to when the late request's headers were written, the upstream counted it when it arrived,
+  and that was before its response came back. Starts already booked keep their times; the next ones
+  move, so the start `limit` places after the late one is counted from when it left. A state gone
+  (idle past its TTL) is set again.
 
   Input:
     KEYS[1] bucket state (string): tat, µs of Redis time

@@ -22,7 +22,8 @@
     ARGV[11] the caller's margin, µs: the part of ARGV[2] (and ARGV[6]) that is margin
 
   The margin is the team's (includes/team-margin.lua): every instance books with the widest one
-  booked within the last window, and a window's starts keep its spread instead of growing by the instances' differences each window
+  booked within the last window, and a window's starts keep its spread instead of growing by the
+  instances' differences each window
   (the list never goes back, so a start one instance books earlier than another's is moved up).
 
   A start the window had room for while the list holds no start `limit` places back (a burst from
