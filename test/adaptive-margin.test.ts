@@ -44,13 +44,13 @@ t.test('widens at once on a late sample, narrows with a half-life', async (t) =>
   t.equal(Math.round(m.marginMs), 5)
   m.sample(40, 1, (at.now += 1))
   t.equal(m.marginMs, 60, 'one sample 40 ms late: 1.5 × 40 at once')
-  feed(m, 24, 2, 1, at, 93.75)
-  t.equal(m.marginMs, 60, 'held while the late sample is within the horizon (2 × (window + cap) = 2.4 s)')
-  feed(m, 32, 2, 1, at, 93.75)
-  // Beyond the horizon the estimate is the floor again, and by the last estimate within the next 3 s
-  // (one half-life; estimates come every 16 samples) the margin has come between 30% and half of the
-  // way back.
-  t.ok(m.marginMs > 30 && m.marginMs < 44, `narrowing by its half-life (${m.marginMs})`)
+  feed(m, 16, 2, 1, at, 62.5)
+  t.equal(m.marginMs, 60, 'held while the late sample is within the horizon (window + cap = 1.2 s)')
+  feed(m, 24, 2, 1, at, 62.5)
+  // Beyond the horizon the estimate is the floor again; the estimate 1 s after the one that held 60
+  // (estimates come every 16 samples) and one more later take the margin between one and two
+  // half-lives (1.5 s each) of the way back: neither held nor at the floor.
+  t.ok(m.marginMs > 5 + 55 / 4 && m.marginMs < 5 + 55 / 2, `narrowing by its half-life (${m.marginMs.toFixed(1)})`)
   feed(m, 300, 2, 1, at)
   t.ok(m.marginMs < 10, `back near the floor (${m.marginMs})`)
   feed(m, 16, 30, 1, at)
@@ -64,10 +64,10 @@ t.test('a burst\'s late first requests hold the margin for the horizon, not for 
   const at = { now: 0 }
   feed(m, 16, 80, 1, at, 5)
   t.equal(m.marginMs, 100, 'the burst: at the cap')
-  feed(m, 12, 2, 1, at, 150)
-  t.equal(m.marginMs, 100, 'within the horizon (2 × (window + cap)) the late ones still count')
-  feed(m, 60, 2, 1, at, 150)
-  t.ok(m.marginMs < 50, `9 s later, with the burst beyond the horizon, the margin narrows (${m.marginMs})`)
+  feed(m, 16, 2, 1, at, 60)
+  t.equal(m.marginMs, 100, 'within the horizon (window + cap) the late ones still count')
+  feed(m, 32, 2, 1, at, 150)
+  t.ok(m.marginMs < 50, `4 s later, with the burst beyond the horizon, the margin narrows (${m.marginMs})`)
   t.equal(m.neededMs, 5, 'what the path needs now: the floor')
   const quiet = new AdaptiveMargin({ capMs: 100, windowMs: 1000 })
   feed(quiet, 16, 30, 1, at, 60_000)

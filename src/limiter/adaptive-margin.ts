@@ -4,8 +4,8 @@
 // cover how late a request leaves after its start (a busy event loop, a new connection) plus how much
 // the trip to the upstream varies. Both are measured per forwarded request (margin-probe.ts):
 //   need = safety × (p99 of lateness + half the spread (p99 − p1) of response times)
-// over the recent samples (those of the last horizon: twice the window and cap, at least 2 s; and
-// always the latest minSamples), within [floor, cap]; the configured `margin` is the cap. And never
+// over the recent samples (those of the last horizon: the window and cap, at least 1 s; and always
+// the latest minSamples), within [floor, cap]; the configured `margin` is the cap. And never
 // less than safety × the latest of the requests sent within the last window (and cap): a start booked
 // now is counted against those, whatever share of the 256 samples they are (a p99 of 256 lets the
 // few requests a burst of arrivals delayed at the start of a 10 s window go, while the starts of the
@@ -46,9 +46,9 @@ export const MARGIN_DEFAULTS: Omit<MarginSettings, 'capMs'> = {
   safety: 1.5,
   minSamples: 16,
   keep: 256,
-  horizonWindows: 2,
-  horizonMinMs: 2000,
-  narrowHalfLifeMs: 3000,
+  horizonWindows: 1,
+  horizonMinMs: 1000,
+  narrowHalfLifeMs: 1500,
   holdAfterPushbackMs: 30_000,
   windowMs: 1000
 }
