@@ -12,8 +12,8 @@ t.test('buckets idle for a window are forgotten once more than 1,024 are remembe
   // 1000/s: a window of 1 s and a margin of 100 ms; every bucket below starts at once.
   const limiter = new RouteLimiter(parseRoute({ name: 'keyed', upstream: 'http://127.0.0.1:9', limit: '1000/s', maxWait: '1s' }, 'route'), store)
   const remembered = (): { starts: number, newest: number } => {
-    const l = limiter as unknown as { lastStart: Map<string, number>, failover: { newest: Map<string, unknown> } }
-    return { starts: l.lastStart.size, newest: l.failover.newest.size }
+    const sizes = limiter.stateSizes()
+    return { starts: sizes.lastStart, newest: sizes.newest }
   }
   for (let i = 0; i < 1500; i++) await limiter.admit(`old-${i}`, 1000, new Cancel().signal)
   t.equal(remembered().starts, 1500, 'buckets used within the window are all remembered')

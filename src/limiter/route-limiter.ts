@@ -6,13 +6,14 @@ import { maxCostOf } from '../config/cost-rules'
 import type { RouteConfig } from '../config/schema'
 import { formatRate } from '../config/units'
 import { SluiceError, retryAfterSeconds, ClientGoneError } from '../errors'
-import { hasStoreClock, hasStoreDistance, type BucketPolicy, type BucketStore, type Reservation } from '../store/bucket-store'
-import { nowMs } from '../store/clock'
-import { sleep, type CancelSignal } from './cancel'
+import type { BucketPolicy, BucketStore, Reservation } from '../store/bucket-store'
+import type { CancelSignal } from './cancel'
 import { ConcurrencySlots } from './concurrency-gate'
+import { LateStarts, type LateStartCounts } from './late-starts'
+import { LocalBuckets } from './local-buckets'
 import { LimitSet } from './limit-set'
 import { LimitSources } from './limit-sources'
-import { refusalDetails } from './refusal-details'
+import { noRoom, refusalDetails, type Refusal } from './refusal-details'
 import { ShadowAdmitter } from './shadow-limiter'
 import { StoreFailover, type LimiterLog, type StoreMode } from './store-failover'
 
@@ -31,8 +32,6 @@ export interface Admission {
 
 /** Re-reservations a request may make after starting late, before it is forwarded late anyway. */
 const MAX_LATE_RETRIES = 5
-/** Per-bucket memory of a limiter is swept of idle buckets beyond this many (noteStart). */
-const SWEEP_ABOVE = 1024
 
 export class RouteLimiter {
   readonly route: RouteConfig
@@ -45,14 +44,10 @@ export class RouteLimiter {
   private readonly slots: ConcurrencySlots
   /** Set for a route in shadow mode: it admits instead (nothing waits, nothing is refused). */
   private readonly shadow: ShadowAdmitter | undefined
-  /** Requests of this instance waiting per bucket (the maxQueue bound is per instance). */
-  private readonly waiting = new Map<string, number>()
-  /** Newest local start per bucket, ms since epoch, to give QUEUE_FULL a useful Retry-After. */
-  private readonly lastStart = new Map<string, number>()
+  /** Requests waiting and the newest start, per bucket, in this process (local-buckets.ts). */
+  private readonly local: LocalBuckets
   /** Starts that came later than half the margin after their slot (see scheduleStart). */
-  private readonly lateStarts = { lateRetries: 0, lateForwarded: 0, lateMoved: 0, pushedBack: 0 }
-  /** Buckets remembered above this many are swept of those idle for a window (see noteStart). */
-  private sweepAbove = SWEEP_ABOVE
+  private readonly late: LateStarts
   /** A route with several limits reserves in all of them at once (limit-set.ts); `policy` is the first's. */
   readonly limits: LimitSet | undefined
 
@@ -67,9 +62,14 @@ export class RouteLimiter {
       marginMs: route.marginMs
     }
     this.sources = new LimitSources(route, (limit, windowMs) => this.setLimit(limit, windowMs), log)
-    this.failover = new StoreFailover(route, store, this.policy, this.lastStart, log)
+    this.local = new LocalBuckets(() => this.policy.windowMs + this.policy.marginMs, (kept) => {
+      this.failover.forgetBeyond(kept)
+      this.limits?.forgetBeyond(kept)
+    })
+    this.failover = new StoreFailover(route, store, this.policy, this.local.lastStart, log)
     this.slots = new ConcurrencySlots(route, store, this.failover, this.policy)
     this.limits = route.limits === undefined ? undefined : new LimitSet(route, this.policy, store, this.failover)
+    this.late = new LateStarts(this.policy, store, this.failover, this.limits)
     this.shadow = route.mode === 'shadow' ? new ShadowAdmitter(route, store, this.policy, this.limits) : undefined
   }
 
@@ -88,13 +88,9 @@ export class RouteLimiter {
     this.failover.resumeIfBack()
   }
 
-  /**
-   * Late starts given up and booked again (lateRetries), forwarded late after MAX_LATE_RETRIES
-   * (lateForwarded), recorded again at when they left (lateMoved: a sliding window's, see postponeLate),
-   * and sent later than the margin covered, so the bucket's next starts came later (pushedBack: see pushBack).
-   */
-  get stats (): Readonly<{ lateRetries: number, lateForwarded: number, lateMoved: number, pushedBack: number }> {
-    return this.lateStarts
+  /** What late starts did (late-starts.ts). */
+  get stats (): Readonly<LateStartCounts> {
+    return this.late.counts
   }
 
   /**
@@ -107,7 +103,7 @@ export class RouteLimiter {
    */
   async pushBack (bucket: string, byMs: number): Promise<void> {
     if (this.policy.algorithm !== 'token-bucket' || this.limits !== undefined || byMs <= 0) return
-    if (await this.failover.pushBack(bucket, byMs)) this.lateStarts.pushedBack++
+    if (await this.failover.pushBack(bucket, byMs)) this.late.counts.pushedBack++
   }
 
   /**
@@ -133,12 +129,17 @@ export class RouteLimiter {
 
   queueDepth (bucket: string): number {
     if (this.shadow !== undefined) return this.shadow.queueDepth(bucket)
-    return (this.waiting.get(bucket) ?? 0) + this.slots.waitingFor(bucket)
+    return this.local.waitingIn(bucket) + this.slots.waitingFor(bucket)
   }
 
   /** The details of a refusal of this route's budget, with the limit in force. */
   details (bucket: string, extra: Record<string, unknown>): Record<string, unknown> {
     return refusalDetails(this.route.name, this.policy, bucket, extra, this.sources.view())
+  }
+
+  /** A reservation without a start in the bound, as refusal-details.ts's noRoom words it. */
+  private refusal (bucket: string, reservation: Reservation): Refusal {
+    return { route: this.route.name, waitMs: reservation.waitMs, binding: this.limits?.bindingDetails(reservation), details: (extra) => this.details(bucket, extra) }
   }
 
   /**
@@ -152,7 +153,7 @@ export class RouteLimiter {
     if (perLimit === undefined) this.checkCost(bucket, cost)
     const depth = this.queueDepth(bucket)
     if (depth >= this.route.maxQueue) {
-      const aheadMs = Math.max(0, (this.lastStart.get(bucket) ?? Date.now()) - Date.now())
+      const aheadMs = Math.max(0, (this.local.lastStart.get(bucket) ?? Date.now()) - Date.now())
       throw new SluiceError('QUEUE_FULL', 429, `${depth} requests of bucket ${bucket} are already waiting in this instance (maxQueue ${this.route.maxQueue})`,
         this.details(bucket, { queue_depth: depth, max_queue: this.route.maxQueue, retry_after_ms: Math.round(aheadMs) }), retryAfterSeconds(aheadMs))
     }
@@ -216,30 +217,27 @@ export class RouteLimiter {
       // can put a waiting request's slot past the client's bound: then it could not start in time.
       const pastBound = reservation.admitted && reservation.waitMs > 0 && slot > deadline
       if (pastBound) await this.giveBackCost(bucket, reservation, cost)
-      if (!reservation.admitted || pastBound) throw this.noRoom(bucket, reservation, attempt, maxWaitMs, receivedAt - arrived)
-      this.noteStart(bucket, Date.now() + (slot - receivedAt))
+      if (!reservation.admitted || pastBound) throw noRoom(this.refusal(bucket, reservation), attempt, maxWaitMs, receivedAt - arrived)
+      this.local.noteStart(bucket, Date.now() + (slot - receivedAt))
       if (typeof cost === 'number') this.failover.noteStart(bucket, reservation, slot - receivedAt, cost)
       else this.limits?.noteStart(reservation, slot - receivedAt)
-      if (slot > receivedAt && !(await this.wait(bucket, slot - receivedAt, signal))) {
+      if (slot > receivedAt && !(await this.local.wait(bucket, slot - receivedAt, signal))) {
         await this.giveBackCost(bucket, reservation, cost)
         throw new ClientGoneError('client disconnected while waiting')
       }
-      // Late against the slot counted from receipt, and against the start the store recorded: a reply
-      // read long after Redis sent it (an event loop busy with a burst of arrivals) makes a request
-      // that looks on time here leave long after the start the next window is counted from.
-      const lateMs = Math.max(performance.now() - slot, this.lateInStoreClock(reservation))
+      const lateMs = this.late.lateMs(reservation, slot)
       // A start later than the tolerance (a busy event loop, a burst of arrivals being admitted) could
       // land in the next window at the upstream: give the slot up and reserve again, within the bound.
       // Late against what the store recorded: the next window is counted from there.
-      const late = lateMs - this.recordedAfterStart(reservation, cost) > toleranceMs
-      const leaves = !late ? 'on-time' : attempt >= MAX_LATE_RETRIES ? 'lateForwarded' : await this.postponeLate(bucket, reservation, cost) ? 'lateMoved' : undefined
+      const late = this.late.beyond(lateMs, toleranceMs, reservation, cost)
+      const leaves = !late ? 'on-time' : attempt >= MAX_LATE_RETRIES ? 'lateForwarded' : await this.late.postpone(bucket, reservation, cost) ? 'lateMoved' : undefined
       if (leaves !== undefined) {
-        if (leaves !== 'on-time') this.lateStarts[leaves]++
+        if (leaves !== 'on-time') this.late.counts[leaves]++
         // Counted from the start it was booked at: the margin learns how late this path can leave.
         const now = performance.now()
         return { bucket, reservation, waitedMs: now - arrived, startAt: now - Math.max(0, lateMs), bookedUnder }
       }
-      this.lateStarts.lateRetries++
+      this.late.counts.lateRetries++
       await this.giveBackCost(bucket, reservation, cost)
       if (signal.aborted) throw new ClientGoneError('client disconnected while waiting')
     }
@@ -266,110 +264,20 @@ export class RouteLimiter {
     } else {
       ({ twin, giveBack } = await (this.limits as LimitSet).reserveLocalShare(bucket, cost, left))
     }
-    if (!twin.admitted) throw this.noRoom(bucket, twin, 0, maxWaitMs, 0)
-    if (twin.waitMs > 0 && !(await this.wait(bucket, twin.waitMs, signal))) {
+    if (!twin.admitted) throw noRoom(this.refusal(bucket, twin), 0, maxWaitMs, 0)
+    if (twin.waitMs > 0 && !(await this.local.wait(bucket, twin.waitMs, signal))) {
       await giveBack()
       throw new ClientGoneError('client disconnected while waiting')
     }
   }
 
-  /** No start within the bound: RATE_LIMITED on the first reservation, QUEUE_TIMEOUT after late starts. */
-  private noRoom (bucket: string, reservation: Reservation, attempt: number, maxWaitMs: number, waitedMs: number): SluiceError {
-    const ms = Math.ceil(reservation.waitMs)
-    const binding = this.limits?.bindingDetails(reservation)
-    if (binding !== undefined && attempt === 0) {
-      return new SluiceError('RATE_LIMITED', 429, `limit ${String(binding.limit_name)} of ${this.route.name} has no room within the wait bound of ${Math.round(maxWaitMs)} ms; retry after ${retryAfterSeconds(ms)} s`,
-        this.details(bucket, { ...binding, retry_after_ms: ms, max_wait_ms: Math.round(maxWaitMs) }), retryAfterSeconds(ms))
-    }
-    if (attempt === 0) {
-      return new SluiceError('RATE_LIMITED', 429, `the budget of ${this.route.name} has no room within the wait bound of ${Math.round(maxWaitMs)} ms; retry after ${retryAfterSeconds(ms)} s`,
-        this.details(bucket, { retry_after_ms: ms, max_wait_ms: Math.round(maxWaitMs) }), retryAfterSeconds(ms))
-    }
-    return new SluiceError('QUEUE_TIMEOUT', 503, `the request waited ${Math.round(waitedMs)} ms, but Sluice could not start it on time within its wait bound`,
-      this.details(bucket, { retry_after_ms: ms, max_wait_ms: Math.round(maxWaitMs), late_starts: attempt }), retryAfterSeconds(ms))
-  }
-
-  /**
-   * The newest local start of a bucket (epoch ms). Every distinct credential of a keyed route is a
-   * bucket, so the per-bucket maps are swept once they hold more than SWEEP_ABOVE buckets (and then
-   * twice as many as were left), and by forgetIdle when traffic has stopped.
-   */
-  private noteStart (bucket: string, startMs: number): void {
-    this.lastStart.set(bucket, Math.max(this.lastStart.get(bucket) ?? 0, startMs))
-    if (this.lastStart.size > this.sweepAbove) this.forgetIdle(Date.now())
-  }
-
-  /**
-   * Forget buckets without a start for a window and its margin and nothing waiting: they hold nothing
-   * that matters (their newest reservation can no longer be given back usefully, nor their last
-   * start delay anything).
-   */
+  /** Forget buckets idle for a window and its margin (idle-sweep.ts; local-buckets.ts). */
   forgetIdle (now: number): void {
-    const idleBefore = now - this.policy.windowMs - this.policy.marginMs
-    for (const [name, last] of this.lastStart) {
-      if (last >= idleBefore || this.waiting.has(name)) continue
-      this.lastStart.delete(name)
-    }
-    this.failover.forgetBeyond(this.lastStart)
-    this.limits?.forgetBeyond(this.lastStart)
-    this.sweepAbove = Math.max(SWEEP_ABOVE, 2 * this.lastStart.size)
+    this.local.forgetIdle(now)
   }
 
   /** How much per-bucket state this limiter holds (bounded-state tests). */
   stateSizes (): Record<string, number> {
-    return { lastStart: this.lastStart.size, waiting: this.waiting.size, ...this.failover.stateSizes(), ...this.limits?.stateSizes() }
-  }
-
-  /**
-   * A sliding window's late start, recorded again at when it leaves: when no start booked since is
-   * counted against that time (the next window's start `limit` places after it is not booked yet, as
-   * in a backlog booked by look-ahead), the request leaves now instead of a window later. Recorded
-   * the store's fastest recent round trip and 1 ms ahead of its now: the reply's way back and this
-   * loop's turn (later is always within the limit; the median would count the stall that made the
-   * start late). Not for several limits (each would have to move).
-   */
-  private async postponeLate (bucket: string, reservation: Reservation, cost: number | number[]): Promise<boolean> {
-    if (!this.oneSlidingWindow(cost)) return false
-    const trips = hasStoreDistance(this.store) ? this.store.reserveRoundTrips() : undefined
-    return await this.failover.postpone(bucket, reservation, cost, 1 + (trips?.fastestMs ?? 0))
-  }
-
-  /**
-   * How much later than the start a sliding window recorded it (ms): a start the window had room for
-   * is recorded one margin later (the pad, slidingWindowParams), and none before the newest. The next
-   * window's starts are counted from the recorded one, so a request may leave that much later and
-   * still be on time for them. 0 for a token bucket (its ticket is the bucket's next start) and for
-   * several limits.
-   */
-  private recordedAfterStart (reservation: Reservation, cost: number | number[]): number {
-    if (!this.oneSlidingWindow(cost)) return 0
-    const { ticket, startMs } = reservation
-    return ticket === undefined || startMs === undefined ? 0 : Math.max(0, ticket / 1000 - startMs)
-  }
-
-  /** A reservation in the route's one limit, a sliding window: its start is recorded in a list of starts. */
-  private oneSlidingWindow (cost: number | number[]): cost is number {
-    return this.policy.algorithm === 'sliding-window' && typeof cost === 'number'
-  }
-
-  /** How long after the start the store recorded this moment is (ms; negative when before it). */
-  private lateInStoreClock (reservation: Reservation): number {
-    // The store knows how its clock differs from this process's (redis-store.ts: TIME on connection,
-    // before any traffic, then its fastest reservations); this process's clock is monotonic.
-    const clock = hasStoreClock(this.store) ? this.store.clockOffset() : undefined
-    const shared = this.limits !== undefined ? this.limits.fromSharedStore(reservation) : this.failover.fromSharedStore(reservation)
-    if (clock === undefined || !shared || reservation.startMs === undefined) return -Infinity
-    return nowMs() + clock.skewMs - reservation.startMs
-  }
-
-  private async wait (bucket: string, ms: number, signal: CancelSignal): Promise<boolean> {
-    this.waiting.set(bucket, (this.waiting.get(bucket) ?? 0) + 1)
-    try {
-      return await sleep(ms, signal)
-    } finally {
-      const left = (this.waiting.get(bucket) ?? 1) - 1
-      if (left <= 0) this.waiting.delete(bucket)
-      else this.waiting.set(bucket, left)
-    }
+    return { ...this.local.sizes(), ...this.failover.stateSizes(), ...this.limits?.stateSizes() }
   }
 }
