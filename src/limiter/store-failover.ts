@@ -9,6 +9,7 @@ import { hasStartRecorder, type BucketPolicy, type BucketStore, type Reservation
 import { nowMs } from '../store/clock'
 import { MemoryStore } from '../store/memory-store'
 import { refusalDetails } from './refusal-details'
+import { AwayStarts } from './away-starts'
 import { StateRepair } from './state-repair'
 import { StoreModeLog, type StoreMode } from './store-mode-log'
 
@@ -34,8 +35,8 @@ export class StoreFailover {
   private readonly made = new WeakMap<Reservation, { store: BucketStore, policy: BucketPolicy }>()
   /** Buckets whose local share has been set up since the store became unreachable. */
   private readonly seeded = new Set<string>()
-  /** Starts (epoch ms, nowMs clock, one per unit) made without Redis (local share, or unshaped), per bucket: told to Redis when it is back. */
-  private readonly startsAway = new Map<string, number[]>()
+  /** Starts made without Redis (local share, or unshaped): told to Redis when it is back (away-starts.ts). */
+  private readonly away: AwayStarts
   /**
    * The newest reservation this instance made per bucket in the route's store. Only a bucket's newest
    * can be given back (the store refuses the others), so for an older one the store is not even asked:
@@ -55,6 +56,7 @@ export class StoreFailover {
     this.policy = policy
     this.lastStart = lastStart
     this.modeLog = new StoreModeLog(route.name, log)
+    this.away = new AwayStarts(store, policy)
     this.mode = store.kind === 'memory' ? 'memory' : 'redis'
     this.repair = store.kind === 'redis' && hasStartRecorder(store) ? new StateRepair(route, store, policy, log) : undefined
   }
@@ -177,9 +179,9 @@ export class StoreFailover {
     }
   }
 
-  /** A start `inMs` from now: remembered when it was made without Redis, for Redis once it is back (see recordAway). */
+  /** A start `inMs` from now: remembered when it was made without Redis, for Redis once it is back (away-starts.ts). */
   noteStart (bucket: string, reservation: Reservation, inMs: number, cost: number): void {
-    if (this.store.kind === 'redis' && !this.fromSharedStore(reservation)) this.noteAway(bucket, nowMs() + inMs, cost)
+    if (this.store.kind === 'redis' && !this.fromSharedStore(reservation)) this.away.note(bucket, nowMs() + inMs, cost, this.mode === 'redis')
   }
 
   /**
@@ -247,16 +249,12 @@ export class StoreFailover {
   forgetBeyond (remembered: ReadonlyMap<string, unknown>): void {
     for (const name of this.newest.keys()) if (!remembered.has(name)) this.newest.delete(name)
     for (const name of this.seeded) if (!remembered.has(name)) this.seeded.delete(name)
-    for (const [name, starts] of this.startsAway) {
-      const recent = this.withinWindow(starts)
-      if (recent.length === 0) this.startsAway.delete(name)
-      else if (recent.length < starts.length) this.startsAway.set(name, recent)
-    }
+    this.away.forgetOld()
     this.repair?.forgetBeyond(remembered)
   }
 
   stateSizes (): { newest: number, seeded: number, startsAway: number } {
-    return { newest: this.newest.size, seeded: this.seeded.size, startsAway: this.startsAway.size }
+    return { newest: this.newest.size, seeded: this.seeded.size, startsAway: this.away.size }
   }
 
   private setMode (mode: StoreMode, err?: unknown): void {
@@ -271,48 +269,13 @@ export class StoreFailover {
       // this instance's local share, so the two schedules together stay within the budget.
       const lastLocalStartMs = Math.max(Date.now(), ...this.lastStart.values())
       this.transitionUntil = performance.now() + (lastLocalStartMs - Date.now()) + this.spanMs()
-      this.recordAway()
+      // The other instances book in Redis, which has not seen this instance's starts of the outage
+      // (another may have been back on Redis for a while): those of the last window are recorded there.
+      this.away.record()
       this.modeLog.back(from)
     } else {
       this.modeLog.left(mode, from, this.store.available(), mode === 'local' ? ` with 1/${this.store.instanceCount()} of the budget` : '')
     }
-  }
-
-  /**
-   * The transition above bounds this instance; the others book in Redis, which has not seen this
-   * instance's starts of the outage (another instance may have been back on Redis for a while). So
-   * those of the last window (and margin) are recorded there once, at the times they were made, and
-   * count in every instance's next reservations. Best effort: on an error the transition still holds.
-   */
-  private recordAway (): void {
-    const store = this.store
-    if (hasStartRecorder(store)) {
-      for (const [bucket, starts] of this.startsAway) {
-        const recent = this.withinWindow(starts).sort((x, y) => x - y)
-        if (recent.length > 0) void store.recordStarts(bucket, this.policy, recent).catch(() => {})
-      }
-    }
-    this.startsAway.clear()
-  }
-
-  /** The starts (epoch ms, nowMs clock) a window and its margin could still hold. */
-  private withinWindow (starts: number[]): number[] {
-    const since = nowMs() - this.policy.windowMs - this.policy.marginMs
-    return starts.filter((at) => at > since)
-  }
-
-  /** A start made without Redis (see recordAway); a bucket's list is pruned of starts older than a window. */
-  private noteAway (bucket: string, startMs: number, cost: number): void {
-    let starts = this.startsAway.get(bucket)
-    if (starts === undefined) {
-      starts = []
-      this.startsAway.set(bucket, starts)
-    }
-    for (let i = 0; i < cost; i++) starts.push(startMs)
-    // Booked locally just before another request switched back to Redis (the local store answers
-    // after a turn of the event loop): record it now rather than at the next outage's end.
-    if (this.mode === 'redis') return this.recordAway()
-    if (starts.length > 2 * this.policy.limit) this.startsAway.set(bucket, this.withinWindow(starts))
   }
 
   /** This instance's share of the budget while the shared store is unreachable. */
