@@ -98,11 +98,11 @@ t.test('Redis Cluster: one reservation\'s keys share one slot', { skip: missingR
     const store = new MemoryStore()
     const first: BucketPolicy = { algorithm: 'sliding-window', limit: 10, windowMs: 1000, burst: 1, marginMs: 10 }
     const set = new LimitSet(route, first, store, new StoreFailover(route, store, first, new Map(), () => {}))
-    const all = [keys.limit(set.pauseRef(c.bucket), 'pause'), ...set.refs(c.bucket).flatMap((ref) => [keys.limit(ref, 'sw'), keys.limit(ref, 'sw-floor')])]
+    const all = [keys.limit(set.pauseRef(c.bucket), 'pause'), ...set.refs(c.bucket).flatMap((ref) => [keys.limit(ref, 'sw'), keys.limit(ref, 'sw-floor'), keys.limit(ref, 'sw-margin')])]
     const slots = new Set(await Promise.all(all.map(async (k) => await cluster.slotOf(k))))
     t.equal(slots.size, 1, `${c.name}: ${all.length} keys, one slot (CLUSTER KEYSLOT)`)
     const args: number[] = [2, 0]
-    for (let i = 0; i < 2; i++) args.push(2, 10, slidingWindowParams(first).windowUs, 1, 42, 0)
+    for (let i = 0; i < 2; i++) args.push(2, 10, slidingWindowParams(first).windowUs, 1, 42, 0, first.marginMs * 1000, 0)
     const reply = await client.sluiceReserveLimits(all.length, ...all, ...args)
     t.equal(reply[0], 1, `${c.name}: the script runs on the cluster (no CROSSSLOT)`)
     await store.close()

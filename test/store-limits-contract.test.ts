@@ -2,6 +2,7 @@
 // earliest start every limit allows, booked in all or none; both stores, both algorithms, mixed keys.
 import t from 'tap'
 import { maxInWindow } from '../src/emulator'
+import { RedisStore } from '../src/store/redis-store'
 import type { BucketPolicy, LimitBooking, LimitRef } from '../src/store/bucket-store'
 import { startRedis } from './helpers/redis'
 import { bothStores } from './helpers/stores'
@@ -41,6 +42,34 @@ t.test('several limits', async (t) => {
           const off = rel(single).map((w, i) => Math.abs(w - rel(multi)[i])).filter((d) => d > 15)
           t.same(off, [], `the same starts (${rel(single).map((w) => w.toFixed(0)).join(',')} vs ${rel(multi).map((w) => w.toFixed(0)).join(',')})`)
         })
+
+        if (storeName === 'redis') {
+          t.test('each limit\'s margin is the team\'s: an instance booking with a wider one widens every instance\'s', async (t) => {
+            // The first limit: 2 per 200 ms; instance a measured a late path (margin 60 ms), b a quick
+            // one (10 ms). The second (100 per 10 s) never binds here.
+            const keyPrefix = redis.prefix()
+            const [a, b] = [new RedisStore({ url: redis.url, keyPrefix }), new RedisStore({ url: redis.url, keyPrefix })]
+            await Promise.all([a.connect(), b.connect()])
+            t.teardown(async () => { await a.close(); await b.close() })
+            const quick = policy(algo, 2, 200)
+            const bookings = (first: BucketPolicy): LimitBooking[] => [{ ref: ref('team', 'first'), policy: first, cost: 1 }, { ref: ref('team', 'loose'), policy: policy(algo, 100, 10_000), cost: 1 }]
+            const pause = ref('team', '')
+            if (algo === 'token-bucket') {
+              // One start per (200 + margin) / 2 ms: 130 ms with a's margin, 105 with b's own.
+              const first = await a.reserveLimits(bookings({ ...quick, marginMs: 60 }), pause, 10_000)
+              const second = await b.reserveLimits(bookings(quick), pause, 10_000)
+              const third = await b.reserveLimits(bookings(quick), pause, 10_000)
+              const spacing = (third.startMs as number) - (second.startMs as number)
+              t.ok(first.admitted && third.binding === 0 && spacing >= 129.9 && spacing <= 130.1, `b's starts are spaced by a's margin (${spacing.toFixed(1)} ms, not 105)`)
+            } else {
+              const first = await a.reserveLimits(bookings({ ...quick, marginMs: 60 }), pause, 10_000)
+              await a.reserveLimits(bookings({ ...quick, marginMs: 60 }), pause, 10_000)
+              const third = await b.reserveLimits(bookings(quick), pause, 10_000)
+              const after = (third.startMs as number) - first.limits[0].ticket / 1000
+              t.ok(third.binding === 0 && after >= 259 && after <= 262, `b's start is a window and a's 60 ms after a's recorded start (${after.toFixed(1)} ms, not 210)`)
+            }
+          })
+        }
 
         t.test('a burst meets every limit: no window of either length holds more than its limit', async (t) => {
           const fast = policy(algo, 10, 200, algo === 'token-bucket' ? 5 : 1)

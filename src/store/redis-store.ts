@@ -137,14 +137,16 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence, Multi
     const keys: string[] = [this.keys.limit(pause, 'pause')]
     const args: number[] = [bookings.length, Math.round(maxWaitMs * 1000)]
     for (const { ref, policy, cost } of bookings) {
+      // Each limit's margin is the team's (the widest booked within its window), as with one limit.
+      const marginUs = Math.round(policy.marginMs * 1000)
       if (policy.algorithm === 'token-bucket') {
         const { intervalUs, tauUs } = tokenBucketParams(policy)
-        keys.push(this.keys.limit(ref, 'tb'), this.keys.limit(ref, 'sw-floor'))
-        args.push(1, intervalUs, tauUs, cost, 0, 0)
+        keys.push(this.keys.limit(ref, 'tb'), this.keys.limit(ref, 'sw-floor'), this.keys.limit(ref, 'tb-margin'))
+        args.push(1, intervalUs, tauUs, cost, 0, 0, marginUs, policy.limit - policy.burst + 1)
       } else {
         const { windowUs, keep, padUs } = slidingWindowParams(policy)
-        keys.push(this.keys.limit(ref, 'sw'), this.keys.limit(ref, 'sw-floor'))
-        args.push(2, policy.limit, windowUs, cost, keep, padUs)
+        keys.push(this.keys.limit(ref, 'sw'), this.keys.limit(ref, 'sw-floor'), this.keys.limit(ref, 'sw-margin'))
+        args.push(2, policy.limit, windowUs, cost, keep, padUs, marginUs, 0)
       }
     }
     const sentAt = nowMs()

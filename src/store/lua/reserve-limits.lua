@@ -3,19 +3,26 @@
   earliest start that every limit allows, booked in all of them, or in none when it is later than the
   wait bound. Each limit is a token bucket (GCRA) or an exact sliding window, with the arithmetic of
   reserve-token-bucket-2.lua and reserve-sliding-window-3.lua; with one limit this script answers
-  exactly what they answer. Called with numberOfKeys = 1 + 2 × (number of limits); on a Redis Cluster
+  exactly what they answer. Called with numberOfKeys = 1 + 3 × (number of limits); on a Redis Cluster
   every key shares one hash tag (see redis-keys.ts).
 
   Input:
     KEYS[1] pause of the request's bucket (string): no start before this time, µs of Redis time
-    KEYS[2i], KEYS[2i+1] limit i: its state (token bucket: tat, µs; sliding window: list of starts,
-                µs, non-decreasing) and, for a sliding window, its floor (the newest start trimmed)
+    KEYS[3i-1], KEYS[3i], KEYS[3i+1] limit i: its state (token bucket: tat, µs; sliding window: list
+                of starts, µs, non-decreasing), for a sliding window its floor (the newest start
+                trimmed), and its team margin (includes/team-margin.lua)
     ARGV[1] number of limits n
     ARGV[2] wait bound, µs (integer >= 0)
-    ARGV[3 + 6(i-1) ..] limit i: algorithm (1 token bucket, 2 sliding window), then
-                token bucket: interval T µs, tau µs, cost, 0, 0
-                sliding window: limit N, window W (with margin) µs, cost, keep, pad µs
+    ARGV[3 + 8(i-1) ..] limit i: algorithm (1 token bucket, 2 sliding window), then
+                token bucket: interval T µs, tau µs, cost, 0, 0, margin µs, units (limit - burst + 1)
+                sliding window: limit N, window W (with margin) µs, cost, keep, pad µs, margin µs, 0
                 A cost of 0 leaves the limit untouched (a limit that counts only some requests).
+
+  Each limit's margin is the team's, as in the one-limit scripts: a caller narrower than the widest
+  an instance booked that limit with within its last window books with the widest (a token bucket's
+  interval and tau grow by the difference shared among its units; a sliding window's window grows by
+  it, and its pad is at least it). Only a route's first limit follows the adaptive margin, so the
+  others' margins are the same on every instance and never widen.
 
   A token bucket books a start S at max(tat, S) + T × cost: S at or after its own earliest start keeps
   the GCRA bound (cost <= burst). A sliding window books S when it is at least W after the start
@@ -29,6 +36,7 @@
             start µs, then per limit: ticket (the tat or start it recorded; 0 if none), remaining, reset µs }
 ]]
 --- @include "includes/redis-time"
+--- @include "includes/team-margin"
 
 local now = nowUs()
 local n = tonumber(ARGV[1])
@@ -55,9 +63,27 @@ local function last (l)
 end
 
 for i = 1, n do
-  local a = 2 + (i - 1) * 6
+  local a = 2 + (i - 1) * 8
   local l = { algo = tonumber(ARGV[a + 1]), p1 = tonumber(ARGV[a + 2]), p2 = tonumber(ARGV[a + 3]), cost = tonumber(ARGV[a + 4]),
-    keep = tonumber(ARGV[a + 5]), pad = tonumber(ARGV[a + 6]), key = KEYS[2 * i], floorKey = KEYS[2 * i + 1] }
+    keep = tonumber(ARGV[a + 5]), pad = tonumber(ARGV[a + 6]), key = KEYS[3 * i - 1], floorKey = KEYS[3 * i] }
+  if l.cost > 0 then
+    local margin = tonumber(ARGV[a + 7])
+    if l.algo == 1 then
+      local units = tonumber(ARGV[a + 8])
+      local widest = teamMargin(KEYS[3 * i + 1], margin, math.ceil(l.p1 * units / 1000))
+      if widest > margin then
+        local wider = l.p1 + math.ceil((widest - margin) / units)
+        l.p2 = l.p2 / l.p1 * wider
+        l.p1 = wider
+      end
+    else
+      local widest = teamMargin(KEYS[3 * i + 1], margin, math.ceil(l.p2 / 1000))
+      if widest > margin then
+        l.p2 = l.p2 + widest - margin
+        l.pad = math.max(l.pad, widest)
+      end
+    end
+  end
   local earliest = floorStart
   if l.algo == 1 then
     l.tat = tonumber(redis.call('GET', l.key) or '0')
