@@ -67,21 +67,11 @@ for i = 1, n do
   local l = { algo = tonumber(ARGV[a + 1]), p1 = tonumber(ARGV[a + 2]), p2 = tonumber(ARGV[a + 3]), cost = tonumber(ARGV[a + 4]),
     keep = tonumber(ARGV[a + 5]), pad = tonumber(ARGV[a + 6]), key = KEYS[3 * i - 1], floorKey = KEYS[3 * i] }
   if l.cost > 0 then
-    local margin = tonumber(ARGV[a + 7])
+    local margin, units = tonumber(ARGV[a + 7]), tonumber(ARGV[a + 8])
     if l.algo == 1 then
-      local units = tonumber(ARGV[a + 8])
-      local widest = teamMargin(KEYS[3 * i + 1], margin, math.ceil(l.p1 * units / 1000))
-      if widest > margin then
-        local wider = l.p1 + math.ceil((widest - margin) / units)
-        l.p2 = l.p2 / l.p1 * wider
-        l.p1 = wider
-      end
+      l.p1, l.p2 = teamTokenBucket(KEYS[3 * i + 1], margin, l.p1, l.p2, units, math.ceil(l.p1 * units / 1000))
     else
-      local widest = teamMargin(KEYS[3 * i + 1], margin, math.ceil(l.p2 / 1000))
-      if widest > margin then
-        l.p2 = l.p2 + widest - margin
-        l.pad = math.max(l.pad, widest)
-      end
+      l.p2, l.pad = teamSlidingWindow(KEYS[3 * i + 1], margin, l.p2, l.pad, math.ceil(l.p2 / 1000))
     end
   end
   local earliest = floorStart

@@ -57,11 +57,7 @@ local maxWait = tonumber(ARGV[4])
 local keep = tonumber(ARGV[5])
 local pad = tonumber(ARGV[6] or '0')
 local margin = tonumber(ARGV[11] or '0')
-local widest = teamMargin(KEYS[5], margin, math.ceil(window / 1000))
-if widest > margin then
-  window = window + widest - margin
-  pad = math.max(pad, widest)
-end
+window, pad = teamSlidingWindow(KEYS[5], margin, window, pad, math.ceil(window / 1000))
 
 local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
 local len = redis.call('LLEN', KEYS[1])

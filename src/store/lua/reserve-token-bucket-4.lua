@@ -35,12 +35,7 @@ if unbooked then return unbooked end
 local interval = tonumber(ARGV[1])
 local tau = tonumber(ARGV[2])
 local margin = tonumber(ARGV[10] or '0')
-local widest = teamMargin(KEYS[4], margin, math.ceil(tonumber(ARGV[5]) / 1000))
-if widest > margin then
-  local wider = interval + math.ceil((widest - margin) / tonumber(ARGV[11]))
-  tau = tau / interval * wider
-  interval = wider
-end
+interval, tau = teamTokenBucket(KEYS[4], margin, interval, tau, tonumber(ARGV[11]), math.ceil(tonumber(ARGV[5]) / 1000))
 local cost = tonumber(ARGV[3])
 local maxWait = tonumber(ARGV[4])
 

@@ -8,10 +8,28 @@
   with `--- @include "includes/team-margin"`.
 
   teamMargin(key, margin µs, ttl ms): the margin to book with, µs (the caller's, or the team's when wider)
+  teamTokenBucket(key, margin, interval, tau, units, ttl ms): interval and tau (µs) booked with it: a
+    wider margin grows the interval by the difference shared among the `units` a window holds, and
+    tau with it
+  teamSlidingWindow(key, margin, window, pad, ttl ms): window and pad (µs) booked with it: a wider
+    margin grows the window by the difference, and the pad to at least the wider margin
 ]]
 local function teamMargin (key, margin, ttlMs)
   local shared = tonumber(redis.call('GET', key) or '0')
   if shared > margin then return shared end
   if margin > 0 then redis.call('SET', key, string.format('%d', margin), 'PX', math.max(1, ttlMs)) end
   return margin
+end
+
+local function teamTokenBucket (key, margin, interval, tau, units, ttlMs)
+  local widest = teamMargin(key, margin, ttlMs)
+  if widest <= margin then return interval, tau end
+  local wider = interval + math.ceil((widest - margin) / units)
+  return wider, tau / interval * wider
+end
+
+local function teamSlidingWindow (key, margin, window, pad, ttlMs)
+  local widest = teamMargin(key, margin, ttlMs)
+  if widest <= margin then return window, pad end
+  return window + widest - margin, math.max(pad, widest)
 end
