@@ -44,7 +44,7 @@ export interface MarginSettings {
 export const MARGIN_DEFAULTS: Omit<MarginSettings, 'capMs'> = {
   floorMs: 5,
   safety: 1.5,
-  minSamples: 16,
+  minSamples: 8,
   keep: 256,
   horizonWindows: 1,
   horizonMinMs: 1000,
@@ -56,10 +56,14 @@ export const MARGIN_DEFAULTS: Omit<MarginSettings, 'capMs'> = {
 /**
  * Estimates are worked out again after this many samples and this long (ms), whichever comes last: a
  * late sample widens at once, and narrowing takes seconds, so a busy route sorts its samples at most
- * ten times a second, not every 16 requests.
+ * ten times a second, not every 16 requests. A quiet one (an instance's share of 20/s is 7 requests a
+ * second) does so on any sample RECOMPUTE_IDLE_MS after the last estimate: counting 16 samples held
+ * its margin at the cap for the first four windows of a 1 s route, and the narrowing is timed by its
+ * half-life, not by how many requests came.
  */
 const RECOMPUTE_EVERY = 16
 const RECOMPUTE_AFTER_MS = 100
+const RECOMPUTE_IDLE_MS = 250
 /** Spans the last window (and cap) is cut into for its latest lateness: bounded, whatever the rate. */
 const WINDOW_BUCKETS = 64
 
@@ -192,10 +196,14 @@ export class AdaptiveMargin {
       this.widenTo(safety * latenessMs)
       this.lastNarrowAt = now
     }
-    if (this.count >= this.settings.minSamples && (this.estimate === undefined || (this.sinceRecompute >= RECOMPUTE_EVERY && now - this.recomputedAt >= RECOMPUTE_AFTER_MS))) {
-      this.recompute(now)
-    }
+    if (this.count >= this.settings.minSamples && this.due(now)) this.recompute(now)
     return this.margin
+  }
+
+  private due (now: number): boolean {
+    if (this.estimate === undefined) return true
+    const since = now - this.recomputedAt
+    return since >= RECOMPUTE_IDLE_MS || (this.sinceRecompute >= RECOMPUTE_EVERY && since >= RECOMPUTE_AFTER_MS)
   }
 
   /**
