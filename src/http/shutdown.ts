@@ -79,8 +79,9 @@ export class Drain {
   private abortWaiters (): number {
     this.waitersAborted = true
     const n = this.waiters.size
-    // Newest first: a store gives a reservation back only while it is the newest one, so unwinding
-    // from the tail lets every waiter's slot go back (their release commands reach Redis in this order).
+    // Newest first: a token bucket gives a reservation back only while it is the newest one, so
+    // unwinding from the tail lets every waiter's slot go back (their release commands reach Redis in
+    // this order); a sliding window takes them out wherever they are.
     for (const c of [...this.waiters].reverse()) c.abort(SHUTDOWN)
     this.waiters.clear()
     return n

@@ -36,9 +36,10 @@ export class LateStarts {
   }
 
   /**
-   * A sliding window's late start, recorded again at when it leaves: when no start booked since is
-   * counted against that time (the next window's start `limit` places after it is not booked yet, as
-   * in a backlog booked by look-ahead), the request leaves now instead of a window later. Recorded
+   * A sliding window's late start, recorded again at when it leaves: when no window holding that
+   * time and not the old one gets more than `limit` starts (postpone-sliding-window-2.lua: the next
+   * window's start `limit` places after it is not booked yet, as in a backlog booked by look-ahead,
+   * or far enough away), the request leaves now instead of a window later. Recorded
    * the store's fastest recent round trip and 1 ms ahead of its now: the reply's way back and this
    * loop's turn (later is always within the limit; the median would count the stall that made the
    * start late). Not for several limits (each would have to move).

@@ -243,7 +243,7 @@ export class RouteLimiter {
     }
   }
 
-  /** Give a reservation back (best effort: only the newest one can be, and a store error is ignored). */
+  /** Give a reservation back (best effort: StoreFailover.giveBack, LimitSet.giveBack). */
   private async giveBackCost (bucket: string, reservation: Reservation, cost: number | number[]): Promise<boolean> {
     return typeof cost === 'number' ? await this.failover.giveBack(bucket, reservation, cost) : await (this.limits as LimitSet).giveBack(bucket, reservation)
   }

@@ -192,13 +192,16 @@ export class StoreFailover {
     return reservation.startMs !== undefined && this.store.kind === 'redis' && this.made.get(reservation)?.store === this.store
   }
 
-  /** Give a reservation back (best effort: only the newest one can be, and a store error is ignored). */
+  /**
+   * Give a reservation whose request never left back (best effort: a token bucket's only while it is
+   * the newest, a sliding window's wherever it is; a store error is ignored).
+   */
   async giveBack (bucket: string, reservation: Reservation, cost: number): Promise<boolean> {
     if (reservation.ticket === undefined) return false
     const made = this.made.get(reservation) ?? { store: this.store, policy: this.policy }
     const newest = this.newest.get(bucket)
-    // A later reservation of this instance exists: this one is not the store's newest.
-    if (made.store === this.store && newest !== undefined && newest !== reservation) return false
+    // A later reservation of this instance exists: this one is not the token bucket's newest.
+    if (made.policy.algorithm === 'token-bucket' && made.store === this.store && newest !== undefined && newest !== reservation) return false
     try {
       const released = await made.store.release(bucket, made.policy, cost, reservation.ticket)
       // Which reservation is newest now is not known here (maybe another instance's): ask next time.

@@ -55,7 +55,11 @@ export interface BucketStore {
    * from now, in which case nothing is reserved. One atomic step (one Redis round trip).
    */
   reserve (bucket: string, policy: BucketPolicy, cost: number, maxWaitMs: number, watch?: GenerationWatch): Promise<Reservation>
-  /** Give a reservation back where the algorithm allows it (only the newest one, so no guarantee is broken). */
+  /**
+   * Give back a reservation whose request never left, where the algorithm allows it: a token bucket's
+   * only while it is the newest (its state is the next start), a sliding window's wherever it is in
+   * the list (release-sliding-window-1.lua: a list without a start is still within the limit).
+   */
   release (bucket: string, policy: BucketPolicy, cost: number, ticket: number): Promise<boolean>
   /**
    * A sliding-window start that leaves late: record it `aheadMs` after the store's now instead of at
@@ -142,7 +146,7 @@ export interface MultiReservation extends Reservation {
 export interface MultiLimitStore {
   /** The earliest start every limit allows and `pause` (the request's bucket's) permits, booked in all of them, or in none beyond `maxWaitMs`. */
   reserveLimits (bookings: readonly LimitBooking[], pause: LimitRef, maxWaitMs: number): Promise<MultiReservation>
-  /** Give one limit's part back, where it is still that limit's newest (as release). */
+  /** Give one limit's part back (as release). */
   releaseLimit (booking: LimitBooking, ticket: number): Promise<boolean>
   /** Pause `ref` (a request bucket's pause, see reserveLimits); the announcement names `bucket`. */
   pauseLimit (ref: LimitRef, bucket: string, delayMs: number): Promise<number>

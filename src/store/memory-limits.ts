@@ -45,8 +45,8 @@ export function used (s: LimitState, limit: number, windowUs: number, at: number
 }
 
 /**
- * postpone-sliding-window-1.lua on a list (sorted µs, from `head`): move `cost` entries at `ticket` to
- * `at` when every pair `limit` places apart that the move could bring closer stays `windowUs` apart.
+ * postpone-sliding-window-2.lua on a list (sorted µs, from `head`): move `cost` entries at `ticket` to
+ * `at` unless a window of `windowUs` that holds `at` and not `ticket` would hold more than `limit`.
  * Returns whether it moved them.
  */
 export function postponeInList (s: LimitState, limit: number, windowUs: number, cost: number, ticket: number, at: number): boolean {
@@ -62,9 +62,20 @@ export function postponeInList (s: LimitState, limit: number, windowUs: number, 
   let place = kept.findIndex((v) => v > at)
   if (place < 0) place = kept.length
   const list = [...kept.slice(0, place), ...Array<number>(cost).fill(at), ...kept.slice(place)]
-  for (let i = Math.max(0, place - limit); i <= Math.min(list.length - 1 - limit, place + cost - 1); i++) {
-    if (list[i + limit] - list[i] < windowUs) return false
+  // As the script: only the windows [w, w + window) holding `at` and not the ticket gain entries.
+  const from = (x: number): number => {
+    let lo = 0
+    let hi = list.length
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      if (list[mid] < x) lo = mid + 1
+      else hi = mid
+    }
+    return lo
   }
+  const tooFull = (w: number): boolean => from(w + windowUs) - from(w) > limit
+  if (tooFull(ticket + 1)) return false
+  for (let i = from(ticket + windowUs + 1); i < from(at + windowUs); i++) if (tooFull(list[i] - windowUs + 1)) return false
   s.starts = list
   s.head = 0
   return true

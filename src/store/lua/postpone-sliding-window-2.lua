@@ -12,10 +12,12 @@
     ARGV[5] ahead, µs: the start is recorded this long after Redis's now (the reply's way back)
     ARGV[6] the caller's margin, µs: the part of ARGV[2] that is margin
 
-  Every pair of entries `limit` places apart in the new list must stay at least W apart where the
-  move could bring them closer (entries just before the new place to just after it); anywhere else
-  the move only widens pairs. The list is read whole: at most its keep (limit + 32) plus 32 entries,
-  and this runs only for a start that left late.
+  Only the windows [s, s + W) that hold the new time and not the old one (s in (ticket, at]) gain
+  entries: none of them may hold more than `limit` after the move. Every other window holds what it
+  held or fewer, so starts booked with a narrower margin than today's (W grows with the margin) are
+  no reason to keep a late start where it is: the move makes no window fuller than it was unless it
+  stays within the limit. The list is read whole: at most its keep (limit + 32) plus 32 entries, and
+  this runs only for a start that left late.
 
   Output: { 1, new ticket µs } if moved, { 0, 0 } if not (left as it was)
 ]]
@@ -52,8 +54,22 @@ for i = 1, place - 1 do list[#list + 1] = kept[i] end
 for _ = 1, cost do list[#list + 1] = at end
 for i = place, #kept do list[#list + 1] = kept[i] end
 
-for i = math.max(1, place - limit), math.min(#list - limit, place + cost - 1) do
-  if list[i + limit] - list[i] < window then return { 0, 0 } end
+-- Entries of the new list at or after x: the first index holding x or more (#list + 1: none).
+local function from (x)
+  local lo, hi = 1, #list + 1
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    if list[mid] < x then lo = mid + 1 else hi = mid end
+  end
+  return lo
+end
+-- The fullest such window starts just after the ticket, or just as an entry comes into it.
+local function tooFull (s)
+  return from(s + window) - from(s) > limit
+end
+if tooFull(ticket + 1) then return { 0, 0 } end
+for i = from(ticket + window + 1), from(at + window) - 1 do
+  if tooFull(list[i] - window + 1) then return { 0, 0 } end
 end
 
 redis.call('LREM', KEYS[1], cost, ARGV[4])
