@@ -14,6 +14,7 @@ import type { RouteConfig } from '../config/schema'
 import type { BucketStore } from '../store/bucket-store'
 import { AdaptiveMargin, fullWindow, type PushbackCause } from '../limiter/adaptive-margin'
 import type { RouteLimiter } from '../limiter/route-limiter'
+import { openedAhead } from './preconnect'
 
 /** A pool without an open connection for this long, or with none, is cold: its next burst connects. */
 const COLD_AFTER_IDLE_MS = 4000
@@ -58,7 +59,7 @@ const onSendHeaders = ({ request, socket }: { request: object, socket: object })
   const t = tracked.get(request)
   if (t === undefined) return
   t.sentAt = performance.now()
-  t.fresh = !warmSockets.has(socket)
+  t.fresh = !warmSockets.has(socket) && !openedAhead.has(socket)
   warmSockets.add(socket)
 }
 

@@ -37,8 +37,13 @@ export interface RouteParts {
 
 export async function registerRoute (scope: FastifyInstance, parts: RouteParts): Promise<void> {
   const { route, limiter } = parts
-  const { dispatcher: pool, connected } = upstreamDispatcher(route, parts.egress)
-  scope.addHook('onClose', async () => { await pool.close() })
+  const { dispatcher: pool, connected, preconnector } = upstreamDispatcher(route, parts.egress, () => limiter.startsSoon(parts.scheduler.heldAll()))
+  scope.addHook('onClose', async () => {
+    preconnector?.close()
+    await pool.close()
+  })
+  // Connections for the next window's starts are opened while their requests wait (preconnect.ts).
+  if (preconnector !== undefined) limiter.onWaiting = (inMs) => preconnector.waiting(inMs)
   const probe = marginProbe(scope, parts, connected)
 
   // One parser for every content type: JSON bodies are read and checked before admission

@@ -7,6 +7,7 @@ import { EnvHttpProxyAgent, Pool, type Dispatcher } from 'undici'
 import type { EgressConfig } from '../config/egress'
 import type { RouteConfig } from '../config/schema'
 import { endBodilessResponses } from './bodiless-responses'
+import { Preconnector } from './preconnect'
 
 /** Connections per upstream origin (per proxy, with one). */
 const CONNECTIONS = 128
@@ -16,13 +17,18 @@ function routeTimeouts (route: RouteConfig): Dispatcher.DispatcherComposeInterce
   return (dispatch) => (opts, handler) => dispatch({ ...opts, headersTimeout: opts.headersTimeout ?? route.timeoutMs, bodyTimeout: opts.bodyTimeout ?? route.bodyTimeoutMs }, handler)
 }
 
-/** The route's dispatcher, and how many connections it has open to the upstream (or its proxy) now. */
+/**
+ * The route's dispatcher, how many connections it has open to the upstream (or its proxy) now, and
+ * (direct only) what opens connections ahead of a backlog's starts.
+ */
 export interface UpstreamDispatcher {
   dispatcher: Dispatcher
   connected: () => number
+  preconnector?: Preconnector
 }
 
-export function upstreamDispatcher (route: RouteConfig, egress: EgressConfig | undefined): UpstreamDispatcher {
+/** `startsSoon`: requests that may start within the next window (RouteLimiter.startsSoon). */
+export function upstreamDispatcher (route: RouteConfig, egress: EgressConfig | undefined, startsSoon: () => number = () => 0): UpstreamDispatcher {
   const common = {
     connections: CONNECTIONS,
     pipelining: 1,
@@ -32,8 +38,10 @@ export function upstreamDispatcher (route: RouteConfig, egress: EgressConfig | u
     connect: { timeout: route.connectTimeoutMs, rejectUnauthorized: true }
   }
   if (egress === undefined) {
-    const pool = new Pool(new URL(route.upstream).origin, common)
-    return { dispatcher: pool.compose(endBodilessResponses), connected: () => pool.stats.connected }
+    const origin = new URL(new URL(route.upstream).origin)
+    const preconnector = new Preconnector(origin, common.connect, CONNECTIONS, startsSoon)
+    const pool = new Pool(origin, { ...common, connect: preconnector.connector })
+    return { dispatcher: pool.compose(endBodilessResponses), connected: () => pool.stats.connected, preconnector }
   }
   const agent = new EnvHttpProxyAgent({
     ...common,

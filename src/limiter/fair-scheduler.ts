@@ -73,6 +73,18 @@ export class FairScheduler {
     return b === undefined ? 0 : b.held + b.reserved
   }
 
+  /** Requests held here (not reserved yet), in all buckets, and how many buckets hold some. */
+  heldAll (): { requests: number, buckets: number } {
+    let requests = 0
+    let buckets = 0
+    for (const b of this.buckets.values()) {
+      if (b.held === 0) continue
+      requests += b.held
+      buckets++
+    }
+    return { requests, buckets }
+  }
+
   /** Per-client usage and waits, for metrics and status (ids are hashes). */
   clients (): ClientStats[] {
     return this.clientStats.all()

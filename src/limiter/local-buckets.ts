@@ -13,6 +13,8 @@ export class LocalBuckets {
   readonly lastStart = new Map<string, number>()
   /** Requests of this instance waiting per bucket. */
   private readonly waiting = new Map<string, number>()
+  /** Requests of this instance waiting, in all buckets. */
+  private waitingTotal = 0
   private sweepAbove = SWEEP_ABOVE
 
   /**
@@ -23,6 +25,11 @@ export class LocalBuckets {
 
   waitingIn (bucket: string): number {
     return this.waiting.get(bucket) ?? 0
+  }
+
+  /** Requests waiting in all buckets, and how many buckets they wait in. */
+  waitingAll (): { requests: number, buckets: number } {
+    return { requests: this.waitingTotal, buckets: this.waiting.size }
   }
 
   noteStart (bucket: string, startMs: number): void {
@@ -48,9 +55,11 @@ export class LocalBuckets {
   /** Sleep `ms` as one of the bucket's waiting requests; false when `signal` fired first. */
   async wait (bucket: string, ms: number, signal: CancelSignal): Promise<boolean> {
     this.waiting.set(bucket, (this.waiting.get(bucket) ?? 0) + 1)
+    this.waitingTotal++
     try {
       return await sleep(ms, signal)
     } finally {
+      this.waitingTotal--
       const left = (this.waiting.get(bucket) ?? 1) - 1
       if (left <= 0) this.waiting.delete(bucket)
       else this.waiting.set(bucket, left)

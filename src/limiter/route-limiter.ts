@@ -50,6 +50,8 @@ export class RouteLimiter {
   private readonly late: LateStarts
   /** A route with several limits reserves in all of them at once (limit-set.ts); `policy` is the first's. */
   readonly limits: LimitSet | undefined
+  /** Told, as a request starts waiting, how long until its slot (preconnect.ts, which asks startsSoon). */
+  onWaiting: ((inMs: number) => void) | undefined
 
   constructor (route: RouteConfig, store: BucketStore, log: LimiterLog = () => {}) {
     this.route = route
@@ -221,6 +223,7 @@ export class RouteLimiter {
       this.local.noteStart(bucket, Date.now() + (slot - receivedAt))
       if (typeof cost === 'number') this.failover.noteStart(bucket, reservation, slot - receivedAt, cost)
       else this.limits?.noteStart(reservation, slot - receivedAt)
+      if (slot > receivedAt) this.onWaiting?.(slot - receivedAt)
       if (slot > receivedAt && !(await this.local.wait(bucket, slot - receivedAt, signal))) {
         await this.giveBackCost(bucket, reservation, cost)
         throw new ClientGoneError('client disconnected while waiting')
@@ -241,6 +244,17 @@ export class RouteLimiter {
       await this.giveBackCost(bucket, reservation, cost)
       if (signal.aborted) throw new ClientGoneError('client disconnected while waiting')
     }
+  }
+
+  /**
+   * Requests of this instance that may start within the next window: those waiting for their slots
+   * and those `queued` before booking one (the fair scheduler's), at most this instance's share (the
+   * limit over the live instances) of each bucket they are in.
+   */
+  startsSoon (queued: { requests: number, buckets: number } = { requests: 0, buckets: 0 }): number {
+    const waiting = this.local.waitingAll()
+    const share = Math.ceil(this.policy.limit / Math.max(1, this.store.instanceCount()))
+    return Math.min(waiting.requests + queued.requests, share * Math.max(waiting.buckets, queued.buckets))
   }
 
   /** Give a reservation back (best effort: StoreFailover.giveBack, LimitSet.giveBack). */
