@@ -130,6 +130,7 @@ t.test('contract', async (t) => {
           // from 100 ms holds one start, so the next reservation needs no third window.
           t.equal(await store.release('release', p, 1, older.ticket as number), true, 'an older one is taken out of the list')
           t.equal(await store.release('release', p, 1, older.ticket as number), false, 'once: nothing is taken that was not booked')
+          t.equal(await store.release('release', p, 2, next.ticket as number), false, 'two entries asked for where one was booked: none is taken')
           const again = await store.reserve('release', p, 1, 10_000)
           t.ok(again.waitMs < next.waitMs + 50, `the freed start is booked again in the second window (${again.waitMs.toFixed(0)} ms, not a window after ${next.waitMs.toFixed(0)})`)
           const after = await store.reserve('release', p, 1, 10_000)

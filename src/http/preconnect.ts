@@ -80,7 +80,7 @@ export class Preconnector {
       return
     }
     this.open(opts, (err, socket) => {
-      if (socket === null) {
+      if (socket == null) {
         callback(err as Error, null)
         return
       }
@@ -133,7 +133,7 @@ export class Preconnector {
     for (let i = 0; i < lacking; i++) {
       this.counts.opened++
       this.open(this.target, (err, socket) => {
-        if (err !== null || socket === null) return
+        if (err != null || socket == null) return
         if (this.closed) {
           socket.destroy()
           return
@@ -163,11 +163,11 @@ export class Preconnector {
     const began = performance.now()
     this.base(opts, (err, socket) => {
       this.opening--
-      if (socket !== null) {
+      if (socket != null) {
         const ms = performance.now() - began
         this.connectMs = this.connectMs === undefined ? ms : (1 - CONNECT_WEIGHT) * this.connectMs + CONNECT_WEIGHT * ms
       }
-      if (socket === null) callback(err ?? new Error('no socket'), null)
+      if (socket == null) callback(err ?? new Error('no socket'), null)
       else callback(null, socket)
     })
   }

@@ -16,6 +16,7 @@
 ]]
 --- @include "includes/redis-time"
 --- @include "includes/generation"
+--- @include "includes/sorted-insert"
 
 local now = nowUs()
 local window = tonumber(ARGV[1])
@@ -23,20 +24,7 @@ local recorded = 0
 for i = 2, #ARGV do
   local at = tonumber(ARGV[i])
   if at > now - window then
-    -- The first entry later than `at` (binary search from the oldest end); insert before it.
-    local len = redis.call('LLEN', KEYS[1])
-    local lo, hi = 0, len
-    while lo < hi do
-      local mid = math.floor((lo + hi) / 2)
-      if tonumber(redis.call('LINDEX', KEYS[1], mid)) > at then hi = mid else lo = mid + 1 end
-    end
-    local value = string.format('%d', at)
-    if lo == len then
-      redis.call('RPUSH', KEYS[1], value)
-    else
-      -- LINSERT finds its pivot from the oldest end: the first entry with that value is at `lo`.
-      redis.call('LINSERT', KEYS[1], 'BEFORE', redis.call('LINDEX', KEYS[1], lo), value)
-    end
+    insertSorted(KEYS[1], at, string.format('%d', at), 1)
     recorded = recorded + 1
   end
 end

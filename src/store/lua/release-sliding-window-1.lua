@@ -16,6 +16,8 @@
 
   Output: 1 if given back, 0 otherwise (fewer than `cost` such entries: trimmed, or the state was lost)
 ]]
+--- @include "includes/sorted-insert"
+
 local cost = tonumber(ARGV[2])
 local tail = redis.call('LRANGE', KEYS[1], -cost, -1)
 local newest = #tail == cost
@@ -28,21 +30,6 @@ if newest then
 end
 local removed = redis.call('LREM', KEYS[1], -cost, ARGV[1])
 if removed == cost then return 1 end
-if removed > 0 then
-  -- Not all of them: put back what was taken, before the first entry later than it (binary search).
-  local at = tonumber(ARGV[1])
-  local len = redis.call('LLEN', KEYS[1])
-  local lo, hi = 0, len
-  while lo < hi do
-    local mid = math.floor((lo + hi) / 2)
-    if tonumber(redis.call('LINDEX', KEYS[1], mid)) > at then hi = mid else lo = mid + 1 end
-  end
-  for _ = 1, removed do
-    if lo == len then
-      redis.call('RPUSH', KEYS[1], ARGV[1])
-    else
-      redis.call('LINSERT', KEYS[1], 'BEFORE', redis.call('LINDEX', KEYS[1], lo), ARGV[1])
-    end
-  end
-end
+-- Not all of them: put back what was taken.
+if removed > 0 then insertSorted(KEYS[1], tonumber(ARGV[1]), ARGV[1], removed) end
 return 0
