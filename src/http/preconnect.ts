@@ -49,8 +49,8 @@ export class Preconnector {
   /** The one timer, set for the earliest of them. */
   private timer: NodeJS.Timeout | undefined
   private timerAt = Infinity
-  /** Sockets opened ahead, and of those, how many the pool took. */
-  readonly counts = { opened: 0, taken: 0 }
+  /** A look at what the next window lacks is queued for the end of this turn. */
+  private wantQueued = false
 
   /**
    * `origin`: the upstream's; `connect`: the route's connect options (as Pool's `connect`);
@@ -69,7 +69,6 @@ export class Preconnector {
       clearTimeout(s.timer)
       s.socket.off('error', s.onError)
       if (s.socket.destroyed || s.socket.readyState !== 'open') continue
-      this.counts.taken++
       openedAhead.add(s.socket)
       // Still counted as live: it closes in the pool now.
       s.socket.off('close', s.onClose)
@@ -102,10 +101,22 @@ export class Preconnector {
   waiting (inMs: number): void {
     if (this.closed) return
     const lead = this.leadMs
-    // After this turn: the request that told is counted among the waiting by then.
-    if (inMs <= lead) return queueMicrotask(() => this.want(this.startsSoon()))
+    if (inMs <= lead) return this.wantSoon()
     this.due.push(performance.now() + inMs - lead)
     this.arm()
+  }
+
+  /**
+   * At the end of this turn, once: the request that told is counted among the waiting by then, and
+   * the requests that start waiting in the same turn share one count.
+   */
+  private wantSoon (): void {
+    if (this.wantQueued) return
+    this.wantQueued = true
+    queueMicrotask(() => {
+      this.wantQueued = false
+      this.want(this.startsSoon())
+    })
   }
 
   /** One timer, for the earliest lead still due. */
@@ -131,7 +142,6 @@ export class Preconnector {
     if (this.closed) return
     const lacking = Math.min(n, this.bound) - this.live - this.opening
     for (let i = 0; i < lacking; i++) {
-      this.counts.opened++
       this.open(this.target, (err, socket) => {
         if (err != null || socket == null) return
         if (this.closed) {
@@ -141,11 +151,6 @@ export class Preconnector {
         this.keep(socket)
       })
     }
-  }
-
-  /** Sockets open now (in the pool or opened ahead), and being opened. */
-  sizes (): { live: number, opening: number, stashed: number } {
-    return { live: this.live, opening: this.opening, stashed: this.stash.length }
   }
 
   close (): void {

@@ -223,10 +223,12 @@ export class RouteLimiter {
       this.local.noteStart(bucket, Date.now() + (slot - receivedAt))
       if (typeof cost === 'number') this.failover.noteStart(bucket, reservation, slot - receivedAt, cost)
       else this.limits?.noteStart(reservation, slot - receivedAt)
-      if (slot > receivedAt) this.onWaiting?.(slot - receivedAt)
-      if (slot > receivedAt && !(await this.local.wait(bucket, slot - receivedAt, signal))) {
-        await this.giveBackCost(bucket, reservation, cost)
-        throw new ClientGoneError('client disconnected while waiting')
+      if (slot > receivedAt) {
+        this.onWaiting?.(slot - receivedAt)
+        if (!(await this.local.wait(bucket, slot - receivedAt, signal))) {
+          await this.giveBackCost(bucket, reservation, cost)
+          throw new ClientGoneError('client disconnected while waiting')
+        }
       }
       const lateMs = this.late.lateMs(reservation, slot)
       // A start later than the tolerance (a busy event loop, a burst of arrivals being admitted) could

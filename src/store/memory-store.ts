@@ -176,14 +176,7 @@ export class MemoryStore implements BucketStore, TeamBoard, MultiLimitStore, Lim
       return true
     }
     // As the script: the entries are taken out wherever they are (the request never left).
-    const end = b.starts.length
-    if (end - b.head < cost) return false
-    let newest = true
-    for (let i = 1; i <= cost; i++) if (b.starts[end - i] !== ticket) newest = false
-    if (newest) {
-      b.starts.length = end - cost
-      return true
-    }
+    // Equal entries sit together (the list is sorted): the last `cost` of them, the newest first.
     const last = b.starts.lastIndexOf(ticket)
     if (last < b.head || last - cost + 1 < b.head || b.starts[last - cost + 1] !== ticket) return false
     b.starts.splice(last - cost + 1, cost)
