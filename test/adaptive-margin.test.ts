@@ -48,13 +48,27 @@ t.test('widens at once on a late sample, narrows with a half-life', async (t) =>
   t.equal(m.marginMs, 60, 'held while the late sample is within the horizon (window + cap = 1.2 s)')
   feed(m, 24, 2, 1, at, 62.5)
   // Beyond the horizon (1.2 s after the late sample) the estimate is the floor again; estimates come
-  // every 250 ms at this rate, so the last one, 1.05–1.3 s later, took the margin between two thirds
-  // and one half-life (1.5 s) of the way back: neither held nor at the floor.
-  t.ok(m.marginMs > 5 + 55 / 2 && m.marginMs < 5 + 55 * Math.pow(2, -2 / 3), `narrowing by its half-life (${m.marginMs.toFixed(1)})`)
+  // every 250 ms at this rate, so the last one, 1.05–1.3 s later, took the margin 2.1 to 2.6
+  // half-lives (0.5 s: half the 1 s window) of the way back: neither held nor at the floor.
+  t.ok(m.marginMs > 5 + 55 * Math.pow(2, -1300 / 500) && m.marginMs < 5 + 55 * Math.pow(2, -1050 / 500), `narrowing by its half-life (${m.marginMs.toFixed(1)})`)
   feed(m, 300, 2, 1, at)
   t.ok(m.marginMs < 10, `back near the floor (${m.marginMs})`)
   feed(m, 16, 30, 1, at)
   t.equal(m.marginMs, 45, 'lateness that persists (16 samples 30 ms late): widened at once to 1.5 × 30')
+})
+
+t.test('the half-life is 1.5 s, or half the window when that is shorter', async (t) => {
+  // From the cap (200 ms) to a need of 5 ms (the floor): the first estimate, at the 8th sample, takes
+  // half the gap at once; then estimates every 250 ms (a sample every 62.5 ms) narrow it for 1 s more.
+  for (const [windowMs, halfLifeMs] of [[1000, 500], [2000, 1000], [10_000, 1500]]) {
+    const m = new AdaptiveMargin({ capMs: 200, windowMs })
+    const at = { now: 0 }
+    feed(m, 8, 2, 1, at, 62.5)
+    t.equal(m.marginMs, 5 + 195 / 2, `${windowMs} ms window: half the gap at the first estimate`)
+    feed(m, 16, 2, 1, at, 62.5)
+    const want = 5 + 195 / 2 * Math.pow(2, -1000 / halfLifeMs)
+    t.ok(Math.abs(m.marginMs - want) < 1e-9, `${windowMs} ms window: ${halfLifeMs} ms half-life (${m.marginMs.toFixed(2)}, ${want.toFixed(2)})`)
+  }
 })
 
 t.test('a burst\'s late first requests hold the margin for the horizon, not for the 256 samples', async (t) => {

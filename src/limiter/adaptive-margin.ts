@@ -15,8 +15,8 @@
 // up to 100 ms late) from holding the margin wide for the 256 samples a quiet route takes minutes to
 // replace: what they threaten is the next window, and the latest-in-window rule covers that.
 // The margin widens at once (one late sample is enough) and narrows slowly (the gap to the
-// estimate halves every narrowHalfLifeMs), and not at all for a while after a pushback caused by
-// jitter (see pushback()).
+// estimate halves every narrowHalfLifeMs, or every half window when that is shorter), and not at
+// all for a while after a pushback caused by jitter (see pushback()).
 
 export interface MarginSettings {
   /** The configured margin: never above it. */
@@ -33,7 +33,7 @@ export interface MarginSettings {
   horizonWindows: number
   /** ... and never a horizon shorter than this, ms. */
   horizonMinMs: number
-  /** The gap between the margin and a lower estimate halves this often. */
+  /** The gap between the margin and a lower estimate halves this often, or every half window when that is sooner. */
   narrowHalfLifeMs: number
   /** No narrowing for this long after a pushback caused by jitter. */
   holdAfterPushbackMs: number
@@ -268,9 +268,14 @@ export class AdaptiveMargin {
       this.lastNarrowAt = now
       return
     }
-    const since = this.lastNarrowAt === undefined ? narrowHalfLifeMs : now - this.lastNarrowAt
+    // Slowly, but in windows: each window's starts are booked with the margin of the window before, so
+    // a 1 s window narrowing by 1.5 s half-lives kept its second to fourth windows 90 / 50 / 30 ms
+    // wider than they needed (50/s, 3 instances); the latest-in-window rule and widening at once
+    // still guard what a faster narrowing could let through.
+    const halfLifeMs = Math.min(narrowHalfLifeMs, this.settings.windowMs / 2)
+    const since = this.lastNarrowAt === undefined ? halfLifeMs : now - this.lastNarrowAt
     this.lastNarrowAt = now
-    const kept = Math.pow(0.5, Math.max(0, since) / narrowHalfLifeMs)
+    const kept = Math.pow(0.5, Math.max(0, since) / halfLifeMs)
     this.margin = Math.max(need, need + (this.margin - need) * kept)
   }
 }
