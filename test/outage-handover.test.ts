@@ -34,6 +34,26 @@ t.test('starts made during an outage count in Redis once it is back', async (t) 
     t.equal(await admin.llen(`${keyPrefix}{race}:sw`), 2, 'Redis holds both starts: X\'s, made without it, and Y\'s')
   })
 
+  t.test('a route with several limits: each limit\'s outage starts', async (t) => {
+    const keyPrefix = redis.prefix()
+    const store = new RedisStore({ url: redis.url, keyPrefix })
+    t.teardown(async () => { await store.close() })
+    await store.connect()
+    const route = parseRoute({ name: 'multi', upstream: 'http://127.0.0.1:9', limit: ['6/s', '20/10s'], algorithm: 'sliding-window', maxWait: '5s', onStoreError: 'local', margin: '100ms' }, 'route')
+    const a = new RouteLimiter(route, store)
+    const available = store.available.bind(store)
+    let reachable = false
+    store.available = () => reachable && available()
+    for (let i = 0; i < 3; i++) await a.admit('multi', 0, new Cancel().signal)
+    t.equal(a.storeMode, 'local', 'three starts made locally')
+    reachable = true
+    await a.admit('multi', 5000, new Cancel().signal)
+    t.equal(a.storeMode, 'redis', 'back on Redis')
+    const keys = (await admin.keys(`${keyPrefix}*:sw`)).sort()
+    t.equal(keys.length, 2, `one list of starts per limit (${keys.join(', ')})`)
+    for (const key of keys) t.equal(await admin.llen(key), 4, `${key}: the three outage starts and the new one`)
+  })
+
   for (const algorithm of ['sliding-window', 'token-bucket'] as const) {
     t.test(algorithm, async (t) => {
       const keyPrefix = redis.prefix()

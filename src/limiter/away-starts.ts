@@ -1,35 +1,38 @@
 // The starts an instance made without Redis (its local share during an outage, or unshaped), per
-// bucket: once Redis is back they are recorded there, at the times they were made, so every
-// instance's next reservations count them (store-failover.ts hands over; this keeps the starts).
-import { hasStartRecorder, type BucketPolicy, type BucketStore } from '../store/bucket-store'
+// state in Redis: once Redis is back they are recorded there, at the times they were made, so every
+// instance's next reservations count them. One route's bucket (store-failover.ts), or one limit's
+// state of a route with several (limit-set.ts); this keeps the starts, the caller says when to record.
+import type { BucketPolicy } from '../store/bucket-store'
 import { nowMs } from '../store/clock'
 
-export class AwayStarts {
-  /** Starts (epoch ms, nowMs clock, one per unit) per bucket. */
-  private readonly starts = new Map<string, number[]>()
+/** Records one state's starts (epoch ms, sorted) in Redis; undefined when the store cannot. */
+export type RecordStarts<T> = ((target: T, policy: BucketPolicy, startsMs: number[]) => Promise<unknown>) | undefined
 
-  /** `policy`: the route's live policy (its window and margin say how long a start counts). */
-  constructor (private readonly store: BucketStore, private readonly policy: BucketPolicy) {}
+interface Entry<T> { target: T, policy: BucketPolicy, starts: number[] }
+
+export class AwayStarts<T> {
+  /** Starts (epoch ms, nowMs clock, one per unit) per state. */
+  private readonly entries = new Map<string, Entry<T>>()
+
+  constructor (private readonly recordStarts: RecordStarts<T>) {}
 
   get size (): number {
-    return this.starts.size
+    return this.entries.size
   }
 
   /**
-   * A start made without Redis; a bucket's list is pruned of starts older than a window. `back`: the
-   * route is on Redis again (booked locally just before another request switched back: the local
-   * store answers after a turn of the event loop), so it is recorded now rather than at the next
-   * outage's end.
+   * A start made without Redis in the state `key` names (`target` is what the recorder takes;
+   * `policy` is the live one: its window and margin say how long a start counts). A state's list
+   * is pruned of starts older than a window once it holds twice its limit.
    */
-  note (bucket: string, startMs: number, cost: number, back: boolean): void {
-    let starts = this.starts.get(bucket)
-    if (starts === undefined) {
-      starts = []
-      this.starts.set(bucket, starts)
+  note (key: string, target: T, policy: BucketPolicy, startMs: number, cost: number): void {
+    let entry = this.entries.get(key)
+    if (entry === undefined) {
+      entry = { target, policy, starts: [] }
+      this.entries.set(key, entry)
     }
-    for (let i = 0; i < cost; i++) starts.push(startMs)
-    if (back) return this.record()
-    if (starts.length > 2 * this.policy.limit) this.starts.set(bucket, this.withinWindow(starts))
+    for (let i = 0; i < cost; i++) entry.starts.push(startMs)
+    if (entry.starts.length > 2 * policy.limit) entry.starts = withinWindow(entry.starts, policy)
   }
 
   /**
@@ -37,28 +40,28 @@ export class AwayStarts {
    * on an error the failover's transition (a local share taken with every Redis booking) still holds.
    */
   record (): void {
-    const store = this.store
-    if (hasStartRecorder(store)) {
-      for (const [bucket, starts] of this.starts) {
-        const recent = this.withinWindow(starts).sort((x, y) => x - y)
-        if (recent.length > 0) void store.recordStarts(bucket, this.policy, recent).catch(() => {})
+    const record = this.recordStarts
+    if (record !== undefined) {
+      for (const { target, policy, starts } of this.entries.values()) {
+        const recent = withinWindow(starts, policy).sort((x, y) => x - y)
+        if (recent.length > 0) void record(target, policy, recent).catch(() => {})
       }
     }
-    this.starts.clear()
+    this.entries.clear()
   }
 
-  /** Forget starts older than a window and its margin, and buckets left without any. */
+  /** Forget starts older than a window and its margin, and states left without any. */
   forgetOld (): void {
-    for (const [name, starts] of this.starts) {
-      const recent = this.withinWindow(starts)
-      if (recent.length === 0) this.starts.delete(name)
-      else if (recent.length < starts.length) this.starts.set(name, recent)
+    for (const [key, entry] of this.entries) {
+      const recent = withinWindow(entry.starts, entry.policy)
+      if (recent.length === 0) this.entries.delete(key)
+      else if (recent.length < entry.starts.length) entry.starts = recent
     }
   }
+}
 
-  /** The starts (epoch ms, nowMs clock) a window and its margin could still hold. */
-  private withinWindow (starts: number[]): number[] {
-    const since = nowMs() - this.policy.windowMs - this.policy.marginMs
-    return starts.filter((at) => at > since)
-  }
+/** The starts (epoch ms, nowMs clock) a window and its margin could still hold. */
+function withinWindow (starts: number[], policy: BucketPolicy): number[] {
+  const since = nowMs() - policy.windowMs - policy.marginMs
+  return starts.filter((at) => at > since)
 }

@@ -14,6 +14,7 @@ import { maxCostOf } from '../config/cost-rules'
 import { SluiceError } from '../errors'
 import { isMultiLimitStore, type BucketPeek, type BucketPolicy, type BucketStore, type LimitBooking, type LimitRef, type MultiLimitStore, type MultiReservation, type Reservation } from '../store/bucket-store'
 import { nowMs } from '../store/clock'
+import { AwayStarts } from './away-starts'
 import type { StoreFailover } from './store-failover'
 
 export class LimitSet {
@@ -29,8 +30,8 @@ export class LimitSet {
   private readonly made = new WeakMap<Reservation, { store: MultiLimitStore, bookings: LimitBooking[] }>()
   /** The newest reservation per bucket in the route's store (only a limit's newest can be given back). */
   private readonly newest = new Map<string, Reservation>()
-  /** Starts made without Redis, per limit state: recorded there once it answers again. */
-  private readonly away = new Map<string, { ref: LimitRef, policy: BucketPolicy, starts: number[] }>()
+  /** Starts made without Redis, per limit state: recorded there once it answers again (away-starts.ts). */
+  private readonly away: AwayStarts<LimitRef>
   private seeded = new Set<string>()
 
   constructor (route: RouteConfig, first: BucketPolicy, store: BucketStore, failover: StoreFailover) {
@@ -44,6 +45,8 @@ export class LimitSet {
     this.perCredential = specs.map((l) => l.key.kind === 'header')
     this.mixed = route.key.kind === 'header' && this.perCredential.includes(false)
     failover.spanMs = () => this.longestSpanMs()
+    const record = store.recordLimitStarts?.bind(store)
+    this.away = new AwayStarts(record === undefined ? undefined : async (ref, policy, starts) => await record(ref, policy, starts))
   }
 
   /** Adopt an announced limit for limit `at` (upstream-signals.ts); its burst never exceeds the configured one. */
@@ -102,7 +105,7 @@ export class LimitSet {
       try {
         const r = await this.store.reserveLimits(bookings, this.pauseRef(bucket), maxWaitMs)
         this.seeded.clear()
-        if (this.away.size > 0) this.recordAway()
+        if (this.away.size > 0) this.away.record()
         if (r.admitted) this.newest.set(bucket, r)
         this.made.set(r, { store: this.store, bookings })
         return r
@@ -144,24 +147,16 @@ export class LimitSet {
     const made = this.made.get(reservation)
     if (made === undefined || made.store === this.store || this.store.kind !== 'redis') return
     const at = nowMs() + inMs
-    for (const b of made.bookings) {
-      if (b.cost === 0) continue
-      const key = `${b.ref.tag}\u0000${b.ref.state}`
-      const entry = this.away.get(key) ?? { ref: b.ref, policy: this.policies[made.bookings.indexOf(b)], starts: [] }
-      for (let i = 0; i < b.cost; i++) entry.starts.push(at)
-      this.away.set(key, entry)
-    }
+    made.bookings.forEach((b, i) => {
+      if (b.cost > 0) this.away.note(`${b.ref.tag}\u0000${b.ref.state}`, b.ref, this.policies[i], at, b.cost)
+    })
   }
 
   /** Forget buckets admission no longer remembers (its sweep), and starts made without Redis older than a window. */
   forgetBeyond (remembered: ReadonlyMap<string, unknown>): void {
     for (const name of this.newest.keys()) if (!remembered.has(name)) this.newest.delete(name)
     for (const name of this.seeded) if (!remembered.has(name)) this.seeded.delete(name)
-    for (const [key, entry] of this.away) {
-      const since = nowMs() - entry.policy.windowMs - entry.policy.marginMs
-      entry.starts = entry.starts.filter((at) => at > since)
-      if (entry.starts.length === 0) this.away.delete(key)
-    }
+    this.away.forgetOld()
   }
 
   stateSizes (): { limitsNewest: number, limitsSeeded: number, limitsAway: number } {
@@ -214,16 +209,5 @@ export class LimitSet {
   /** The longest window and margin of the limits: how long an outage's local starts count (store-failover.ts). */
   longestSpanMs (): number {
     return Math.max(...this.policies.map((p) => p.windowMs + p.marginMs))
-  }
-
-  /** Starts made during the outage, each limit's last window of them, recorded in Redis (best effort). */
-  private recordAway (): void {
-    const record = this.store.recordLimitStarts?.bind(this.store)
-    for (const { ref, policy, starts } of record === undefined ? [] : this.away.values()) {
-      const since = nowMs() - policy.windowMs - policy.marginMs
-      const recent = starts.filter((at) => at > since).sort((x, y) => x - y)
-      if (recent.length > 0) void record?.(ref, policy, recent).catch(() => {})
-    }
-    this.away.clear()
   }
 }

@@ -36,7 +36,7 @@ export class StoreFailover {
   /** Buckets whose local share has been set up since the store became unreachable. */
   private readonly seeded = new Set<string>()
   /** Starts made without Redis (local share, or unshaped): told to Redis when it is back (away-starts.ts). */
-  private readonly away: AwayStarts
+  private readonly away: AwayStarts<string>
   /**
    * The newest reservation this instance made per bucket in the route's store. Only a bucket's newest
    * can be given back (the store refuses the others), so for an older one the store is not even asked:
@@ -56,7 +56,7 @@ export class StoreFailover {
     this.policy = policy
     this.lastStart = lastStart
     this.modeLog = new StoreModeLog(route.name, log)
-    this.away = new AwayStarts(store, policy)
+    this.away = new AwayStarts(hasStartRecorder(store) ? async (bucket, p, starts) => await store.recordStarts(bucket, p, starts) : undefined)
     this.mode = store.kind === 'memory' ? 'memory' : 'redis'
     this.repair = store.kind === 'redis' && hasStartRecorder(store) ? new StateRepair(route, store, policy, log) : undefined
   }
@@ -181,7 +181,11 @@ export class StoreFailover {
 
   /** A start `inMs` from now: remembered when it was made without Redis, for Redis once it is back (away-starts.ts). */
   noteStart (bucket: string, reservation: Reservation, inMs: number, cost: number): void {
-    if (this.store.kind === 'redis' && !this.fromSharedStore(reservation)) this.away.note(bucket, nowMs() + inMs, cost, this.mode === 'redis')
+    if (this.store.kind !== 'redis' || this.fromSharedStore(reservation)) return
+    this.away.note(bucket, bucket, this.policy, nowMs() + inMs, cost)
+    // Booked locally just before another request switched back (the local store answers after a turn
+    // of the event loop): recorded now rather than at the next outage's end.
+    if (this.mode === 'redis') this.away.record()
   }
 
   /**
