@@ -7,6 +7,7 @@ import { request } from 'undici'
 import { parseRoute } from '../src/config/schema'
 import { Cancel } from '../src/limiter/cancel'
 import { RouteLimiter } from '../src/limiter/route-limiter'
+import { MemoryStore } from '../src/store/memory-store'
 import { RedisStore } from '../src/store/redis-store'
 import { startRedis } from './helpers/redis'
 import { startSluice } from './helpers/sluice'
@@ -85,8 +86,8 @@ t.test('a retry after pushback is charged its own cost in each limit', async (t)
   t.equal(res.status, 200, `the retry went through: ${res.body}`)
   t.equal(up.hits.length, 2, 'sent twice')
   const peeks = await s.limiters.get('gh')?.limits?.peek('gh')
-  // Two attempts; on a loaded machine a late start may also be booked again (and, not being the
-  // newest, not given back): whatever the count, each booking cost 1 in all and 5 in points.
+  // Two attempts; on a loaded machine a late start may also be booked again (the given-up start is
+  // taken out of both lists): whatever the count, each booking cost 1 in all and 5 in points.
   const [all, points] = peeks?.map((p) => p.booked) ?? []
   t.ok(all >= 2 && points === 5 * all, `each booking cost 1 in all and 5 in points (${all} and ${points})`)
 })
@@ -138,4 +139,21 @@ t.test('outages: the local share begins limit by limit; the hand-over waits in e
   const seventh = await hand.admit('hand', 5000, new Cancel().signal, 1, [1, 1])
   t.equal(hand.storeMode, 'redis', 'back on Redis')
   t.ok(seventh.waitedMs > 600, `the first request after the outage waited for a slot of the local share (${Math.round(seventh.waitedMs)} ms, ${Math.round(performance.now() - back)} ms in all)`)
+})
+
+t.test('an older reservation is given back in its sliding-window limits, not in a token bucket\'s', async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.close())
+  const stores = { memory: new MemoryStore(), redis: new RedisStore({ url: redis.url, keyPrefix: redis.prefix() }) }
+  t.teardown(async () => { await stores.redis.close(); await stores.memory.close() })
+  await stores.redis.connect()
+  for (const [name, store] of Object.entries(stores)) {
+    const limiter = new RouteLimiter(parseRoute({ name: 'give', upstream: 'http://127.0.0.1:9', maxWait: '5s', limit: [{ rate: '10/s', name: 'sw', algorithm: 'sliding-window' }, { rate: '10/s', name: 'tb', algorithm: 'token-bucket', burst: 10 }] }, 'route'), store)
+    const limits = limiter.limits as NonNullable<typeof limiter.limits>
+    const older = await limits.book('give', [1, 1], 0)
+    await limits.book('give', [1, 1], 0)
+    t.same((await limits.peek('give')).map((p) => p.booked), [2, 2], `${name}: two booked in each limit`)
+    t.ok(await limits.giveBack('give', older), `${name}: the older one is given back`)
+    t.same((await limits.peek('give')).map((p) => p.booked), [1, 2], `${name}: out of the sliding window's list; the token bucket keeps it (a later one was computed from it)`)
+  }
 })

@@ -28,7 +28,7 @@ export class LimitSet {
   private readonly failover: StoreFailover
   /** The bookings each reservation was made with, and in which store. */
   private readonly made = new WeakMap<Reservation, { store: MultiLimitStore, bookings: LimitBooking[] }>()
-  /** The newest reservation per bucket in the route's store (only a limit's newest can be given back). */
+  /** The newest reservation per bucket in the route's store (a token bucket gives back only its newest). */
   private readonly newest = new Map<string, Reservation>()
   /** Starts made without Redis, per limit state: recorded there once it answers again (away-starts.ts). */
   private readonly away: AwayStarts<LimitRef>
@@ -118,13 +118,19 @@ export class LimitSet {
     return await this.local(bucket, bookings, maxWaitMs, undefined)
   }
 
-  /** Give a reservation back in every limit where it is still that limit's newest (best effort). */
+  /**
+   * Give a reservation whose request never left back, limit by limit (best effort): a sliding window's
+   * part wherever it is in the list, a token bucket's only while it is that limit's newest (the store
+   * checks; a later reservation of this instance says so without asking).
+   */
   async giveBack (bucket: string, reservation: Reservation): Promise<boolean> {
     const made = this.made.get(reservation)
     if (made === undefined || !reservation.admitted) return false
-    if (made.store === this.store && this.newest.get(bucket) !== reservation) return false
+    const older = made.store === this.store && this.newest.get(bucket) !== reservation
     const limits = (reservation as MultiReservation).limits
-    const done = await Promise.all(made.bookings.map(async (b, i) => await made.store.releaseLimit(b, limits[i].ticket).catch(() => false)))
+    const done = await Promise.all(made.bookings.map(async (b, i) => older && b.policy.algorithm === 'token-bucket'
+      ? false
+      : await made.store.releaseLimit(b, limits[i].ticket).catch(() => false)))
     if (this.newest.get(bucket) === reservation) this.newest.delete(bucket)
     return done.some((d) => d)
   }
