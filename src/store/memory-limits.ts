@@ -34,14 +34,17 @@ export function pushStarts (s: LimitState, at: number, cost: number, keep: numbe
  */
 export function used (s: LimitState, limit: number, windowUs: number, at: number): number {
   const after = at - windowUs
-  let lo = Math.max(s.head, s.starts.length - limit)
-  let hi = s.starts.length
+  return s.starts.length - partitionPoint(s.starts, Math.max(s.head, s.starts.length - limit), s.starts.length, (v) => v <= after)
+}
+
+/** The first index in [lo, hi) of a sorted list whose value is not `before` (hi when all are): a binary search. */
+function partitionPoint (list: readonly number[], lo: number, hi: number, before: (v: number) => boolean): number {
   while (lo < hi) {
     const mid = (lo + hi) >>> 1
-    if (s.starts[mid] > after) hi = mid
-    else lo = mid + 1
+    if (before(list[mid])) lo = mid + 1
+    else hi = mid
   }
-  return s.starts.length - lo
+  return lo
 }
 
 /**
@@ -63,16 +66,7 @@ export function postponeInList (s: LimitState, limit: number, windowUs: number, 
   if (place < 0) place = kept.length
   const list = [...kept.slice(0, place), ...Array<number>(cost).fill(at), ...kept.slice(place)]
   // As the script: only the windows [w, w + window) holding `at` and not the ticket gain entries.
-  const from = (x: number): number => {
-    let lo = 0
-    let hi = list.length
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1
-      if (list[mid] < x) lo = mid + 1
-      else hi = mid
-    }
-    return lo
-  }
+  const from = (x: number): number => partitionPoint(list, 0, list.length, (v) => v < x)
   const tooFull = (w: number): boolean => from(w + windowUs) - from(w) > limit
   if (tooFull(ticket + 1)) return false
   for (let i = from(ticket + windowUs + 1); i < from(at + windowUs); i++) if (tooFull(list[i] - windowUs + 1)) return false
