@@ -9,6 +9,7 @@ import * as learned from './learned-redis'
 import { withLagAwareTimeout } from './lag-aware-timeout'
 import type { GenerationArgs, ReserveReply } from './lua-scripts'
 import { RedisClock, type ClockOffset } from './redis-clock'
+import { RedisAnnouncements } from './redis-announcements'
 import { RedisConnection, type SluiceRedis, type TopologyLog } from './redis-connection'
 import { redisKeys, type RedisKeys } from './redis-keys'
 import { RoundTrips } from './round-trips'
@@ -25,9 +26,6 @@ const COMMAND_TIMEOUT_MS = 500
  * not taken for a dead one.
  */
 const TIMEOUT_ROUND_TRIPS = 3
-
-/** Ends a loss announcement on the pause channel ("bucket|generation|lost"; older instances ignore it). */
-const LOST_SUFFIX = '|lost'
 
 /** How long a higher live-instance count outlives a lower one (ms). */
 const INSTANCE_COUNT_HOLD_MS = 10_000
@@ -50,6 +48,7 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence, Multi
   private readonly clock = new RedisClock()
   private readonly roundTrips = new RoundTrips()
   private readonly commandTimeoutMs: number
+  private readonly announcements: RedisAnnouncements
 
   constructor (options: RedisStoreOptions) {
     this.connection = new RedisConnection(parseRedisUrl(options.url), {
@@ -59,6 +58,7 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence, Multi
       log: options.log ?? (() => {})
     })
     this.keys = redisKeys(options.keyPrefix)
+    this.announcements = new RedisAnnouncements(this.connection, this.keys)
     this.commandTimeoutMs = options.commandTimeoutMs ?? COMMAND_TIMEOUT_MS
   }
 
@@ -295,60 +295,10 @@ export class RedisStore implements BucketStore, TeamBoard, ClientPresence, Multi
     if (leaseIds.length > 0) await this.client.sluiceRenewLeases(this.keys.bucket(bucket, 'leases'), Math.round(ttlMs), ...leaseIds)
   }
 
-  private subscribed = false
-  private readonly leaseListeners: Array<(bucket: string) => void> = []
-
-  private readonly pauseListeners: Array<(bucket: string, delayMs: number) => void> = []
-
-  /** One subscriber connection per instance, for the three channels; it follows failovers and hand-overs (redis-connection.ts). */
-  private subscribe (): void {
-    if (this.subscribed) return
-    this.subscribed = true
-    this.connection.subscribe([this.keys.leaseChannel, this.keys.pauseChannel, this.keys.learnedChannel], (channel, message) => {
-      if (channel === this.keys.leaseChannel) {
-        for (const l of this.leaseListeners) l(message)
-        return
-      }
-      if (channel === this.keys.learnedChannel) {
-        for (const l of this.learnedListeners) l(message)
-        return
-      }
-      if (message.endsWith(LOST_SUFFIX)) return this.heardLoss(message.slice(0, -LOST_SUFFIX.length))
-      const bar = message.lastIndexOf('|')
-      const delayMs = Number(message.slice(bar + 1)) / 1000
-      if (bar > 0 && Number.isFinite(delayMs)) for (const l of this.pauseListeners) l(message.slice(0, bar), delayMs)
-    })
-  }
-
-  onLeaseFreed (listener: (bucket: string) => void): void {
-    this.leaseListeners.push(listener)
-    this.subscribe()
-  }
-
-  private readonly lossListeners: Array<(bucket: string, generation: number) => void> = []
-
-  /** "bucket|generation" from a reserve script that found the bucket's state lost (includes/generation.lua). */
-  private heardLoss (message: string): void {
-    const bar = message.lastIndexOf('|')
-    const generation = Number(message.slice(bar + 1))
-    if (bar > 0 && Number.isFinite(generation)) for (const l of this.lossListeners) l(message.slice(0, bar), generation)
-  }
-
-  onStateLost (listener: (bucket: string, generation: number) => void): void {
-    this.lossListeners.push(listener)
-    this.subscribe()
-  }
-
-  onPause (listener: (bucket: string, delayMs: number) => void): void {
-    this.pauseListeners.push(listener)
-    this.subscribe()
-  }
-
-  private readonly learnedListeners: Array<(bucket: string) => void> = []
-  onLearned (listener: (bucket: string) => void): void {
-    this.learnedListeners.push(listener)
-    this.subscribe()
-  }
+  onLeaseFreed (listener: (bucket: string) => void): void { this.announcements.onLeaseFreed(listener) }
+  onStateLost (listener: (bucket: string, generation: number) => void): void { this.announcements.onStateLost(listener) }
+  onPause (listener: (bucket: string, delayMs: number) => void): void { this.announcements.onPause(listener) }
+  onLearned (listener: (bucket: string) => void): void { this.announcements.onLearned(listener) }
 
   async learnedLimit (bucket: string): Promise<LearnedRecord | undefined> { return await learned.learnedLimit(this.client, this.keys, bucket) }
   async changeLearned (bucket: string, change: LearnedChange, ttlMs: number): Promise<LearnedRecord | undefined> { return await learned.changeLearned(this.client, this.keys, bucket, change, ttlMs) }
