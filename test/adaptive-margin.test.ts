@@ -71,6 +71,26 @@ t.test('the half-life is 1.5 s, or half the window when that is shorter', async 
   }
 })
 
+t.test('the widest margin of the last window: a jitter pushback goes back to it', async (t) => {
+  // Narrowing from the cap (200 ms) to the floor within one window (1 s and the 200 ms cap): the
+  // window's starts were booked with margins up to 200 ms, so a 429 in it means the narrowing since
+  // went too far.
+  const m = new AdaptiveMargin({ capMs: 200, windowMs: 1000 })
+  const at = { now: 0 }
+  feed(m, 16, 2, 1, at, 62.5)
+  t.ok(m.marginMs < 60, `narrowed within the window (${m.marginMs.toFixed(1)} ms)`)
+  t.equal(m.widestInWindow(at.now), 200, 'the widest margin of the last window and cap is still the cap')
+  t.equal(m.pushback(19, 20, at.now), 'jitter')
+  t.equal(m.marginMs, 200, 'back to the widest of the window, more than twice the narrowed one')
+  // Two windows later with the margin held, the widest of the window is the margin in force.
+  const n = new AdaptiveMargin({ capMs: 200, windowMs: 1000 })
+  feed(n, 100, 2, 1, at, 62.5)
+  const narrowed = n.marginMs
+  t.ok(n.widestInWindow(at.now) - narrowed < 1, `settled: the widest of the window is about today's (${n.widestInWindow(at.now).toFixed(1)}, ${narrowed.toFixed(1)})`)
+  n.pushback(19, 20, at.now)
+  t.ok(Math.abs(n.marginMs - 2 * narrowed) < 2, `then a jitter pushback doubles it (${n.marginMs.toFixed(1)})`)
+})
+
 t.test('a burst\'s late first requests hold the margin for the horizon, not for the 256 samples', async (t) => {
   // A cold process admitting a burst: its first 16 requests leave 80 ms late; then about 7 requests a
   // second leave 2 ms late, as one of three instances sharing 20/s does. 256 samples take 37 s here.

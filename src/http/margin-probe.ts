@@ -192,7 +192,11 @@ export class MarginProbe {
   private pushback (startAt: number, now: number): void {
     const booked = this.bookedBefore(startAt)
     const { limit, windowMs, marginMs } = this.opts.limiter.policy
-    const cause = this.margin.pushback(booked, fullWindow(limit, windowMs, marginMs), now, this.opts.instances())
+    // A full window at the margins its starts were booked with: a margin narrowing within the window
+    // (by half-lives of half a window at 1 s) booked fewer than today's would, and a jitter 429 there
+    // counted against today's full window looked like a lower limit.
+    const full = fullWindow(limit, windowMs, Math.max(marginMs, this.margin.widestInWindow(now)))
+    const cause = this.margin.pushback(booked, full, now, this.opts.instances())
     this.opts.onPushback?.(cause, booked, this.margin.marginMs)
   }
 

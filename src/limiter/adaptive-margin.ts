@@ -104,6 +104,8 @@ export class AdaptiveMargin {
   private readonly takenAt: Float64Array
   /** The latest lateness in each of WINDOW_BUCKETS spans of (window + cap) / (WINDOW_BUCKETS − 1) ms, and which span it is. */
   private readonly spanLate = new Float64Array(WINDOW_BUCKETS)
+  /** The widest margin in force at a sample, per span: what the window's starts were booked with. */
+  private readonly spanMargin = new Float64Array(WINDOW_BUCKETS)
   private readonly spanId = new Float64Array(WINDOW_BUCKETS).fill(-1)
   private spanMs: number
   private lastNow = 0
@@ -153,28 +155,44 @@ export class AdaptiveMargin {
 
   /** The latest lateness sent within the last window and cap before `now` (0 when none). */
   latestInWindow (now: number): number {
-    const first = Math.floor(now / this.spanMs) - (WINDOW_BUCKETS - 1)
-    let latest = 0
-    for (let i = 0; i < WINDOW_BUCKETS; i++) if (this.spanId[i] >= first) latest = Math.max(latest, this.spanLate[i])
-    return latest
+    return this.mostInWindow(this.spanLate, now)
   }
 
-  private noteInWindow (latenessMs: number, now: number): void {
+  /**
+   * The widest margin in force within the last window and cap before `now`, the one in force now
+   * included: the starts of the upstream's last window were booked with margins up to this wide, so
+   * fewer of them fit than today's margin would book (see pushback()).
+   */
+  widestInWindow (now: number): number {
+    return Math.max(this.margin, this.mostInWindow(this.spanMargin, now))
+  }
+
+  private mostInWindow (values: Float64Array, now: number): number {
+    const first = Math.floor(now / this.spanMs) - (WINDOW_BUCKETS - 1)
+    let most = 0
+    for (let i = 0; i < WINDOW_BUCKETS; i++) if (this.spanId[i] >= first) most = Math.max(most, values[i])
+    return most
+  }
+
+  private noteInWindow (latenessMs: number, marginMs: number, now: number): void {
     const id = Math.floor(now / this.spanMs)
     const slot = id % WINDOW_BUCKETS
     if (this.spanId[slot] !== id) {
       this.spanId[slot] = id
       this.spanLate[slot] = 0
+      this.spanMargin[slot] = 0
     }
     this.spanLate[slot] = Math.max(this.spanLate[slot], latenessMs)
+    this.spanMargin[slot] = Math.max(this.spanMargin[slot], marginMs)
   }
 
   /** New span lengths: what the old ones held is kept, conservatively, as one sample at the last one's time. */
   private respan (): void {
     const latest = this.latestInWindow(this.lastNow)
+    const widest = this.mostInWindow(this.spanMargin, this.lastNow)
     this.spanMs = (this.settings.windowMs + this.settings.capMs) / (WINDOW_BUCKETS - 1)
     this.spanId.fill(-1)
-    if (latest > 0) this.noteInWindow(latest, this.lastNow)
+    if (latest > 0 || widest > 0) this.noteInWindow(latest, widest, this.lastNow)
   }
 
   /**
@@ -187,7 +205,7 @@ export class AdaptiveMargin {
     this.response[i] = responseMs ?? NaN
     this.takenAt[i] = now
     this.lastNow = now
-    this.noteInWindow(Math.max(0, latenessMs), now)
+    this.noteInWindow(Math.max(0, latenessMs), this.margin, now)
     this.count++
     this.sinceRecompute++
     const { safety } = this.settings
@@ -208,12 +226,14 @@ export class AdaptiveMargin {
 
   /**
    * The upstream pushed back. `bookedBefore`: starts Sluice booked in the upstream's window before
-   * the refused one (and the upstream accepted); `full`: see pushbackCause. Jitter widens the margin (doubles it, by the floor at least) and holds it.
+   * the refused one (and the upstream accepted); `full`: see pushbackCause. Jitter widens the margin
+   * (doubles it, by the floor at least, and back to the widest it was within the last window: the
+   * narrowing since went too far) and holds it.
    */
   pushback (bookedBefore: number, full: number, now: number, slack = 1): PushbackCause {
     const cause = pushbackCause(bookedBefore, full, slack)
     if (cause === 'jitter') {
-      this.widenTo(Math.max(2 * this.margin, this.margin + this.settings.floorMs))
+      this.widenTo(Math.max(2 * this.margin, this.margin + this.settings.floorMs, this.widestInWindow(now)))
       this.holdUntil = now + this.settings.holdAfterPushbackMs
     }
     return cause
