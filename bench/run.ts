@@ -6,7 +6,7 @@ import { fairness } from './fairness'
 import { idle } from './idle'
 import { machine } from './machine'
 import { nginxReference } from './nginx'
-import { overhead } from './overhead'
+import { overheadFromFlags } from './overhead'
 import { peersFromFlags } from './peers'
 import { precisionTwoLimits } from './precision-limits'
 import { precisionFromFlags } from './precision-flags'
@@ -18,7 +18,7 @@ import { writeResult } from './table'
 type Flags = Record<string, string>
 
 const SCENARIOS: Record<string, (flags: Flags) => Promise<Record<string, unknown> | undefined>> = {
-  overhead: async () => await overhead(),
+  overhead: async (flags) => await overheadFromFlags(flags),
   precision: async (flags) => await precisionFromFlags(flags),
   'precision-limits': async () => await precisionTwoLimits(),
   scale: async () => await scale(),
