@@ -5,6 +5,7 @@
 // The targets are measured in interleaved rounds (A B C D, A B C D, …): on a machine shared with other
 // work, load that comes and goes then falls on every target alike instead of on whichever ran at the time.
 import autocannon from 'autocannon'
+import { checkFlags, positiveInt } from './flags'
 import { commandStats, startChild, startRedis, type Child } from './processes'
 import { pacedLoad } from './paced-load'
 import { percentile, printTable, round } from './table'
@@ -179,13 +180,9 @@ export async function overhead (options: OverheadOptions = OVERHEAD_DEFAULTS): P
 
 /** `npm run bench -- overhead [--rounds 3] [--round-s 3]`: more rounds judge a small difference better. */
 export async function overheadFromFlags (flags: Record<string, string>): Promise<Record<string, unknown>> {
-  const known = new Set(['rounds', 'round-s'])
-  const unknown = Object.keys(flags).filter((f) => !known.has(f))
-  if (unknown.length > 0) throw new Error(`overhead: unknown flag --${unknown[0]}; known: --rounds, --round-s`)
-  const rounds = Number(flags.rounds ?? OVERHEAD_DEFAULTS.rounds)
-  const roundS = Number(flags['round-s'] ?? OVERHEAD_DEFAULTS.roundS)
-  if (!Number.isInteger(rounds) || !Number.isInteger(roundS) || rounds < 1 || roundS < 1 || rounds * roundS > 30) {
-    throw new Error('overhead: --rounds and --round-s take positive integers, at most 30 s of load per target in all')
-  }
+  checkFlags('overhead', flags, ['rounds', 'round-s'])
+  const rounds = positiveInt('overhead', flags, 'rounds', OVERHEAD_DEFAULTS.rounds)
+  const roundS = positiveInt('overhead', flags, 'round-s', OVERHEAD_DEFAULTS.roundS)
+  if (rounds * roundS > 30) throw new Error(`overhead: --rounds × --round-s is ${rounds * roundS} s of load per target; at most 30`)
   return await overhead({ ...OVERHEAD_DEFAULTS, rounds, roundS, halfLoadRoundS: Math.min(roundS, OVERHEAD_DEFAULTS.halfLoadRoundS) })
 }

@@ -12,6 +12,7 @@ import { maxInWindow } from '../src/emulator'
 import { loadLuaScript, SCRIPTS } from '../src/store/lua-scripts'
 import { burst } from './burst'
 import type { PeerKind, PeerOptions } from './child-peer'
+import { checkFlags, positiveInt } from './flags'
 import { commandStats, commandsOutsideScripts, freePort, hasNginx, processTree, schedSeconds, startChild, startNginx, startRedis, type BenchRedis, type Child } from './processes'
 import { minimumDrainMs, printTable, round, showSpread, spread, type Spread } from './table'
 
@@ -220,15 +221,11 @@ export async function peers (options: PeersOptions = PEERS_DEFAULTS): Promise<Re
 
 /** `npm run bench -- peers [--rounds 3] [--requests 300] [--rate 20] [--peers sluice,bottleneck,rate-limiter-flexible,nginx]`. */
 export async function peersFromFlags (flags: Record<string, string>): Promise<Record<string, unknown>> {
-  const known = ['rounds', 'requests', 'rate', 'peers']
-  const unknown = Object.keys(flags).filter((f) => !known.includes(f))
-  if (unknown.length > 0) throw new Error(`peers: unknown option --${unknown.join(', --')}; known: --${known.join(', --')}`)
-  const numbers = { rounds: PEERS_DEFAULTS.rounds, requests: PEERS_DEFAULTS.requests, rate: PEERS_DEFAULTS.rate }
-  for (const name of ['rounds', 'requests', 'rate'] as const) {
-    if (flags[name] === undefined) continue
-    const n = Number(flags[name])
-    if (!Number.isInteger(n) || n <= 0) throw new Error(`peers: --${name} takes a positive integer; got ${JSON.stringify(flags[name])}`)
-    numbers[name] = n
+  checkFlags('peers', flags, ['rounds', 'requests', 'rate', 'peers'])
+  const numbers = {
+    rounds: positiveInt('peers', flags, 'rounds', PEERS_DEFAULTS.rounds),
+    requests: positiveInt('peers', flags, 'requests', PEERS_DEFAULTS.requests),
+    rate: positiveInt('peers', flags, 'rate', PEERS_DEFAULTS.rate)
   }
   const peerList = flags.peers === undefined ? PEERS_DEFAULTS.peers : flags.peers.split(',').map((s) => s.trim()).filter((s) => s !== '')
   for (const p of peerList) if (!(PEER_NAMES as readonly string[]).includes(p)) throw new Error(`peers: --peers takes ${PEER_NAMES.join(', ')}; got ${p}`)

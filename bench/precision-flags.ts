@@ -2,14 +2,13 @@
 // --runs 10 [--requests 300] [--algorithms sliding-window,token-bucket] [--margin 100ms] [--instances 3]`.
 // Without any, the scenario's defaults (PRECISION_DEFAULTS). Every run is written to the results JSON.
 import { parseDuration } from '../src/config/units'
+import { checkFlags } from './flags'
 import { PRECISION_DEFAULTS, precision, type PrecisionOptions } from './precision'
 
 const ALGORITHMS = ['sliding-window', 'token-bucket'] as const
 
 export async function precisionFromFlags (flags: Record<string, string>): Promise<Record<string, unknown>> {
-  const known = new Set(['rates', 'windows', 'runs', 'requests', 'algorithms', 'margin', 'instances'])
-  const unknown = Object.keys(flags).filter((f) => !known.has(f))
-  if (unknown.length > 0) throw new Error(`precision: unknown option --${unknown.join(', --')}; known: --${[...known].join(', --')}`)
+  checkFlags('precision', flags, ['rates', 'windows', 'runs', 'requests', 'algorithms', 'margin', 'instances'])
   if (Object.keys(flags).length === 0) return await precision()
   const list = (name: string, fallback: string): string[] => (flags[name] ?? fallback).split(',').map((s) => s.trim()).filter((s) => s !== '')
   const rates = list('rates', String(PRECISION_DEFAULTS.limit)).map(Number)
