@@ -32,7 +32,7 @@ export class AwayStarts<T> {
       this.entries.set(key, entry)
     }
     for (let i = 0; i < cost; i++) entry.starts.push(startMs)
-    if (entry.starts.length > 2 * policy.limit) entry.starts = withinWindow(entry.starts, policy)
+    if (entry.starts.length > 2 * entry.policy.limit) entry.starts = withinWindow(entry.starts, entry.policy)
   }
 
   /**

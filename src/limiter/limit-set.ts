@@ -45,8 +45,7 @@ export class LimitSet {
     this.perCredential = specs.map((l) => l.key.kind === 'header')
     this.mixed = route.key.kind === 'header' && this.perCredential.includes(false)
     failover.spanMs = () => this.longestSpanMs()
-    const record = store.recordLimitStarts?.bind(store)
-    this.away = new AwayStarts(record === undefined ? undefined : async (ref, policy, starts) => await record(ref, policy, starts))
+    this.away = new AwayStarts(store.recordLimitStarts?.bind(store))
   }
 
   /** Adopt an announced limit for limit `at` (upstream-signals.ts); its burst never exceeds the configured one. */

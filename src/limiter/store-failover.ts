@@ -38,9 +38,10 @@ export class StoreFailover {
   /** Starts made without Redis (local share, or unshaped): told to Redis when it is back (away-starts.ts). */
   private readonly away: AwayStarts<string>
   /**
-   * The newest reservation this instance made per bucket in the route's store. Only a bucket's newest
-   * can be given back (the store refuses the others), so for an older one the store is not even asked:
-   * a burst's late starts would otherwise cost a second, useless round trip each.
+   * The newest reservation this instance made per bucket in the route's store. A token bucket gives
+   * back only its newest (the store refuses the others), so for an older one the store is not even
+   * asked: a burst's late starts would otherwise cost a second, useless round trip each. (A sliding
+   * window's start is taken out of its list wherever it is.)
    */
   private readonly newest = new Map<string, Reservation>()
   /** How long a start counts: the window and margin (a route with several limits: the longest, limit-set.ts). */
@@ -56,7 +57,7 @@ export class StoreFailover {
     this.policy = policy
     this.lastStart = lastStart
     this.modeLog = new StoreModeLog(route.name, log)
-    this.away = new AwayStarts(hasStartRecorder(store) ? async (bucket, p, starts) => await store.recordStarts(bucket, p, starts) : undefined)
+    this.away = new AwayStarts(hasStartRecorder(store) ? store.recordStarts.bind(store) : undefined)
     this.mode = store.kind === 'memory' ? 'memory' : 'redis'
     this.repair = store.kind === 'redis' && hasStartRecorder(store) ? new StateRepair(route, store, policy, log) : undefined
   }
