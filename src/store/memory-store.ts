@@ -4,6 +4,7 @@ import { EventEmitter } from 'node:events'
 import { nowUs } from './clock'
 import { slidingWindowParams, tokenBucketParams, type BucketPeek, type BucketPolicy, type BucketStore, type GenerationWatch, type LearnedChange, type LearnedRecord, type LimitBooking, type LimitMemory, type LimitRef, type MultiLimitStore, type MultiReservation, type Reservation, type StateLossNotice, type TeamBoard } from './bucket-store'
 import { LearnedMemory } from './learned-memory'
+import { MemoryLeases } from './memory-leases'
 import { postponeInList, pushStarts, reserveLimitsIn, used } from './memory-limits'
 
 interface Bucket {
@@ -41,12 +42,15 @@ export class MemoryStore implements BucketStore, TeamBoard, MultiLimitStore, Lim
   /** Heartbeats: id -> snapshot and its expiry (ms since epoch); in memory only this process beats. */
   private readonly beats = new Map<string, { snapshot: string, expiresAt: number }>()
   private readonly sweeper: NodeJS.Timeout
+  /** 'paused' and 'lost': what the Redis store hears on its channels, here from this process only. */
+  private readonly announced = new EventEmitter()
 
   /** `sweepEveryMs`: how often idle buckets are dropped (tests use a short one). */
   constructor (options: { sweepEveryMs?: number } = {}) {
     // Idle buckets (one per credential with key: header:…) must not accumulate forever.
     this.sweeper = setInterval(() => this.sweep(), options.sweepEveryMs ?? SWEEP_EVERY_MS)
     this.sweeper.unref()
+    this.announced.setMaxListeners(0)
   }
 
   /** Buckets held now (bounded-state tests). */
@@ -72,7 +76,7 @@ export class MemoryStore implements BucketStore, TeamBoard, MultiLimitStore, Lim
   private lost (name: string, b: Bucket, now: number, watch: GenerationWatch | undefined): Reservation | undefined {
     if (watch?.expect !== undefined && watch.expect !== b.generation && b.gatherUntil <= now) {
       b.gatherUntil = now + Math.round(watch.gatherMs * 1000)
-      this.freed.emit('lost', name, b.generation)
+      this.announced.emit('lost', name, b.generation)
     }
     if (b.gatherUntil <= now) return undefined
     return { ...refusal(b.gatherUntil - now, 0, b.gatherUntil), generation: b.generation, stateLost: true }
@@ -213,7 +217,7 @@ export class MemoryStore implements BucketStore, TeamBoard, MultiLimitStore, Lim
     const untilUs = now + Math.round(delayMs * 1000)
     if (b.pausedUntil < untilUs && delayMs > 0) {
       b.pausedUntil = untilUs
-      this.freed.emit('paused', bucket, delayMs)
+      this.announced.emit('paused', bucket, delayMs)
     }
     return Math.max(0, b.pausedUntil - now) / 1000
   }
@@ -260,51 +264,19 @@ export class MemoryStore implements BucketStore, TeamBoard, MultiLimitStore, Lim
     this.beats.delete(id)
   }
 
-  private readonly leases = new Map<string, Map<string, number>>()
-  private readonly freed = new EventEmitter()
-
-  async acquireLease (bucket: string, limit: number, leaseId: string, ttlMs: number): Promise<{ acquired: boolean, retryInMs: number }> {
-    const now = Date.now()
-    let held = this.leases.get(bucket)
-    if (held === undefined) {
-      held = new Map()
-      this.leases.set(bucket, held)
-    }
-    for (const [id, expiry] of held) if (expiry <= now) held.delete(id)
-    if (held.size < limit) {
-      held.set(leaseId, now + ttlMs)
-      return { acquired: true, retryInMs: 0 }
-    }
-    return { acquired: false, retryInMs: Math.max(1, Math.min(...held.values()) - now) }
-  }
-
-  async releaseLease (bucket: string, leaseId: string): Promise<void> {
-    const held = this.leases.get(bucket)
-    held?.delete(leaseId)
-    if (held?.size === 0) this.leases.delete(bucket)
-    this.freed.emit('freed', bucket)
-  }
-
-  async renewLeases (bucket: string, leaseIds: string[], ttlMs: number): Promise<void> {
-    const held = this.leases.get(bucket)
-    if (held === undefined) return
-    for (const id of leaseIds) if (held.has(id)) held.set(id, Date.now() + ttlMs)
-  }
-
   onPause (listener: (bucket: string, delayMs: number) => void): void {
-    this.freed.setMaxListeners(0)
-    this.freed.on('paused', listener)
+    this.announced.on('paused', listener)
   }
 
   onStateLost (listener: (bucket: string, generation: number) => void): void {
-    this.freed.setMaxListeners(0)
-    this.freed.on('lost', listener)
+    this.announced.on('lost', listener)
   }
 
-  onLeaseFreed (listener: (bucket: string) => void): void {
-    this.freed.setMaxListeners(0)
-    this.freed.on('freed', listener)
-  }
+  private readonly leases = new MemoryLeases()
+  async acquireLease (bucket: string, limit: number, leaseId: string, ttlMs: number): Promise<{ acquired: boolean, retryInMs: number }> { return await this.leases.acquireLease(bucket, limit, leaseId, ttlMs) }
+  async releaseLease (bucket: string, leaseId: string): Promise<void> { await this.leases.releaseLease(bucket, leaseId) }
+  async renewLeases (bucket: string, leaseIds: string[], ttlMs: number): Promise<void> { await this.leases.renewLeases(bucket, leaseIds, ttlMs) }
+  onLeaseFreed (listener: (bucket: string) => void): void { this.leases.onLeaseFreed(listener) }
 
   private readonly learned = new LearnedMemory()
   async learnedLimit (bucket: string): Promise<LearnedRecord | undefined> { return await this.learned.learnedLimit(bucket) }
