@@ -2,7 +2,8 @@
 // stdout), plus what the benchmarks measure from inside: event-loop delay, peak RSS, requests open,
 // and optionally the reserved start of every forwarded request, by request id.
 import { monitorEventLoopDelay } from 'node:perf_hooks'
-import { checkRoutes, DEFAULTS, parseRoute, type SluiceConfig } from '../src/config/schema'
+import { DEFAULTS, type SluiceConfig } from '../src/config/schema'
+import { checkRoutes, parseRoute } from '../src/config/route'
 import { createSluice } from '../src/http/app'
 import { createLogger } from '../src/http/logger'
 import type { MultiLimitStore, MultiReservation, Reservation } from '../src/store/bucket-store'

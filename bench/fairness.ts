@@ -10,7 +10,7 @@
 import { createHash } from 'node:crypto'
 import { performance } from 'node:perf_hooks'
 import { Agent, request } from 'undici'
-import { parseRoute } from '../src/config/schema'
+import { parseRoute } from '../src/config/route'
 import { densestWindow } from '../src/emulator'
 import { lookaheadUnitsFor } from '../src/limiter/fair-pacing'
 import { tokenBucketParams } from '../src/store/bucket-store'

@@ -1,7 +1,7 @@
 // The adaptive margin's estimator (limiter/adaptive-margin.ts): pure, driven by a table of samples.
 import t from 'tap'
 import { AdaptiveMargin, fullWindow, pushbackCause, quantile } from '../src/limiter/adaptive-margin'
-import { parseRoute } from '../src/config/schema'
+import { parseRoute } from '../src/config/route'
 
 function feed (m: AdaptiveMargin, n: number, latenessMs: number, responseMs: number | undefined, at: { now: number }, stepMs = 50): void {
   for (let i = 0; i < n; i++) {

@@ -43,7 +43,7 @@ t.test('a trickling body is cut after bodyTimeout and its concurrency slot goes 
 })
 
 t.test('bodyTimeout is a route setting with a 30 s default', async (t) => {
-  const { parseRoute } = await import('../src/config/schema')
+  const { parseRoute } = await import('../src/config/route')
   t.equal(parseRoute({ upstream: 'http://127.0.0.1:1', limit: '1/s' }, 'r').bodyTimeoutMs, 30_000)
   t.equal(parseRoute({ upstream: 'http://127.0.0.1:1', limit: '1/s', bodyTimeout: '2s' }, 'r').bodyTimeoutMs, 2000)
   t.throws(() => parseRoute({ upstream: 'http://127.0.0.1:1', limit: '1/s', bodyTimeout: 'soon' }, 'r'), /r\.bodyTimeout/)

@@ -2,7 +2,7 @@
 // cost-5 requests through Sluice and Redis never exceeds the budget in points in any window.
 import t from 'tap'
 import { request } from 'undici'
-import { parseRoute } from '../src/config/schema'
+import { parseRoute } from '../src/config/route'
 import { costOf, pathBelow } from '../src/config/cost-rules'
 import { startRedis } from './helpers/redis'
 import { startSluice } from './helpers/sluice'

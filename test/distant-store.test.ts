@@ -2,7 +2,7 @@
 // reservations themselves (and TIME on connection), so admission is not slowed to one start per
 // round trip per client, and a slow answer is not taken for a dead Redis.
 import t, { type Test } from 'tap'
-import { parseRoute } from '../src/config/schema'
+import { parseRoute } from '../src/config/route'
 import { Cancel } from '../src/limiter/cancel'
 import { FairScheduler } from '../src/limiter/fair-scheduler'
 import { RouteLimiter } from '../src/limiter/route-limiter'

@@ -3,7 +3,7 @@
 // counted from that start. The limiter measures lateness in the store's clock too, and books again.
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net'
 import t, { type Test } from 'tap'
-import { parseRoute } from '../src/config/schema'
+import { parseRoute } from '../src/config/route'
 import { Cancel } from '../src/limiter/cancel'
 import { RouteLimiter } from '../src/limiter/route-limiter'
 import { RedisStore } from '../src/store/redis-store'

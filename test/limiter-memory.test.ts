@@ -1,7 +1,7 @@
 // A limiter remembers a little per bucket (its newest start, its newest reservation); every distinct
 // credential of a keyed route is a bucket, so that memory must not grow with every credential ever seen.
 import t from 'tap'
-import { parseRoute } from '../src/config/schema'
+import { parseRoute } from '../src/config/route'
 import { Cancel } from '../src/limiter/cancel'
 import { RouteLimiter } from '../src/limiter/route-limiter'
 import { MemoryStore } from '../src/store/memory-store'

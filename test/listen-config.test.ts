@@ -1,7 +1,8 @@
 // The route fields of issue 4: defaults, forms, and errors that name the field.
 import t from 'tap'
 import { loadConfig } from '../src/config/load'
-import { AUTO_LIMIT, parseRoute } from '../src/config/schema'
+import { AUTO_LIMIT } from '../src/config/schema'
+import { parseRoute } from '../src/config/route'
 
 const base = { upstream: 'https://api.example', limit: '10/s' }
 

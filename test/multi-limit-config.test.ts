@@ -3,7 +3,7 @@
 import t, { type Test } from 'tap'
 import { loadConfig } from '../src/config/load'
 import { costsOf } from '../src/config/cost-rules'
-import { parseRoute } from '../src/config/schema'
+import { parseRoute } from '../src/config/route'
 import { ConfigError } from '../src/errors'
 
 function fails (t: Test, fn: () => unknown, field: string, message: RegExp): void {

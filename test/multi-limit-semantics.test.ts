@@ -4,7 +4,7 @@
 // at run time below a request's cost refuses it with a 400 naming the limit.
 import t from 'tap'
 import { request } from 'undici'
-import { parseRoute } from '../src/config/schema'
+import { parseRoute } from '../src/config/route'
 import { Cancel } from '../src/limiter/cancel'
 import { RouteLimiter } from '../src/limiter/route-limiter'
 import { MemoryStore } from '../src/store/memory-store'

@@ -4,7 +4,7 @@
 import t from 'tap'
 import { request } from 'undici'
 import { maxInWindow } from '../src/emulator'
-import { parseRoute } from '../src/config/schema'
+import { parseRoute } from '../src/config/route'
 import { LimitSet } from '../src/limiter/limit-set'
 import { StoreFailover } from '../src/limiter/store-failover'
 import { defineSluiceCommands } from '../src/store/lua-scripts'

@@ -2,7 +2,7 @@
 // records the starts it made without Redis there, at their times, so the other instances (which may
 // have been back on Redis already) leave room for them in their next reservations.
 import t, { type Test } from 'tap'
-import { parseRoute } from '../src/config/schema'
+import { parseRoute } from '../src/config/route'
 import { Cancel } from '../src/limiter/cancel'
 import { RouteLimiter } from '../src/limiter/route-limiter'
 import { RedisStore } from '../src/store/redis-store'

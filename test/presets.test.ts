@@ -7,7 +7,7 @@ import t, { type Test } from 'tap'
 import { loadConfig } from '../src/config/load'
 import { costsOf } from '../src/config/cost-rules'
 import { loadPreset, presetNames } from '../src/config/preset'
-import { parseRoute } from '../src/config/schema'
+import { parseRoute } from '../src/config/route'
 import { ConfigError } from '../src/errors'
 
 const EXPECTED = {

@@ -1,7 +1,7 @@
 // RouteLimiter.setLimit: a limit adopted at run time (announced by the upstream) is the one the
 // limiter books with, the fair scheduler paces by and refusals name; the route's config is untouched.
 import t from 'tap'
-import { parseRoute } from '../src/config/schema'
+import { parseRoute } from '../src/config/route'
 import { SluiceError } from '../src/errors'
 import { Cancel } from '../src/limiter/cancel'
 import { FairScheduler } from '../src/limiter/fair-scheduler'

@@ -2,7 +2,7 @@
 // log of each switch, the local share's size and its start a window after the last shared start,
 // and the hand-over back (outage starts recorded in Redis, the transition window, give-backs).
 import t from 'tap'
-import { parseRoute } from '../src/config/schema'
+import { parseRoute } from '../src/config/route'
 import { SluiceError } from '../src/errors'
 import type { BucketPolicy } from '../src/store/bucket-store'
 import { RedisStore } from '../src/store/redis-store'

@@ -1,7 +1,8 @@
 // Start a real Sluice (createSluice, port 0 on loopback) for a test, closed in teardown.
 import { Writable } from 'node:stream'
 import pino from 'pino'
-import { parseRoute, checkRoutes, DEFAULTS, type SluiceConfig } from '../../src/config/schema'
+import { DEFAULTS, type SluiceConfig } from '../../src/config/schema'
+import { parseRoute, checkRoutes } from '../../src/config/route'
 import { createSluice, type CreateOptions, type SluiceServer } from '../../src/http/app'
 import { REDACT_PATHS } from '../../src/http/redact'
 
