@@ -3,6 +3,7 @@
 import diagnostics from 'node:diagnostics_channel'
 import t, { type Test } from 'tap'
 import { startEmulator, maxInWindow } from '../src/emulator'
+import { startRedis } from './helpers/redis'
 import { startSluice } from './helpers/sluice'
 
 async function fire (url: string, n: number): Promise<number[]> {
@@ -84,3 +85,37 @@ t.test('a request held up after its check, past the margin\'s cap, pushes the ne
   t.ok(times[1] - times[0] >= 95, `the next start came an interval after the late one left (${(times[1] - times[0]).toFixed(1)} ms)`)
   t.equal(emulator.stats().limited, 0, 'no upstream 429')
 })
+
+for (const store of ['memory', 'redis'] as const) {
+  t.test(`${store}: a sliding-window request held up after its check, past what its margin covers, is recorded again once answered: the limit holds`, async (t) => {
+    // 10 per 1 s at the upstream and in a sliding window with a margin of at most 50 ms. The first
+    // request passes its check on time and is then held 300 ms (the event loop blocked as undici
+    // creates it), so it reaches the upstream 300 ms after its start. Ten more follow once it is
+    // answered: nine fit the window counted from its recorded start, and the tenth is booked a window
+    // and a margin after that start, which at the upstream is 11 within 1 s of the late one unless its
+    // start is recorded again once it is answered.
+    const emulator = await startEmulator({ profile: 'generic', limit: 10, windowMs: 1000 })
+    t.teardown(() => emulator.close())
+    const redis = store === 'redis' ? await startRedis() : undefined
+    t.teardown(async () => await redis?.stop())
+    const global = redis === undefined ? {} : { redis: redis.url, keyPrefix: redis.prefix() }
+    const sluice = await startSluice([{ name: 'sw', upstream: emulator.url, limit: '10/s', algorithm: 'sliding-window', margin: '50ms', maxWait: '30s', maxQueue: 100 }], global)
+    t.teardown(() => sluice.close())
+    let hold = true
+    const block = ({ request }: { request: { origin?: unknown } }): void => {
+      if (!hold || new URL(String(request.origin)).origin !== new URL(emulator.url).origin) return
+      hold = false
+      const until = performance.now() + 300
+      while (performance.now() < until) { /* the event loop is held */ }
+    }
+    diagnostics.subscribe('undici:request:create', block as (message: unknown) => void)
+    t.teardown(() => { diagnostics.unsubscribe('undici:request:create', block as (message: unknown) => void) })
+    t.same(await fire(`${sluice.url}/first`, 1), [200], 'the held-up request is answered')
+    t.same([...new Set(await fire(`${sluice.url}/next`, 10))], [200], 'the ten after it are answered')
+    const times = emulator.arrivals.map((a) => a.t).sort((a, b) => a - b)
+    t.ok(maxInWindow(times, 1000) <= 10, `at most 10 in any 1 s at the upstream (${maxInWindow(times, 1000)})`)
+    t.equal(emulator.stats().limited, 0, 'no upstream 429')
+    t.ok(times[10] - times[0] >= 1000, `the eleventh came a window after the late one reached the upstream (${(times[10] - times[0]).toFixed(1)} ms)`)
+    t.equal(sluice.limiters.get('sw')?.stats.lateMoved, 1, 'its start was recorded again once')
+  })
+}

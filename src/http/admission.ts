@@ -69,6 +69,7 @@ export function createAdmission (opts: AdmissionOptions): (request: FastifyReque
       state.waitedMs = admission.waitedMs
       state.startAt = admission.startAt
       state.bookedUnder = admission.bookedUnder
+      state.reservation = admission.reservation
       state.view = { remaining: admission.reservation.remaining, resetMs: Math.max(0, admission.reservation.resetMs - admission.waitedMs), ...bindingOf(admission.reservation) }
       // A concurrency slot (route `concurrency`) is held until the exchange with the client is over.
       if (admission.release !== undefined) reply.raw.once('close', admission.release)

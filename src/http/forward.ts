@@ -115,6 +115,7 @@ class Exchange {
     this.state.waitedMs += admission.waitedMs
     this.state.startAt = admission.startAt
     this.state.bookedUnder = admission.bookedUnder
+    this.state.reservation = admission.reservation
     this.state.view = { remaining: admission.reservation.remaining, resetMs: Math.max(0, admission.reservation.resetMs - admission.waitedMs) }
     this.slept = admission.waitedMs > 0
   }

@@ -11,7 +11,7 @@
 import diagnostics from 'node:diagnostics_channel'
 import type { FastifyInstance } from 'fastify'
 import type { RouteConfig } from '../config/schema'
-import type { BucketStore } from '../store/bucket-store'
+import type { BucketStore, Reservation } from '../store/bucket-store'
 import { AdaptiveMargin, fullWindow, type PushbackCause } from '../limiter/adaptive-margin'
 import type { RouteLimiter } from '../limiter/route-limiter'
 import { openedAhead } from './preconnect'
@@ -25,8 +25,10 @@ const NOTE_TTL_MS = 60_000
 /** Starts remembered to count a window's bookings when the upstream pushes back. */
 const STARTS_KEPT = 4096
 
-interface Note { probe: MarginProbe, bucket: string, startAt: number, notedAt: number, slot: number }
-interface Tracked { probe: MarginProbe, bucket: string, startAt: number, sentAt: number | undefined, fresh: boolean, slot: number }
+/** What the probe needs of a request's current attempt (http/request-state.ts). */
+export interface Attempt { reservation?: Reservation, cost?: number, costs?: number[] }
+interface Note { probe: MarginProbe, bucket: string, startAt: number, notedAt: number, slot: number, attempt: Attempt }
+interface Tracked { probe: MarginProbe, bucket: string, startAt: number, sentAt: number | undefined, fresh: boolean, slot: number, attempt: Attempt }
 /** How a request on a new connection weighs against the cold figure it raises or lowers. */
 const COLD_WEIGHT = 0.25
 type UndiciRequest = { headers?: unknown }
@@ -52,7 +54,7 @@ const onCreate = ({ request }: { request: UndiciRequest }): void => {
   const list = noted.get(id)
   const note = list?.shift()
   if (list !== undefined && list.length === 0) noted.delete(id)
-  if (note !== undefined) tracked.set(request, { probe: note.probe, bucket: note.bucket, startAt: note.startAt, sentAt: undefined, fresh: false, slot: note.slot })
+  if (note !== undefined) tracked.set(request, { probe: note.probe, bucket: note.bucket, startAt: note.startAt, sentAt: undefined, fresh: false, slot: note.slot, attempt: note.attempt })
 }
 
 const onSendHeaders = ({ request, socket }: { request: object, socket: object }): void => {
@@ -133,9 +135,9 @@ export class MarginProbe {
   }
 
   /** The request `id` of `bucket` is about to be sent upstream; its reserved start was `startAt` (performance.now). */
-  expect (id: string, bucket: string, startAt: number): void {
+  expect (id: string, bucket: string, startAt: number, attempt: Attempt): void {
     const slot = this.startCount % STARTS_KEPT
-    const note = { probe: this, bucket, startAt, notedAt: performance.now(), slot }
+    const note = { probe: this, bucket, startAt, notedAt: performance.now(), slot, attempt }
     const list = noted.get(id)
     if (list === undefined) noted.set(id, [note])
     else list.push(note)
@@ -145,7 +147,7 @@ export class MarginProbe {
   }
 
   /** One request's figures (from the diagnostics channels). */
-  record (latenessMs: number, responseMs: number | undefined, status: number, request: { bucket: string, startAt: number, fresh: boolean, slot: number }): void {
+  record (latenessMs: number, responseMs: number | undefined, status: number, request: { bucket: string, startAt: number, fresh: boolean, slot: number, attempt: Attempt }): void {
     const now = performance.now()
     this.lastSentAt = now
     if (request.fresh) {
@@ -161,9 +163,13 @@ export class MarginProbe {
     }
     if (this.margin.marginMs !== before) this.opts.limiter.setMargin(this.margin.marginMs)
     // Later than the margin covers, now or once it has widened (it never passes its cap): the starts
-    // after this one are spaced by that margin, so the bucket's next ones come the rest later.
+    // after this one are spaced by that margin. Now that the upstream has counted it, the limiter
+    // moves the bucket's next starts or this start's record (RouteLimiter.sentLate).
     const uncovered = latenessMs - Math.min(before, this.margin.marginMs)
-    if (uncovered > 0) void this.opts.limiter.pushBack(request.bucket, uncovered)
+    if (uncovered > 0) {
+      const { reservation, cost, costs } = request.attempt
+      void this.opts.limiter.sentLate(request.bucket, uncovered, latenessMs, reservation, costs ?? cost)
+    }
   }
 
   /** The cap is the configured margin; a `limit: auto` route's follows the adopted window (RouteLimiter.setLimit). */

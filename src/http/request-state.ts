@@ -3,6 +3,7 @@
 // forward.ts adds the attempts, the access log line (access-log.ts) and the observer read it.
 import type { RouteConfig } from '../config/schema'
 import type { Cancel } from '../limiter/cancel'
+import type { Reservation } from '../store/bucket-store'
 import type { BudgetView } from './rate-limit-headers'
 
 export interface RequestState {
@@ -27,6 +28,8 @@ export interface RequestState {
   startAt?: number
   /** The limit in force when the current attempt's start was booked (route-limiter.ts Admission.bookedUnder). */
   bookedUnder?: number
+  /** The current attempt's reservation: one that reaches the upstream late is recorded again (margin-probe.ts). */
+  reservation?: Reservation
   /** The upstream's last answer carried X-RateLimit-* of its own: they pass untouched (rate-limit-headers.ts). */
   upstreamRateLimit?: boolean
   /** The admission's abort controller: retries are admitted under the same one (forward.ts). */

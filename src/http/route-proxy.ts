@@ -74,7 +74,7 @@ export async function registerRoute (scope: FastifyInstance, parts: RouteParts):
         const out = forwardedRequestHeaders(headers)
         out['x-request-id'] = request.id
         const state = request.sluice
-        if (probe !== undefined && state?.startAt !== undefined && state.bucket !== undefined) probe.expect(request.id, state.bucket, state.startAt)
+        if (probe !== undefined && state?.startAt !== undefined && state.bucket !== undefined) probe.expect(request.id, state.bucket, state.startAt, state)
         return out
       },
       rewriteHeaders: (headers: Record<string, unknown>, request: FastifyRequest | undefined) => {

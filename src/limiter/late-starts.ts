@@ -8,9 +8,9 @@ import type { StoreFailover } from './store-failover'
 
 /**
  * Late starts given up and booked again (lateRetries), forwarded late after the retries ran out
- * (lateForwarded), recorded again at when they left (lateMoved: a sliding window's, see postpone),
- * and sent later than the margin covered, so the bucket's next starts came later (pushedBack:
- * RouteLimiter.pushBack).
+ * (lateForwarded), recorded again at when they left (lateMoved: a sliding window's, late at their
+ * check or held up after it: see postpone and RouteLimiter.sentLate), and sent later than the margin
+ * covered, so the bucket's next starts came later (pushedBack: a token bucket's, RouteLimiter.pushBack).
  */
 export interface LateStartCounts { lateRetries: number, lateForwarded: number, lateMoved: number, pushedBack: number }
 

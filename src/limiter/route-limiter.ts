@@ -103,6 +103,19 @@ export class RouteLimiter {
    * much later. A sliding window's list cannot move past starts counted against it (postponeLate did
    * what could be done before it left); several limits are not pushed back.
    */
+  /**
+   * A request reached its upstream connection `lateMs` after its start, `uncoveredMs` more than the
+   * margin covered (held up after its check), and its answer has come (http/margin-probe.ts). A token
+   * bucket's next starts come that much later (pushBack); a sliding window's start is recorded again
+   * at now, when the upstream has counted it, as a start late at its check is (LateStarts.postpone),
+   * unless what the window recorded for it covers that. Starts booked from the old record keep theirs.
+   */
+  async sentLate (bucket: string, uncoveredMs: number, lateMs: number, reservation: Reservation | undefined, cost: number | number[] | undefined): Promise<void> {
+    if (this.policy.algorithm === 'token-bucket') return await this.pushBack(bucket, uncoveredMs)
+    if (reservation === undefined || cost === undefined || !this.late.beyond(lateMs, this.policy.marginMs, reservation, cost)) return
+    if (await this.late.postpone(bucket, reservation, cost)) this.late.counts.lateMoved++
+  }
+
   async pushBack (bucket: string, byMs: number): Promise<void> {
     if (this.policy.algorithm !== 'token-bucket' || this.limits !== undefined || byMs <= 0) return
     if (await this.failover.pushBack(bucket, byMs)) this.late.counts.pushedBack++
