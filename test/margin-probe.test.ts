@@ -14,6 +14,27 @@ async function fire (url: string, n: number): Promise<number[]> {
   }))
 }
 
+/**
+ * One request through Sluice whose way to the emulator is held 300 ms after its start was checked (the
+ * event loop blocked as undici creates it, as a cold process admitting hundreds of arrivals can),
+ * then ten more once it is answered; the upstream's arrival times, sorted.
+ */
+async function firstHeldUp (t: Test, emulator: { url: string, arrivals: ReadonlyArray<{ t: number }> }, sluiceUrl: string): Promise<number[]> {
+  let hold = true
+  // Sluice's request to the upstream only (this test's own fetch is made by undici too).
+  const block = ({ request }: { request: { origin?: unknown } }): void => {
+    if (!hold || new URL(String(request.origin)).origin !== new URL(emulator.url).origin) return
+    hold = false
+    const until = performance.now() + 300
+    while (performance.now() < until) { /* the event loop is held */ }
+  }
+  diagnostics.subscribe('undici:request:create', block as (message: unknown) => void)
+  t.teardown(() => { diagnostics.unsubscribe('undici:request:create', block as (message: unknown) => void) })
+  t.same(await fire(`${sluiceUrl}/first`, 1), [200], 'the held-up request is answered')
+  t.same([...new Set(await fire(`${sluiceUrl}/next`, 10))], [200], 'the ten after it are answered')
+  return emulator.arrivals.map((a) => a.t).sort((a, b) => a - b)
+}
+
 t.test('a quiet path narrows the margin below the configured one; the limit holds; fixed stays', async (t) => {
   const emulator = await startEmulator({ profile: 'generic', limit: 20, windowMs: 1000 })
   t.teardown(() => emulator.close())
@@ -67,19 +88,7 @@ t.test('a request held up after its check, past the margin\'s cap, pushes the ne
   t.teardown(() => emulator.close())
   const sluice = await startSluice([{ name: 'tb', upstream: emulator.url, limit: '10/s', algorithm: 'token-bucket', margin: '50ms', maxWait: '30s', maxQueue: 100 }])
   t.teardown(() => sluice.close())
-  let hold = true
-  // Sluice's request to the upstream only (this test's own fetch is made by undici too).
-  const block = ({ request }: { request: { origin?: unknown } }): void => {
-    if (!hold || new URL(String(request.origin)).origin !== new URL(emulator.url).origin) return
-    hold = false
-    const until = performance.now() + 300
-    while (performance.now() < until) { /* the event loop is held */ }
-  }
-  diagnostics.subscribe('undici:request:create', block as (message: unknown) => void)
-  t.teardown(() => { diagnostics.unsubscribe('undici:request:create', block as (message: unknown) => void) })
-  t.same(await fire(`${sluice.url}/first`, 1), [200], 'the held-up request is answered')
-  t.same([...new Set(await fire(`${sluice.url}/next`, 10))], [200], 'the ten after it are answered')
-  const times = emulator.arrivals.map((a) => a.t).sort((a, b) => a - b)
+  const times = await firstHeldUp(t, emulator, sluice.url)
   t.equal(sluice.limiters.get('tb')?.stats.pushedBack, 1, 'one push back')
   t.ok(maxInWindow(times, 1000) <= 10, `at most 10 in any 1 s at the upstream (${maxInWindow(times, 1000)})`)
   t.ok(times[1] - times[0] >= 95, `the next start came an interval after the late one left (${(times[1] - times[0]).toFixed(1)} ms)`)
@@ -101,18 +110,7 @@ for (const store of ['memory', 'redis'] as const) {
     const global = redis === undefined ? {} : { redis: redis.url, keyPrefix: redis.prefix() }
     const sluice = await startSluice([{ name: 'sw', upstream: emulator.url, limit: '10/s', algorithm: 'sliding-window', margin: '50ms', maxWait: '30s', maxQueue: 100 }], global)
     t.teardown(() => sluice.close())
-    let hold = true
-    const block = ({ request }: { request: { origin?: unknown } }): void => {
-      if (!hold || new URL(String(request.origin)).origin !== new URL(emulator.url).origin) return
-      hold = false
-      const until = performance.now() + 300
-      while (performance.now() < until) { /* the event loop is held */ }
-    }
-    diagnostics.subscribe('undici:request:create', block as (message: unknown) => void)
-    t.teardown(() => { diagnostics.unsubscribe('undici:request:create', block as (message: unknown) => void) })
-    t.same(await fire(`${sluice.url}/first`, 1), [200], 'the held-up request is answered')
-    t.same([...new Set(await fire(`${sluice.url}/next`, 10))], [200], 'the ten after it are answered')
-    const times = emulator.arrivals.map((a) => a.t).sort((a, b) => a - b)
+    const times = await firstHeldUp(t, emulator, sluice.url)
     t.ok(maxInWindow(times, 1000) <= 10, `at most 10 in any 1 s at the upstream (${maxInWindow(times, 1000)})`)
     t.equal(emulator.stats().limited, 0, 'no upstream 429')
     t.ok(times[10] - times[0] >= 1000, `the eleventh came a window after the late one reached the upstream (${(times[10] - times[0]).toFixed(1)} ms)`)
