@@ -1,5 +1,6 @@
 // precision's command-line options: `npm run bench -- precision --rates 20,50 --windows 1s,10s
-// --runs 10 [--requests 300] [--algorithms sliding-window,token-bucket] [--margin 100ms] [--instances 3]`.
+// --runs 10 [--requests 300] [--algorithms sliding-window,token-bucket] [--margin 100ms] [--instances 3]
+// [--dump DIR]` (DIR: each run's arrivals and starts, request by request: PrecisionOptions.dumpDir).
 // Without any, the scenario's defaults (PRECISION_DEFAULTS). Every run is written to the results JSON.
 import { parseDuration } from '../src/config/units'
 import { checkFlags } from './flags'
@@ -8,7 +9,7 @@ import { PRECISION_DEFAULTS, precision, type PrecisionOptions } from './precisio
 const ALGORITHMS = ['sliding-window', 'token-bucket'] as const
 
 export async function precisionFromFlags (flags: Record<string, string>): Promise<Record<string, unknown>> {
-  checkFlags('precision', flags, ['rates', 'windows', 'runs', 'requests', 'algorithms', 'margin', 'instances'])
+  checkFlags('precision', flags, ['rates', 'windows', 'runs', 'requests', 'algorithms', 'margin', 'instances', 'dump'])
   if (Object.keys(flags).length === 0) return await precision()
   const list = (name: string, fallback: string): string[] => (flags[name] ?? fallback).split(',').map((s) => s.trim()).filter((s) => s !== '')
   const rates = list('rates', String(PRECISION_DEFAULTS.limit)).map(Number)
@@ -19,6 +20,7 @@ export async function precisionFromFlags (flags: Record<string, string>): Promis
   const requests = Number(flags.requests ?? 300)
   if (![...rates, runs, requests].every((n) => Number.isInteger(n) && n > 0)) throw new Error('precision: --rates, --runs and --requests take positive integers')
   const instances = Number(flags.instances ?? PRECISION_DEFAULTS.instances)
+  if (flags.dump === '') throw new Error('precision: --dump takes a directory')
   const results: Array<Record<string, unknown>> = []
   for (let run = 1; run <= runs; run++) {
     for (const limit of rates) {
@@ -28,6 +30,7 @@ export async function precisionFromFlags (flags: Record<string, string>): Promis
           limit,
           windowMs,
           requests,
+          ...(flags.dump === undefined ? {} : { dumpDir: flags.dump }),
           variants: algorithms.map((algorithm) => ({
             name: `${algorithm}${algorithm === 'token-bucket' ? ', burst 1' : ''}, ${limit}/${windowMs / 1000}s, run ${run}`,
             algorithm: algorithm as typeof ALGORITHMS[number],

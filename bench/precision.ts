@@ -2,6 +2,8 @@
 // Judged from the upstream's arrival log: the most arrivals in any 1 s window against the limit, the
 // time to drain against the theoretical minimum (utilization), and how late each request reached the
 // upstream after the start Sluice had reserved for it.
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { defaultMarginMs } from '../src/config/schema'
 import { parseDuration } from '../src/config/units'
 import { maxInWindow } from '../src/emulator'
@@ -16,6 +18,12 @@ export interface PrecisionOptions {
   requests: number
   /** Variants to run, each with the whole burst. */
   variants: Array<{ name: string, algorithm: 'sliding-window' | 'token-bucket', margin?: string }>
+  /**
+   * A directory for one file per variant: every arrival at the upstream (its time, outcome and
+   * request id), every reserved start by request id and the instance that admitted it. The summary
+   * says how far above the limit a run went; this says which pair of requests did it.
+   */
+  dumpDir?: string
 }
 
 export const PRECISION_DEFAULTS: PrecisionOptions = {
@@ -32,6 +40,13 @@ export const PRECISION_DEFAULTS: PrecisionOptions = {
 }
 
 interface Arrival { t: number, outcome: string, id?: string }
+
+/** One variant's arrivals and starts as JSON in `dir` (PrecisionOptions.dumpDir), named after the variant. */
+function dump (dir: string, variant: string, data: Record<string, unknown>): void {
+  mkdirSync(dir, { recursive: true })
+  const name = variant.replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '')
+  writeFileSync(join(dir, `${name}.json`), JSON.stringify({ variant, ...data }))
+}
 
 export async function precision (options: PrecisionOptions = PRECISION_DEFAULTS): Promise<Record<string, unknown>> {
   const redis = await startRedis()
@@ -65,7 +80,13 @@ export async function precision (options: PrecisionOptions = PRECISION_DEFAULTS)
           lateStarts.pushedBack += stats.late.pushedBack
         }
         const starts: Record<string, number> = {}
-        for (const c of instances) Object.assign(starts, await c.call<Record<string, number>>('starts'))
+        const instanceOf: Record<string, number> = {}
+        for (const [i, c] of instances.entries()) {
+          const own = await c.call<Record<string, number>>('starts')
+          Object.assign(starts, own)
+          for (const id of Object.keys(own)) instanceOf[id] = i
+        }
+        if (options.dumpDir !== undefined) dump(options.dumpDir, variant.name, { limit: options.limit, windowMs: options.windowMs, arrivals, starts, instanceOf })
 
         const times = arrivals.map((a) => a.t).sort((a, b) => a - b)
         const first = times[0]
