@@ -96,19 +96,14 @@ export class RouteLimiter {
   }
 
   /**
-   * A request reached the upstream `byMs` later than the margin covers (margin-probe.ts measures
-   * when its headers were written; the check in scheduleStart comes before the proxy's own work,
-   * which a cold process admitting hundreds of arrivals can hold up past the margin's cap). The start
-   * `limit` places after it would be counted in its window, so a token bucket's next starts come that
-   * much later. A sliding window's list cannot move past starts counted against it (postponeLate did
-   * what could be done before it left); several limits are not pushed back.
-   */
-  /**
    * A request reached its upstream connection `lateMs` after its start, `uncoveredMs` more than the
-   * margin covered (held up after its check), and its answer has come (http/margin-probe.ts). A token
-   * bucket's next starts come that much later (pushBack); a sliding window's start is recorded again
-   * at now, when the upstream has counted it, as a start late at its check is (LateStarts.postpone),
-   * unless what the window recorded for it covers that. Starts booked from the old record keep theirs.
+   * margin covered, and its answer has come (margin-probe.ts measures when its headers were written;
+   * the check in scheduleStart comes before the proxy's own work, which a cold process admitting
+   * hundreds of arrivals can hold up past the margin's cap). The start `limit` places after it would
+   * be counted in its window: a token bucket's next starts come that much later (pushBack); a sliding
+   * window's start is recorded again now, when the upstream has counted it, as a start late at its
+   * check is (LateStarts.postpone), unless what the window recorded for it covers that. Starts booked
+   * from the old record keep theirs; several limits are neither pushed back nor recorded again.
    */
   async sentLate (bucket: string, uncoveredMs: number, lateMs: number, reservation: Reservation | undefined, cost: number | number[] | undefined): Promise<void> {
     if (this.policy.algorithm === 'token-bucket') return await this.pushBack(bucket, uncoveredMs)
@@ -116,8 +111,9 @@ export class RouteLimiter {
     if (await this.late.postpone(bucket, reservation, cost)) this.late.counts.lateMoved++
   }
 
-  async pushBack (bucket: string, byMs: number): Promise<void> {
-    if (this.policy.algorithm !== 'token-bucket' || this.limits !== undefined || byMs <= 0) return
+  /** A token bucket's next starts, `byMs` later (the team's, with Redis: StoreFailover.pushBack). */
+  private async pushBack (bucket: string, byMs: number): Promise<void> {
+    if (this.limits !== undefined || byMs <= 0) return
     if (await this.failover.pushBack(bucket, byMs)) this.late.counts.pushedBack++
   }
 
